@@ -56,17 +56,26 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = [line for line in str(e).splitlines() if line.strip()]
+        reasons = [line for line in detail if "global" in line.lower()]
+        if not reasons:  # not a code-carrying pickle, just not a pickle we can read
+            raise _corrupt(path, pickle.UnpicklingError(detail[-2] if len(detail) > 1 else str(e))) from None
+        reason = reasons[0]
         raise CheckpointError(
             f"{path}: refused to load: the file contains Python objects other than tensors, which could run "
-            f"code when unpickled ({str(e).splitlines()[0]}). Only plain state-dict checkpoints are accepted; "
+            f"code when unpickled ({reason.strip()}). Only plain state-dict checkpoints are accepted; "
             "re-save it as {'model': model.state_dict()} in a trusted environment."
         ) from None
-    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError) as e:
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt download?): {e}. "
-            "Delete it and download it again, or pass another --checkpoint."
-        ) from None
+    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as e:
+        raise _corrupt(path, e) from None
     return extract_state_dict(ckpt, source=str(path))
+
+
+def _corrupt(path: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: not a readable PyTorch checkpoint (truncated or corrupt download?): {type(e).__name__}: {e}. "
+        "Delete it and download it again, or pass another --checkpoint."
+    )
 
 
 def extract_state_dict(ckpt: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:

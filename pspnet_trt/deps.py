@@ -12,6 +12,7 @@ EXTRAS = {
     "torch": ("torch", "train"),
     "onnx": ("onnx", "train"),
     "onnxslim": ("onnxslim", "train"),
+    "onnxconverter_common": ("onnxconverter-common", "train"),
     "onnxruntime": ("onnxruntime", "ort"),
     "matplotlib": ("matplotlib", "train"),
     "tensorrt": ("tensorrt", "trt"),

@@ -6,11 +6,13 @@ all see the same pixels.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from .files import atomic_open
 from .zoo import Normalization
 
 
@@ -93,3 +95,14 @@ def overlay(image_bgr: np.ndarray, labels: np.ndarray, palette: Sequence[Sequenc
     check_image(image_bgr)
     labels = resize_labels(labels, image_bgr.shape[:2])
     return cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(labels, palette), alpha, 0.0)
+
+
+def write_image(path: "str | Path", image: np.ndarray) -> Path:
+    """Encode by the file's suffix (``.png``, ``.jpg``) and write atomically."""
+    path = Path(path)
+    ok, data = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise OSError(f"cannot encode an image of shape {image.shape} as {path.suffix}")
+    with atomic_open(path, "wb") as f:
+        f.write(data.tobytes())
+    return path

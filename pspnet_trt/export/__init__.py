@@ -12,9 +12,11 @@ from .onnx_export import (
     to_fp16,
     trace_onnx,
     verify_graph,
+    zoo_model,
 )
+from .check import ParityReport, check_export
 
 __all__ = [
     "attach_metadata", "export_onnx", "export_zoo", "parse_size", "save_onnx", "simplify", "to_fp16", "trace_onnx",
-    "verify_graph",
+    "verify_graph", "zoo_model", "ParityReport", "check_export",
 ]

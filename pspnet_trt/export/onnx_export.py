@@ -148,28 +148,35 @@ def export_onnx(model: nn.Module, info: DeployInfo, out: Union[str, Path], preci
 def export_zoo(name: str, out: Union[str, Path], checkpoint: Optional[Union[str, Path]] = None,
                input_size: Optional[Tuple[int, int]] = None, output: str = "labels", precision: str = "fp32",
                batch: Optional[int] = 1, num_classes: Optional[int] = None, labels_dtype: str = "uint8",
-               random_seed: Optional[int] = None) -> Path:
-    """Build zoo model ``name``, load ``checkpoint`` (random weights with a warning if None), export it."""
-    require("torch", "ONNX export")
-    from ..checkpoints import load_checkpoint
+               random_seed: int = 0) -> Path:
+    """Build zoo model ``name``, load ``checkpoint`` or randomise it (``random_seed``, with a warning), export it."""
     from ..files import sha256_file
-    from ..models import build_model, randomize_
     from ..zoo import get_spec
 
     spec = get_spec(name)
-    model = build_model(name, num_classes=num_classes)
-    sha = None
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
-        sha = sha256_file(checkpoint)
-    else:
-        log.warning("no --checkpoint given: exporting %s with RANDOM weights (fine for plumbing and speed, "
-                    "meaningless predictions)", name)
-        if random_seed is not None:
-            randomize_(model, random_seed)
+    model = zoo_model(name, checkpoint, num_classes=num_classes, random_seed=random_seed)
+    sha = sha256_file(checkpoint) if checkpoint is not None else None
     info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, output=output, batch=batch,
                                 precision=precision, checkpoint_sha256=sha)
     return export_onnx(model, info, out, labels_dtype=labels_dtype)
+
+
+def zoo_model(name: str, checkpoint: Optional[Union[str, Path]] = None, num_classes: Optional[int] = None,
+              random_seed: int = 0) -> nn.Module:
+    """Eval PSPNet of zoo entry ``name`` with ``checkpoint`` loaded, or randomised by ``random_seed``.
+
+    Random weights include random BatchNorm statistics, so that parity checks on them mean something.
+    """
+    require("torch", "building models")
+    from ..checkpoints import load_checkpoint
+    from ..models import build_model, randomize_
+
+    model = build_model(name, num_classes=num_classes)
+    if checkpoint is not None:
+        return load_checkpoint(model, checkpoint)
+    log.warning("no checkpoint given: %s gets RANDOM weights (seed %d): fine for plumbing and speed, "
+                "meaningless predictions", name, random_seed)
+    return randomize_(model, random_seed)
 
 
 def parse_size(text: str) -> Tuple[int, int]:

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pspnet_trt.zoo import IMAGENET_MEAN_255, IMAGENET_STD_255, ZOO, get_spec
+
+
+def test_zoo_has_12_published_entries_and_the_demo_model():
+    published = [s for s in ZOO.values() if s.published_miou is not None]
+    assert len(published) == 12 and len(ZOO) == 13
+    assert {(s.depth, s.output_stride, s.dataset) for s in published} == {
+        (d, o, ds) for d in (50, 101) for o in (8, 16) for ds in ("voc", "ade20k", "cityscapes")
+    }
+    assert get_spec("r50_os8_cityscapes").published_miou == 79.05
+    assert get_spec("r101_os8_ade20k").published_miou == 44.55
+
+
+@pytest.mark.parametrize("name,classes,crop", [
+    ("r50_os8_voc", 21, (512, 512)), ("r101_os16_ade20k", 150, (512, 512)),
+    ("r50_os16_cityscapes", 19, (512, 1024)), ("r18_os8_camvid", 11, (360, 480)),
+])
+def test_entry_fields(name, classes, crop):
+    s = get_spec(name)
+    assert s.num_classes == classes == len(s.palette) == len(s.class_names)
+    assert s.crop_size == crop
+    assert s.normalization.mean == IMAGENET_MEAN_255 == (123.675, 116.28, 103.53)
+    assert s.normalization.std == IMAGENET_STD_255 == (58.395, 57.12, 57.375)
+    assert s.normalization.channel_order == "rgb"
+    if s.config:
+        assert s.url.endswith(f"/ssseg_pspnet/{s.config}.pth")
+
+
+def test_cityscapes_schedule_and_eval_resize():
+    s = get_spec("r101_os8_cityscapes")
+    assert (s.batch_size, s.epochs, s.lr) == (8, 220, 0.01)
+    assert s.eval_resize == (2048, 1024)
+    assert get_spec("r50_os8_voc").train_split == "trainaug"
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(KeyError, match="r50_os8_cityscapes"):
+        get_spec("r50_os8_cityscape")
+
+
+def test_cli_zoo_lists_13_entries_with_miou():
+    out = subprocess.run([sys.executable, "-m", "pspnet_trt", "zoo"], capture_output=True, text=True, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| r")]
+    assert len(rows) == 13
+    assert "| r50_os8_cityscapes | R-50-D8 | cityscapes | 19 | 512x1024 | 512x1024 | 79.05 |" in out
