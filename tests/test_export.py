@@ -20,11 +20,8 @@ from pspnet_trt.models import build_model, randomize_
 from pspnet_trt.zoo import get_spec
 
 
-@pytest.mark.parametrize("size", [1, 2, 5, 8, 13, 45, 60, 64, 65, 128])
-@pytest.mark.parametrize("bins", [1, 2, 3, 6])
+@pytest.mark.parametrize("size,bins", [(s, b) for s in (1, 2, 5, 8, 13, 45, 60, 64, 65, 128) for b in (1, 2, 3, 6) if b <= s])
 def test_fixed_pool_equals_adaptive_pool(size, bins):
-    if bins > size:
-        pytest.skip("more bins than pixels")
     x = torch.randn(2, 3, size, size + 7)
     ours = FixedAdaptiveAvgPool2d(bins, (size, size + 7))
     torch.testing.assert_close(ours(x), nn.AdaptiveAvgPool2d(bins)(x), rtol=1e-6, atol=1e-6)

@@ -1,0 +1,254 @@
+"""sssegmentation checkpoints: read, convert, load strictly, save, download.
+
+On-disk format (``ssseg/train.py``): ``{'cur_epoch', 'cur_iter', 'optimizer', 'model'}``; published
+files keep only ``{'model'}``; the 2020 code that trained them saved ``{'epoch', 'model',
+'optimizer'}`` and called the PPM fuse conv ``ppm_net.fuse_layer``. We accept all of these, plus
+``state_dict`` and ``module.``-prefixed keys, and we always load with ``strict=True``:
+sssegmentation silently retries with ``strict=False``, which leaves layers randomly initialised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+
+from .errors import UserError
+from .files import PathLike, atomic_path, sha256_file
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+# Renames applied to every loaded state dict: (old prefix, new prefix).
+KEY_RENAMES = (("ppm_net.fuse_layer.", "ppm_net.bottleneck."),)
+CLASSIFIER_KEY = "decoder.1.weight"
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used; the message names the file, the problem and the fix."""
+
+
+def _torch() -> Any:
+    from .deps import require
+
+    return require("torch", "reading checkpoints")
+
+
+def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
+    """The model state dict inside an sssegmentation (or compatible) checkpoint file.
+
+    Uses ``torch.load(weights_only=True)``: a file whose pickle would run code is refused.
+    """
+    torch = _torch()
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist. Pass the path of a .pth file.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = [line for line in str(e).splitlines() if line.strip()]
+        reasons = [line for line in detail if "global" in line.lower()]
+        if not reasons:  # not a code-carrying pickle, just not a pickle we can read
+            raise _corrupt(path, pickle.UnpicklingError(detail[-2] if len(detail) > 1 else str(e))) from None
+        reason = reasons[0]
+        raise CheckpointError(
+            f"{path}: refused to load: the file contains Python objects other than tensors, which could run "
+            f"code when unpickled ({reason.strip()}). Only plain state-dict checkpoints are accepted; "
+            "re-save it as {'model': model.state_dict()} in a trusted environment."
+        ) from None
+    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as e:
+        raise _corrupt(path, e) from None
+    return extract_state_dict(ckpt, source=str(path))
+
+
+def _corrupt(path: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: not a readable PyTorch checkpoint (truncated or corrupt download?): {type(e).__name__}: {e}. "
+        "Delete it and download it again, or pass another --checkpoint."
+    )
+
+
+def extract_state_dict(ckpt: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """``ckpt['model']``, else ``ckpt['state_dict']``, else the dict itself; converted to current names."""
+    torch = _torch()
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"{source}: expected a dict, found {type(ckpt).__name__}")
+    for key in ("model", "state_dict"):
+        if key in ckpt and isinstance(ckpt[key], Mapping):
+            ckpt = ckpt[key]
+            break
+    state: Dict[str, torch.Tensor] = {}
+    for key, value in ckpt.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor: this is not a model state dict "
+                "(expected sssegmentation's {'model': state_dict} layout)"
+            )
+        state[convert_key(str(key))] = value
+    return state
+
+
+def convert_key(key: str) -> str:
+    """Strip a DDP ``module.`` prefix and apply :data:`KEY_RENAMES`."""
+    if key.startswith("module."):
+        key = key[len("module."):]
+    for old, new in KEY_RENAMES:
+        if key.startswith(old):
+            key = new + key[len(old):]
+    return key
+
+
+def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise a :class:`CheckpointError` describing every difference between ``state`` and ``model``."""
+    expected = model.state_dict()
+    problems: List[str] = []
+    if CLASSIFIER_KEY in state and CLASSIFIER_KEY in expected:
+        got, want = state[CLASSIFIER_KEY].shape[0], expected[CLASSIFIER_KEY].shape[0]
+        if got != want:
+            problems.append(
+                f"it has {got} classes but the model has {want}: build the model with num_classes={got} "
+                f"(CLI: --num-classes {got}) or pick the zoo entry of that dataset"
+            )
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        problems.append(f"{len(missing)} missing keys, e.g. {missing[:5]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:5]}")
+    for key, value in state.items():
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
+            problems.append(
+                f"first shape mismatch: {key} is {tuple(value.shape)} in the file, {tuple(expected[key].shape)} in the model "
+                "(wrong depth or head width? check the zoo name)"
+            )
+            break
+    if problems:
+        raise CheckpointError(f"{source} does not fit this model: " + "; ".join(problems))
+
+
+def load_checkpoint(model: nn.Module, path: PathLike) -> nn.Module:
+    """Load an sssegmentation checkpoint into ``model`` strictly; returns ``model``."""
+    state = read_state_dict(path)
+    check_compatible(model, state, source=str(path))
+    model.load_state_dict(state, strict=True)
+    log.info("loaded %d tensors from %s", len(state), path)
+    return model
+
+
+def save_checkpoint(path: PathLike, model_state: Mapping[str, Any], **extra: Any) -> Path:
+    """Write ``{'model': state, **extra}`` atomically, in sssegmentation's format."""
+    torch = _torch()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({**extra, "model": dict(model_state)}, tmp)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Download
+# ---------------------------------------------------------------------------------------------
+
+
+class DownloadError(UserError):
+    """A checkpoint could not be downloaded; the message says how to proceed offline."""
+
+
+def cache_dir() -> Path:
+    """``$PSPNET_TRT_CACHE``, else ``~/.cache/pspnet_trt``."""
+    return Path(os.environ.get("PSPNET_TRT_CACHE") or Path.home() / ".cache" / "pspnet_trt")
+
+
+def download(url: str, dest: PathLike, sha256: Optional[str] = None, progress: bool = True,
+             timeout: float = 30.0, retries: int = 2) -> Path:
+    """Download ``url`` to ``dest``: resumable ``.part`` file, optional sha256, atomic rename.
+
+    An interrupted download keeps its ``.part`` file and resumes with an HTTP Range request;
+    ``dest`` appears only once complete and verified.
+    """
+    from tqdm import tqdm
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(retries + 1):
+        try:
+            _download_part(url, part, timeout, progress, tqdm)
+            break
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            if isinstance(e, urllib.error.HTTPError) and e.code < 500:
+                raise DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+            if attempt == retries:
+                raise DownloadError(
+                    f"cannot download {url} ({getattr(e, 'reason', e)}). Are you offline? Download the file "
+                    f"elsewhere and pass it with --checkpoint PATH, or copy it to {dest}."
+                ) from None
+            log.warning("download of %s failed (%s); retrying", url, e)
+            time.sleep(0.5 * (attempt + 1))
+    if sha256:
+        got = sha256_file(part)
+        if got != sha256.lower():
+            part.unlink()
+            raise DownloadError(f"{url}: sha256 mismatch (expected {sha256}, got {got}); the partial file was removed")
+    os.replace(part, dest)
+    return dest
+
+
+def _download_part(url: str, part: Path, timeout: float, progress: bool, tqdm: Any) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "pspnet-trt"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # range not satisfiable: the part file is already complete
+            return
+        raise
+    with response:
+        if have and response.status != 206:  # server ignored Range: start over
+            have = 0
+        length = response.headers.get("Content-Length")
+        total = int(length) + have if length is not None else None
+        with open(part, "ab" if have else "wb") as f, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, desc=part.name[: -len(".part")], disable=not progress
+        ) as bar:
+            shutil.copyfileobj(_Progress(response, bar), f, 1 << 20)
+
+
+class _Progress:
+    """File-like wrapper that advances a tqdm bar as it is read."""
+
+    def __init__(self, raw: Any, bar: Any) -> None:
+        self.raw, self.bar = raw, bar
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.bar.update(len(data))
+        return data
+
+
+def fetch_checkpoint(name: str, progress: bool = True) -> Path:
+    """Path of the published checkpoint of zoo entry ``name``, downloaded into :func:`cache_dir` once."""
+    from .zoo import get_spec
+
+    spec = get_spec(name)
+    if not spec.url:
+        raise DownloadError(
+            f"{name} has no published checkpoint: train one (`make demo` or `pspnet-trt train --model {name}`) "
+            "and pass it with --checkpoint PATH"
+        )
+    dest = cache_dir() / Path(spec.url).name
+    if dest.is_file():
+        return dest
+    log.info("downloading %s -> %s", spec.url, dest)
+    return download(spec.url, dest, sha256=spec.sha256, progress=progress)

@@ -1,0 +1,11 @@
+"""Datasets in their usual on-disk layouts, read with OpenCV (numpy only, no torch).
+
+Every dataset yields :class:`Sample` objects: a BGR uint8 image, a uint8 label map whose void
+pixels are :data:`~pspnet_trt.zoo.IGNORE_INDEX` (255), and a name.
+"""
+
+from __future__ import annotations
+
+from .datasets import LAYOUTS, Sample, SegDataset, open_dataset, dataset_for_spec
+
+__all__ = ["LAYOUTS", "Sample", "SegDataset", "dataset_for_spec", "open_dataset"]

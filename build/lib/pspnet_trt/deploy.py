@@ -1,0 +1,118 @@
+"""What a deployed artifact must carry so that it can run without the zoo: :class:`DeployInfo`.
+
+Export writes it into the ONNX metadata (key :data:`METADATA_KEY`), the engine build copies it
+into the engine manifest, and :class:`~pspnet_trt.runtime.Segmenter` reads it back. It is the
+single source of every preprocessing number downstream of the zoo.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Dict, Optional, Tuple
+
+from .zoo import ModelSpec, Normalization
+
+METADATA_KEY = "pspnet_trt"
+OUTPUT_KINDS = ("labels", "logits", "both")
+PRECISIONS = ("fp32", "fp16", "int8", "best")
+INPUT_NAME = "images"
+OUTPUT_NAMES = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "labels")}
+
+
+def package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@dataclass(frozen=True)
+class DeployInfo:
+    model: str  # zoo name
+    input_size: Tuple[int, int]  # static (H, W) of the artifact's input
+    class_names: Tuple[str, ...]
+    palette: Tuple[Tuple[int, int, int], ...]
+    normalization: Normalization
+    output: str = "labels"  # labels | logits | both
+    batch: Optional[int] = 1  # None = dynamic batch
+    precision: str = "fp32"
+    checkpoint_sha256: Optional[str] = None  # None = random weights
+    package_version: str = field(default_factory=package_version)
+    extra: Dict[str, Any] = field(default_factory=dict)  # e.g. quantization details
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUT_KINDS:
+            raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {self.output!r}")
+        if len(self.class_names) != len(self.palette):
+            raise ValueError("class_names and palette differ in length")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_name(self) -> str:
+        return INPUT_NAME
+
+    @property
+    def output_names(self) -> Tuple[str, ...]:
+        return OUTPUT_NAMES[self.output]
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, input_size: Optional[Tuple[int, int]] = None, num_classes: Optional[int] = None,
+                  **kwargs: Any) -> DeployInfo:
+        names, palette = spec.class_names, spec.palette
+        if num_classes is not None and num_classes != spec.num_classes:
+            names = tuple(f"class_{i}" for i in range(num_classes))
+            palette = tuple(_fallback_colour(i) for i in range(num_classes))
+        return cls(model=spec.name, input_size=tuple(input_size or spec.deploy_size), class_names=names,  # type: ignore[arg-type]
+                   palette=palette, normalization=spec.normalization, **kwargs)
+
+    def with_(self, **changes: Any) -> DeployInfo:
+        return replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["normalization"] = self.normalization.to_dict()
+        d["input_size"] = list(self.input_size)
+        d["class_names"] = list(self.class_names)
+        d["palette"] = [list(p) for p in self.palette]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> DeployInfo:
+        try:
+            return cls(
+                model=str(d["model"]),
+                input_size=(int(d["input_size"][0]), int(d["input_size"][1])),
+                class_names=tuple(str(n) for n in d["class_names"]),
+                palette=tuple((int(p[0]), int(p[1]), int(p[2])) for p in d["palette"]),
+                normalization=Normalization.from_dict(d["normalization"]),
+                output=str(d["output"]),
+                batch=None if d.get("batch") is None else int(d["batch"]),
+                precision=str(d.get("precision", "fp32")),
+                checkpoint_sha256=d.get("checkpoint_sha256"),
+                package_version=str(d.get("package_version", "unknown")),
+                extra=dict(d.get("extra") or {}),
+            )
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            raise ValueError(f"invalid pspnet-trt deploy metadata ({type(e).__name__}: {e})") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> DeployInfo:
+        return cls.from_dict(json.loads(text))
+
+
+def _fallback_colour(i: int) -> Tuple[int, int, int]:
+    """Pascal-VOC-style bit-interleaved colour map, for models fine-tuned to unnamed classes."""
+    r = g = b = 0
+    for bit in range(8):
+        r |= ((i >> 0) & 1) << (7 - bit)
+        g |= ((i >> 1) & 1) << (7 - bit)
+        b |= ((i >> 2) & 1) << (7 - bit)
+        i >>= 3
+    return r, g, b
+

@@ -1,0 +1,71 @@
+"""``pspnet-trt export`` and ``pspnet-trt check-export``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="PSPNet -> ONNX (exact fixed pools, static input size, fp32 or fp16 graph)")
+    p.add_argument("--model", required=True, help="zoo name (see `pspnet-trt zoo`)")
+    p.add_argument("--checkpoint", help="sssegmentation .pth; without it: random weights (plumbing only)")
+    p.add_argument("--input-size", help="static input HxW (default: the zoo entry's deploy size)")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
+    batch.add_argument("--dynamic-batch", action="store_true", help="dynamic batch dimension")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--output", choices=("labels", "logits", "both"), default="labels",
+                   help="labels: HxW uint8 map (ArgMax in the graph); logits: CxHxW float32")
+    p.add_argument("--labels-dtype", choices=("uint8", "int32"), default="uint8",
+                   help="dtype of the labels output (int32 for TensorRT 8.5, which cannot cast to uint8)")
+    p.add_argument("--num-classes", type=int, help="override the zoo's class count (fine-tuned checkpoints)")
+    p.add_argument("--random-seed", type=int, default=0, help="seed of the random weights when no checkpoint")
+    p.add_argument("--out", required=True, help="output .onnx path")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("check-export", help="PyTorch vs ONNX Runtime parity of an exported file")
+    p.add_argument("--model", required=True)
+    p.add_argument("--checkpoint", help="the checkpoint the ONNX was exported from (default: random weights)")
+    p.add_argument("--random-seed", type=int, default=0, help="seed used at export when it had no checkpoint")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--onnx", required=True, help="file exported with --output logits or both")
+    p.add_argument("--images", nargs="*", help="image files (default: random inputs)")
+    p.add_argument("--min-agreement", type=float, default=0.99999, help="exit 1 below this argmax agreement")
+    p.add_argument("--json", help="write the report here")
+    p.set_defaults(func=_check)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from . import export_zoo, parse_size
+
+    out = export_zoo(
+        args.model, args.out, checkpoint=args.checkpoint,
+        input_size=parse_size(args.input_size) if args.input_size else None, output=args.output,
+        precision=args.precision, batch=None if args.dynamic_batch else args.batch, num_classes=args.num_classes,
+        labels_dtype=args.labels_dtype, random_seed=args.random_seed,
+    )
+    print(out)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..files import sha256_file, write_json
+    from ..preprocess import read_image
+    from ..runtime.ort import read_onnx_info
+    from . import check_export, zoo_model
+
+    info = read_onnx_info(args.onnx)
+    expected = sha256_file(args.checkpoint) if args.checkpoint else None
+    if info.checkpoint_sha256 != expected:
+        raise UserError(f"{args.onnx} was exported from checkpoint sha256 {info.checkpoint_sha256} but the check uses "
+                        f"{expected or 'random weights'}: pass the same --checkpoint as at export")
+    model = zoo_model(args.model, args.checkpoint, num_classes=args.num_classes, random_seed=args.random_seed)
+    images = [read_image(p) for p in args.images] if args.images else None
+    report = check_export(model, args.onnx, images=images)
+    print(report)
+    if args.json:
+        write_json(args.json, report.to_dict())
+    return 0 if report.argmax_agreement >= args.min_agreement else 1
+
+

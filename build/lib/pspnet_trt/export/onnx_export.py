@@ -1,0 +1,197 @@
+"""PSPNet -> ONNX for a static input size: exact fixed pools, folded BatchNorm, deploy head, metadata.
+
+Composable steps (each callable alone): :func:`trace_onnx` -> :func:`simplify` -> :func:`to_fp16`
+-> :func:`attach_metadata` -> :func:`verify_graph` -> :func:`save_onnx`; :func:`export_onnx` runs
+them all and :func:`export_zoo` adds model building and checkpoint loading.
+
+We use the TorchScript-based exporter (``dynamo=False``): with the pools already lowered to
+fixed ops it yields a small static graph (BatchNorm folded into the convs in eval mode), and it
+needs no extra packages. The dynamo exporter would lower adaptive pooling to Gather/Where chains.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Tuple, Union
+
+from ..deploy import METADATA_KEY, DeployInfo
+from ..deps import require
+from ..errors import UserError
+from ..files import atomic_path
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+# Ops that must never appear: they mean a shape-driven or adaptive lowering slipped in.
+FORBIDDEN_OPS = {"Gather", "GatherND", "GatherElements", "Where", "NonZero", "Loop", "If", "BatchNormalization"}
+# Kept in FP32 in the FP16 graph. ArgMax runs on the FP32 logits so ties break as in FP32 and
+# the label output needs no extra cast; see benchmarks/export_parity.py for the agreement figures.
+FP16_KEEP_FP32_OPS = ("ArgMax",)
+LABEL_DTYPES = ("uint8", "int32")
+
+
+def trace_onnx(model: nn.Module, info: DeployInfo, opset: int = OPSET, labels_dtype: str = "uint8") -> onnx.ModelProto:
+    """Trace the deploy variant of ``model`` (see :class:`DeployPSPNet`) to an in-memory ONNX model."""
+    torch = require("torch", "ONNX export")
+    onnx = require("onnx", "ONNX export")
+    from .deploy_model import DeployPSPNet
+
+    if labels_dtype not in LABEL_DTYPES:
+        raise UserError(f"labels dtype must be one of {LABEL_DTYPES}, got {labels_dtype!r}")
+    deploy = DeployPSPNet(model, info.input_size, info.output, getattr(torch, labels_dtype)).eval()
+    dummy = torch.zeros(info.batch or 1, 3, *info.input_size)
+    dynamic_axes = None
+    if info.batch is None:
+        dynamic_axes = {name: {0: "batch"} for name in (info.input_name, *info.output_names)}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            deploy, (dummy,), buffer, dynamo=False, opset_version=opset, input_names=[info.input_name],
+            output_names=list(info.output_names), dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim: constant folding, dead-node removal, shape inference."""
+    onnxslim = require("onnxslim", "ONNX simplification")
+    return onnxslim.slim(model)
+
+
+def to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = FP16_KEEP_FP32_OPS) -> onnx.ModelProto:
+    """FP16 graph with FP32 inputs/outputs (TensorRT 11 takes precision from the graph, not from flags).
+
+    onnxconverter-common's converter: weights and activations FP16, casts at the graph boundary and
+    around ``keep_fp32_ops``. TensorRT builds it strongly typed; ONNX Runtime on the CPU runs it
+    with the same FP16 rounding of weights and activations, which predicts the engine's agreement.
+    """
+    require("onnxconverter_common", "FP16 conversion")
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=list(keep_fp32_ops))
+
+
+def attach_metadata(model: onnx.ModelProto, info: DeployInfo) -> onnx.ModelProto:
+    """Store ``info`` under :data:`METADATA_KEY` (and a few readable keys for tools like Netron)."""
+    from .. import __version__
+
+    entries = {
+        METADATA_KEY: info.to_json(),
+        "model": info.model,
+        "input_size": f"{info.input_size[0]}x{info.input_size[1]}",
+        "precision": info.precision,
+        "output": info.output,
+    }
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    model.producer_name, model.producer_version = "pspnet-trt", __version__
+    model.doc_string = f"PSPNet {info.model} {info.input_size[0]}x{info.input_size[1]} {info.precision} -> {info.output}"
+    return model
+
+
+def verify_graph(model: onnx.ModelProto) -> None:
+    """onnx.checker plus our own rules: no adaptive/shape-driven pooling, BatchNorm folded."""
+    onnx = require("onnx", "ONNX export")
+    onnx.checker.check_model(model, full_check=True)
+    ops = {node.op_type for node in model.graph.node}
+    bad = ops & FORBIDDEN_OPS
+    if bad or any("Adaptive" in op for op in ops):
+        raise RuntimeError(f"exported graph contains ops that must not be there: {sorted(bad)} (all ops: {sorted(ops)})")
+
+
+def save_onnx(model: onnx.ModelProto, out: Union[str, Path]) -> Path:
+    """Write atomically (the file appears complete or not at all)."""
+    onnx = require("onnx", "ONNX export")
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        onnx.save(model, str(tmp))
+    return out
+
+
+def export_onnx(model: nn.Module, info: DeployInfo, out: Union[str, Path], precision: Optional[str] = None,
+                opset: int = OPSET, labels_dtype: str = "uint8", slim: bool = True) -> Path:
+    """Export ``model`` (an eval PSPNet) for ``info.input_size``/``info.output``/``info.batch`` to ``out``.
+
+    ``precision`` (``fp32`` or ``fp16``) overrides ``info.precision``. Returns ``out``.
+    """
+    precision = precision or info.precision
+    if precision not in ("fp32", "fp16"):
+        raise UserError(f"export writes fp32 or fp16 graphs, got {precision!r} (INT8: `pspnet-trt quantize`)")
+    info = info.with_(precision=precision, extra={**info.extra, "labels_dtype": labels_dtype, "opset": opset})
+    start = time.perf_counter()
+    graph = trace_onnx(model, info, opset=opset, labels_dtype=labels_dtype)
+    if slim:
+        graph = simplify(graph)
+    if precision == "fp16":
+        graph = to_fp16(graph)
+    attach_metadata(graph, info)
+    verify_graph(graph)
+    save_onnx(graph, out)
+    log.info("exported %s (%s, %dx%d, %s) in %.1f s", out, precision, *info.input_size, info.output,
+             time.perf_counter() - start)
+    return Path(out)
+
+
+def export_zoo(name: str, out: Union[str, Path], checkpoint: Optional[Union[str, Path]] = None,
+               input_size: Optional[Tuple[int, int]] = None, output: str = "labels", precision: str = "fp32",
+               batch: Optional[int] = 1, num_classes: Optional[int] = None, labels_dtype: str = "uint8",
+               random_seed: int = 0) -> Path:
+    """Build zoo model ``name``, load ``checkpoint`` or randomise it (``random_seed``, with a warning), export it."""
+    from ..files import sha256_file
+    from ..zoo import get_spec
+
+    spec = get_spec(name)
+    model = zoo_model(name, checkpoint, num_classes=num_classes, random_seed=random_seed)
+    sha = sha256_file(checkpoint) if checkpoint is not None else None
+    info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, output=output, batch=batch,
+                                precision=precision, checkpoint_sha256=sha)
+    return export_onnx(model, info, out, labels_dtype=labels_dtype)
+
+
+def zoo_model(name: str, checkpoint: Optional[Union[str, Path]] = None, num_classes: Optional[int] = None,
+              random_seed: int = 0) -> nn.Module:
+    """Eval PSPNet of zoo entry ``name`` with ``checkpoint`` loaded, or randomised by ``random_seed``.
+
+    Random weights include random BatchNorm statistics, so that parity checks on them mean something.
+    """
+    require("torch", "building models")
+    from ..checkpoints import load_checkpoint
+    from ..models import build_model, randomize_
+
+    model = build_model(name, num_classes=num_classes)
+    if checkpoint is not None:
+        return load_checkpoint(model, checkpoint)
+    log.warning("no checkpoint given: %s gets RANDOM weights (seed %d): fine for plumbing and speed, "
+                "meaningless predictions", name, random_seed)
+    return randomize_(model, random_seed)
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """``"512x1024"`` -> (512, 1024) (H x W)."""
+    try:
+        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise UserError(f"size must look like HxW (e.g. 512x1024), got {text!r}") from None
+    if h < 32 or w < 32:
+        raise UserError(f"input size {h}x{w} is too small: PSPNet needs at least 32x32 (output stride 8/16)")
+    return h, w
+
+
+def graph_summary(model: onnx.ModelProto) -> Any:
+    """Op-type histogram of a graph (for reports and tests)."""
+    from collections import Counter
+
+    return Counter(node.op_type for node in model.graph.node)

@@ -1,0 +1,68 @@
+"""The one call shape every inference backend has (PyTorch, ONNX Runtime, TensorRT).
+
+``run(batch)`` takes an Nx3xHxW float32 batch, already resized to ``info.input_size`` and
+normalised (see :mod:`pspnet_trt.preprocess`), and returns the artifact's outputs by name:
+``"logits"`` (NxCxHxW float32, upsampled to the input size) and/or ``"labels"`` (NxHxW uint8).
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+
+from ..deploy import DeployInfo
+from ..errors import UserError
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+class Backend(abc.ABC):
+    name: str = "backend"
+    info: DeployInfo
+
+    @abc.abstractmethod
+    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """Outputs of one batch; see the module docstring."""
+
+    def close(self) -> None:
+        """Release sessions, contexts and device memory."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def check_batch(self, batch: np.ndarray) -> np.ndarray:
+        h, w = self.info.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, h, w):
+            raise ValueError(f"{self.name}: expected a batch of shape Nx3x{h}x{w}, got {batch.shape}")
+        if self.info.batch is not None and batch.shape[0] != self.info.batch:
+            raise ValueError(f"{self.name}: this artifact has a static batch of {self.info.batch}, got {batch.shape[0]}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def open_backend(source: Union[str, Path], device: str = "cpu", checkpoint: Optional[Union[str, Path]] = None,
+                 **kwargs: Any) -> Backend:
+    """A backend for ``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``) or a zoo name."""
+    path = Path(source)
+    if path.suffix == ".onnx":
+        from .ort import OrtBackend
+
+        return OrtBackend(path, device=device, **kwargs)
+    if path.suffix in ENGINE_SUFFIXES:
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(path, device=device, **kwargs)
+    from ..zoo import ZOO
+
+    if str(source) in ZOO:
+        from .torch_backend import TorchBackend
+
+        return TorchBackend.from_zoo(str(source), checkpoint=checkpoint, device=device, **kwargs)
+    if path.exists():
+        raise UserError(f"{path}: unknown artifact type; expected .onnx, {'/'.join(ENGINE_SUFFIXES)} or a zoo name")
+    raise UserError(f"{source}: no such file and not a zoo name (see `pspnet-trt zoo`)")

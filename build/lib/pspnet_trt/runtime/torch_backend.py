@@ -1,0 +1,65 @@
+"""PyTorch backend: the reference every exported artifact is compared against.
+
+It takes the same preprocessed batch as the other backends and applies the same deploy head
+(bilinear upsample to the input size, argmax) as the exported graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+
+from ..deploy import DeployInfo
+from ..deps import require
+from .backend import Backend
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class TorchBackend(Backend):
+    name = "pytorch"
+
+    def __init__(self, model: nn.Module, info: DeployInfo, device: str = "cpu") -> None:
+        self.torch = require("torch", "the PyTorch backend")
+        self.device = self.torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.info = info
+
+    @classmethod
+    def from_zoo(cls, name: str, checkpoint: Optional[Union[str, Path]] = None, device: str = "cpu",
+                 input_size: Optional[Tuple[int, int]] = None, output: str = "logits", batch: Optional[int] = None,
+                 num_classes: Optional[int] = None) -> TorchBackend:
+        """Zoo model ``name`` with ``checkpoint`` (default: the published one, downloaded once)."""
+        require("torch", "the PyTorch backend")
+        from ..checkpoints import fetch_checkpoint, load_checkpoint
+        from ..files import sha256_file
+        from ..models import build_model
+        from ..zoo import get_spec
+
+        spec = get_spec(name)
+        path = Path(checkpoint) if checkpoint else fetch_checkpoint(name)
+        model = load_checkpoint(build_model(name, num_classes=num_classes), path)
+        info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, output=output, batch=batch,
+                                    checkpoint_sha256=sha256_file(path))
+        return cls(model, info, device=device)
+
+    def forward(self, x: Any) -> Dict[str, Any]:
+        """Torch tensors in, torch tensors out (what the exported graph computes)."""
+        from ..models import upsample_logits
+
+        logits = upsample_logits(self.model(x), tuple(x.shape[-2:]))
+        out = {}
+        if self.info.output in ("logits", "both"):
+            out["logits"] = logits
+        if self.info.output in ("labels", "both"):
+            out["labels"] = logits.argmax(1).to(self.torch.uint8)
+        return out
+
+    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        batch = self.check_batch(batch)
+        with self.torch.inference_mode():
+            out = self.forward(self.torch.from_numpy(batch).to(self.device))
+        return {k: v.cpu().numpy() for k, v in out.items()}

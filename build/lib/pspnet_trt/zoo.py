@@ -1,0 +1,211 @@
+"""The model zoo: one :class:`ModelSpec` per entry, data only.
+
+Every number a later stage needs (input size, normalisation, class names, palette) is written
+here once. Export copies it into the ONNX metadata, the engine build copies that into the engine
+manifest, and the runtime reads it back from there; nothing downstream re-types it.
+
+The 12 PSPNet entries are sssegmentation's published checkpoints
+(``ssseg/configs/pspnet/pspnet_resnet{50,101}os{8,16}_{voc,ade20k,cityscapes}.py``).
+``r18_os8_camvid`` is our small CPU demo model, with the layout sssegmentation's own code gives a
+ResNet-18 PSPNet (PPM 128 channels, auxiliary head 64).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+# sssegmentation's Normalize: images are read BGR by cv2, converted to RGB, then
+# (x - mean) / std on the 0-255 scale. ImageNet statistics x 255, RGB order.
+IMAGENET_MEAN_255: Tuple[float, float, float] = (123.675, 116.28, 103.53)
+IMAGENET_STD_255: Tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+# Label value that every loss and metric ignores (sssegmentation uses -100 internally; our
+# datasets map every "void" label to 255 so that labels fit in uint8).
+IGNORE_INDEX = 255
+
+MODELSTORE_URL = "https://github.com/SegmentationBLWX/modelstore/releases/download/ssseg_pspnet/{config}.pth"
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How an image becomes the model input: ``(rgb_or_bgr(x) - mean) / std`` on 0-255 values."""
+
+    mean: Tuple[float, float, float] = IMAGENET_MEAN_255
+    std: Tuple[float, float, float] = IMAGENET_STD_255
+    channel_order: str = "rgb"  # channel order of the *model input*; images are read BGR
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"mean": list(self.mean), "std": list(self.std), "channel_order": self.channel_order}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, object]) -> Normalization:
+        mean = tuple(float(v) for v in d["mean"])  # type: ignore[attr-defined]
+        std = tuple(float(v) for v in d["std"])  # type: ignore[attr-defined]
+        order = str(d["channel_order"]).lower()
+        if len(mean) != 3 or len(std) != 3 or order not in ("rgb", "bgr"):
+            raise ValueError(f"invalid normalisation {d!r}: need 3 means, 3 stds, channel_order rgb|bgr")
+        return cls(mean=mean, std=std, channel_order=order)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Class names and colours of a dataset; ``palette`` is RGB."""
+
+    name: str
+    class_names: Tuple[str, ...]
+    palette: Tuple[Tuple[int, int, int], ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _load_datasets() -> Dict[str, DatasetInfo]:
+    raw = json.loads((Path(__file__).with_name("datasets.json")).read_text())
+    out = {}
+    for name, d in raw.items():
+        names = tuple(d["class_names"])
+        palette = tuple(tuple(int(c) for c in p) for p in d["palette"])
+        assert len(names) == len(palette), name
+        out[name] = DatasetInfo(name, names, palette)  # type: ignore[arg-type]
+    return out
+
+
+DATASETS: Dict[str, DatasetInfo] = _load_datasets()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo entry: architecture, data, deployment defaults and provenance."""
+
+    name: str
+    depth: int  # ResNet depth: 18, 34, 50 or 101
+    output_stride: int  # 8 or 16
+    dataset: str  # key of DATASETS
+    crop_size: Tuple[int, int]  # training crop, (H, W)
+    deploy_size: Tuple[int, int]  # default static input size of exported artifacts, (H, W)
+    # sssegmentation's test Resize: keep ratio so the image fits (long, short); None = native size.
+    eval_resize: Optional[Tuple[int, int]]
+    ppm_channels: int = 512  # PPM branch / bottleneck width ("feats_channels")
+    aux_channels: int = 512  # auxiliary head width
+    dropout: float = 0.1
+    pool_scales: Tuple[int, ...] = (1, 2, 3, 6)
+    normalization: Normalization = field(default_factory=Normalization)
+    config: Optional[str] = None  # sssegmentation config name, for published entries
+    published_miou: Optional[float] = None
+    url: Optional[str] = None
+    sha256: Optional[str] = None  # sssegmentation publishes none
+    # training schedule (sssegmentation's recipe; batch is the total over all GPUs)
+    lr: float = 0.01
+    batch_size: int = 16
+    epochs: int = 60
+    train_split: str = "train"
+    eval_split: str = "val"
+
+    @property
+    def data(self) -> DatasetInfo:
+        return DATASETS[self.dataset]
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def class_names(self) -> Tuple[str, ...]:
+        return self.data.class_names
+
+    @property
+    def palette(self) -> Tuple[Tuple[int, int, int], ...]:
+        return self.data.palette
+
+    @property
+    def backbone_channels(self) -> Tuple[int, int]:
+        """Channels of (layer3, layer4): the auxiliary head's and the PPM's inputs."""
+        expansion = 4 if self.depth >= 50 else 1
+        return 256 * expansion, 512 * expansion
+
+
+def _published(depth: int, os: int, dataset: str, miou: float) -> ModelSpec:
+    config = f"pspnet_resnet{depth}os{os}_{dataset}"
+    if dataset == "cityscapes":
+        sizes = dict(crop_size=(512, 1024), deploy_size=(512, 1024), eval_resize=(2048, 1024))
+        schedule = dict(batch_size=8, epochs=220, train_split="train", eval_split="val")
+    else:
+        sizes = dict(crop_size=(512, 512), deploy_size=(512, 512), eval_resize=(2048, 512))
+        epochs = 60 if dataset == "voc" else 130
+        train_split = "trainaug" if dataset == "voc" else "train"
+        schedule = dict(batch_size=16, epochs=epochs, train_split=train_split, eval_split="val")
+    return ModelSpec(
+        name=f"r{depth}_os{os}_{dataset}",
+        depth=depth,
+        output_stride=os,
+        dataset=dataset,
+        config=config,
+        published_miou=miou,
+        url=MODELSTORE_URL.format(config=config),
+        **sizes,  # type: ignore[arg-type]
+        **schedule,  # type: ignore[arg-type]
+    )
+
+
+_ENTRIES = [
+    _published(50, 8, "voc", 77.93),
+    _published(50, 16, "voc", 76.29),
+    _published(101, 8, "voc", 79.04),
+    _published(101, 16, "voc", 77.92),
+    _published(50, 8, "ade20k", 42.64),
+    _published(50, 16, "ade20k", 40.23),
+    _published(101, 8, "ade20k", 44.55),
+    _published(101, 16, "ade20k", 43.40),
+    _published(50, 8, "cityscapes", 79.05),
+    _published(50, 16, "cityscapes", 77.13),
+    _published(101, 8, "cityscapes", 79.94),
+    _published(101, 16, "cityscapes", 77.43),
+    # CPU demo model: trained by this project (`make demo`), no published checkpoint.
+    ModelSpec(
+        name="r18_os8_camvid",
+        depth=18,
+        output_stride=8,
+        dataset="camvid",
+        crop_size=(360, 480),
+        deploy_size=(360, 480),
+        eval_resize=None,
+        ppm_channels=128,
+        aux_channels=64,
+        batch_size=8,
+        epochs=30,
+        train_split="train",
+        eval_split="test",
+    ),
+]
+
+ZOO: Dict[str, ModelSpec] = {spec.name: spec for spec in _ENTRIES}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The zoo entry called ``name``; a clear error with the closest names otherwise."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(ZOO), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise KeyError(f"unknown zoo model {name!r}.{hint} Run `pspnet-trt zoo` for the list.") from None
+
+
+def format_table() -> str:
+    """The zoo as a markdown table (what `pspnet-trt zoo` prints)."""
+    rows = [
+        "| name | backbone | dataset | classes | crop (HxW) | deploy (HxW) | published mIoU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in ZOO.values():
+        miou = f"{s.published_miou:.2f}" if s.published_miou is not None else "- (train it: make demo)"
+        rows.append(
+            f"| {s.name} | R-{s.depth}-D{s.output_stride} | {s.dataset} | {s.num_classes} | "
+            f"{s.crop_size[0]}x{s.crop_size[1]} | {s.deploy_size[0]}x{s.deploy_size[1]} | {miou} |"
+        )
+    return "\n".join(rows)
