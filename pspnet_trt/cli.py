@@ -56,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except UserError as e:
+    except (UserError, OSError) as e:
         print(f"pspnet-trt {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,6 @@ pixels are :data:`~pspnet_trt.zoo.IGNORE_INDEX` (255), and a name.
 
 from __future__ import annotations
 
-from .datasets import LAYOUTS, Sample, SegDataset, open_dataset, dataset_for_spec
+from .datasets import LAYOUTS, DatasetError, Sample, SegDataset, dataset_for_spec, open_dataset
 
-__all__ = ["LAYOUTS", "Sample", "SegDataset", "dataset_for_spec", "open_dataset"]
+__all__ = ["LAYOUTS", "DatasetError", "Sample", "SegDataset", "dataset_for_spec", "open_dataset"]
