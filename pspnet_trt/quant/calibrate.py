@@ -1,0 +1,106 @@
+"""Calibration image lists: deterministic, class-balanced as far as cheap, from the TRAINING split.
+
+A common tool calibrates on the val images it then reports mIoU on; we refuse the evaluation split
+unless forced. The list is a reviewable text file in ``calibration/``: a header of ``#`` lines
+(how it was made, the data root) and one image path per line, relative to that root.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Union
+
+import cv2
+import numpy as np
+
+from ..data import SegDataset, dataset_for_spec
+from ..deploy import DeployInfo
+from ..errors import UserError
+from ..files import atomic_open
+from ..preprocess import make_batch, read_image
+from ..zoo import get_spec
+
+log = logging.getLogger(__name__)
+CALIBRATION_DIR = Path("calibration")
+
+
+@dataclass
+class CalibrationList:
+    root: Path
+    images: List[Path]  # absolute
+
+    @classmethod
+    def read(cls, path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> CalibrationList:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"calibration list {path} does not exist; make one with `pspnet-trt calibrate`")
+        header_root, rel = None, []
+        for line in path.read_text().splitlines():
+            if line.startswith("# root:"):
+                header_root = line.split(":", 1)[1].strip()
+            elif line.strip() and not line.startswith("#"):
+                rel.append(line.strip())
+        base = Path(root or header_root or path.parent)
+        images = [p if p.is_absolute() else base / p for p in map(Path, rel)]
+        missing = [str(p) for p in images if not p.is_file()]
+        if missing:
+            raise UserError(f"{path}: {len(missing)} images are missing, e.g. {missing[0]} "
+                            "(pass the dataset root with --data if it moved)")
+        if not images:
+            raise UserError(f"calibration list {path} lists no images")
+        return cls(base, images)
+
+    def batches(self, info: DeployInfo) -> Iterator[np.ndarray]:
+        """Each image preprocessed exactly as at deploy time (the artifact's own metadata)."""
+        for p in self.images:
+            yield make_batch([read_image(str(p))], info.input_size, info.normalization)
+
+
+def select_balanced(dataset: SegDataset, n: int, seed: int, num_classes: int) -> List[int]:
+    """Greedy pick of ``n`` images that covers rare classes first; ties broken by a seeded shuffle.
+
+    Reads only the label maps (small PNGs). Each step takes the image with the most
+    not-yet-covered pixels of classes weighted by 1 / their frequency in the split.
+    """
+    if n > len(dataset):
+        raise UserError(f"asked for {n} calibration images but the split has only {len(dataset)}")
+    hist = np.zeros((len(dataset), num_classes), np.float64)
+    for i, (_, label_path) in enumerate(dataset.items):
+        label = dataset.label_map(cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED))
+        counts = np.bincount(label.ravel(), minlength=256)[:num_classes]
+        hist[i] = counts / max(counts.sum(), 1)
+    weight = 1.0 / np.maximum(hist.sum(0), 1e-6)
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    covered = np.zeros(num_classes)
+    chosen: List[int] = []
+    for _ in range(n):
+        gain = (np.maximum(hist[order] - covered, 0) * weight).sum(1)
+        gain[np.isin(order, chosen)] = -1
+        best = int(order[int(np.argmax(gain))])
+        chosen.append(best)
+        covered = np.maximum(covered, hist[best] * 0.5)  # diminishing returns, not exclusion
+    return chosen
+
+
+def make_calibration_list(model: str, data: Union[str, Path], split: str = "train", num_images: int = 64,
+                          seed: int = 0, out: Optional[Union[str, Path]] = None, force: bool = False) -> Path:
+    """Select, then write ``calibration/<model>_<split>_n<N>_s<seed>.txt``; returns its path."""
+    spec = get_spec(model)
+    if split == spec.eval_split and not force:
+        raise UserError(f"refusing to calibrate on {split!r}, the split {model} is evaluated on: its mIoU would be "
+                        "optimistic. Use the training split (--split train), or --force if you really mean it")
+    dataset = dataset_for_spec(spec, data, split)
+    chosen = select_balanced(dataset, num_images, seed, spec.num_classes)
+    root = Path(data).resolve()
+    out = Path(out) if out else CALIBRATION_DIR / f"{model}_{split}_n{num_images}_s{seed}.txt"
+    with atomic_open(out, "w") as f:
+        f.write(f"# pspnet-trt calibration list: {model}, split {split}, {num_images} images, seed {seed}\n")
+        f.write("# selection: greedy class-balanced (rare classes first), training split only\n")
+        f.write(f"# root: {root}\n")
+        for i in chosen:
+            f.write(f"{Path(dataset.items[i][0]).resolve().relative_to(root)}\n")
+    log.info("wrote %s (%d images)", out, len(chosen))
+    return out
+

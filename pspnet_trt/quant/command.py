@@ -1,0 +1,69 @@
+"""``pspnet-trt calibrate`` and ``pspnet-trt quantize``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="pick a class-balanced calibration image list from the training split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="dataset root")
+    p.add_argument("--split", default="train")
+    p.add_argument("--num-images", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-size", help="accepted for symmetry; preprocessing uses the ONNX's own input size")
+    p.add_argument("--out", help="default: calibration/<model>_<split>_n<N>_s<seed>.txt")
+    p.add_argument("--force", action="store_true", help="allow the evaluation split (optimistic mIoU!)")
+    p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser("quantize", help="FP32 ONNX -> INT8 Q/DQ ONNX (TensorRT explicit quantization)")
+    p.add_argument("--onnx", required=True, help="FP32 ONNX from `pspnet-trt export`")
+    p.add_argument("--calibration", required=True, help="list from `pspnet-trt calibrate`")
+    p.add_argument("--data", help="dataset root (if the list moved; needed with --mixed-budget)")
+    p.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy")
+    p.add_argument("--mixed-budget", type=float, help="keep the most sensitive layers in float until mIoU is "
+                                                      "within this many points of FP32 (on validation images)")
+    p.add_argument("--mixed-images", type=int, default=8, help="validation images for the sensitivity pass")
+    p.add_argument("--max-float", type=int, help="at most this many layers kept in float")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_quantize)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import make_calibration_list
+
+    print(make_calibration_list(args.model, args.data, args.split, args.num_images, args.seed, args.out, args.force))
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..files import atomic_open, write_json
+    from .calibrate import CalibrationList
+    from .qdq import quantize_onnx
+
+    calibration = CalibrationList.read(args.calibration, args.data)
+    if args.mixed_budget is None:
+        print(quantize_onnx(args.onnx, calibration, args.out, args.method))
+        return 0
+    if not args.data:
+        raise UserError("--mixed-budget measures mIoU on validation images: pass the dataset root with --data")
+    from ..data import dataset_for_spec
+    from ..runtime.ort import read_onnx_info
+    from ..zoo import get_spec
+    from .sensitivity import mixed_precision
+
+    spec = get_spec(read_onnx_info(args.onnx).model)
+    split = "val" if spec.eval_split != "val" else "train"  # never tune on the split we report on
+    result = mixed_precision(args.onnx, calibration, dataset_for_spec(spec, args.data, split), args.mixed_budget,
+                             args.out, args.method, args.mixed_images, args.max_float)
+    out = Path(args.out)
+    write_json(out.with_suffix(".mixed.json"), result.to_dict())
+    with atomic_open(out.with_suffix(".mixed.md"), "w") as f:
+        f.write(result.markdown())
+    print(result.markdown())
+    print(out)
+    return 0

@@ -1,0 +1,136 @@
+"""INT8 as explicit Q/DQ in the ONNX graph (what TensorRT 8.5-11 and ONNX Runtime both run).
+
+Quantizer: ``onnxruntime.quantization.quantize_static`` in QDQ format, calibrated on the CPU.
+Placement rules we enforce (TensorRT's fusion rules for explicit quantization):
+
+* Conv: INT8 input activation (per-tensor, symmetric) and INT8 weights (per output channel,
+  symmetric, zero point 0), so Conv(+BN folded)+ReLU fuse into one INT8 kernel.
+* Residual Add: both inputs quantized, so TensorRT fuses the Add into the preceding Conv.
+* Nothing around Resize, Concat, the pooling MatMuls/AveragePool, ArgMax or the final upsample:
+  Q/DQ there would force reformatting for no gain (the PPM branches are tiny), and the logits
+  stay in float so the argmax sees full precision.
+
+ONNX Runtime fuses the Q/DQ pairs into QLinearConv kernels (VNNI on this CPU), so INT8 latency and
+numerics are measured here before a GPU is involved.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+from ..deploy import METADATA_KEY, DeployInfo
+from ..deps import require
+from ..errors import UserError
+from .calibrate import CalibrationList
+
+log = logging.getLogger(__name__)
+METHODS = ("entropy", "percentile", "minmax")
+QUANTIZED_OPS = ["Conv", "Add"]
+
+
+def read_info(model: Any) -> DeployInfo:
+    meta = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in meta:
+        raise UserError("the ONNX file carries no pspnet-trt metadata; export it with `pspnet-trt export`")
+    return DeployInfo.from_json(meta[METADATA_KEY])
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a calibration list."""
+
+    def __init__(self, calibration: CalibrationList, info: DeployInfo) -> None:
+        self.batches = iter(calibration.batches(info))
+        self.name = info.input_name
+
+    def get_next(self) -> Optional[Dict[str, Any]]:
+        batch = next(self.batches, None)
+        return None if batch is None else {self.name: batch}
+
+    def rewind(self) -> None:  # pragma: no cover - required by newer ORT versions for some calibrators
+        pass
+
+
+def excluded_nodes(model: Any) -> List[str]:
+    """Conv/Add nodes that must stay in float: the PPM (after the pools) and the classifier."""
+    out = []
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS and (node.name.startswith("/decoder") or "/ppm_net/convs" in node.name):
+            out.append(node.name)
+    return out
+
+
+def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out: Union[str, Path],
+                  method: str = "entropy", keep_float: Sequence[str] = (), calibration_info: Optional[Dict[str, Any]] = None,
+                  cache: Optional[Union[str, Path]] = None) -> Path:
+    """FP32 ONNX (from ``pspnet-trt export``) -> Q/DQ INT8 ONNX at ``out`` with pspnet-trt metadata.
+
+    ``keep_float``: names of Conv/Add nodes left unquantized (the mixed-precision pass fills it).
+    ``cache``: tensor ranges are stored there and reused (calibrate once, quantize many variants).
+    """
+    onnx = require("onnx", "quantization")
+    require("onnxruntime", "quantization")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from ..export.onnx_export import attach_metadata, save_onnx
+
+    if method not in METHODS:
+        raise UserError(f"--method must be one of {METHODS}, got {method!r}")
+    model = onnx.load(str(onnx_path))
+    info = read_info(model)
+    if info.precision != "fp32":
+        raise UserError(f"{onnx_path} is a {info.precision} graph; quantize the FP32 export")
+    start = time.perf_counter()
+    exclude = sorted(set(excluded_nodes(model)) | set(keep_float))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_out = Path(tmp) / "q.onnx"
+        quantize_static(
+            str(onnx_path), str(tmp_out), _Reader(calibration, info), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+            calibrate_method={"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
+                              "minmax": CalibrationMethod.MinMax}[method],
+            # QuantizeBias False: TensorRT has no INT32 DequantizeLinear; biases stay float (fused in the kernel)
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                           "CalibMovingAverage": method == "minmax", "CalibTensorRangeSymmetric": True},
+            calibration_cache_path=str(cache) if cache else None,
+        )
+        quantized = onnx.load(str(tmp_out))
+    seconds = time.perf_counter() - start
+    extra = {**info.extra, "quantization": {
+        "tool": "onnxruntime.quantization", "method": method, "calibration_images": len(calibration.images),
+        "kept_float": list(keep_float), "excluded_by_rule": excluded_nodes(model), "seconds": round(seconds, 1),
+        **(calibration_info or {})}}
+    attach_metadata(quantized, info.with_(precision="int8", extra=extra))
+    check_placement(quantized)
+    save_onnx(quantized, out)
+    log.info("quantized %s -> %s (%s, %d images) in %.1f s", onnx_path, out, method, len(calibration.images), seconds)
+    return Path(out)
+
+
+def check_placement(model: Any) -> None:
+    """Raise if a Q/DQ pair sits where TensorRT cannot fuse it (see module docstring)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type in ("Resize", "Concat", "MatMul", "ArgMax", "AveragePool"):
+            for name in node.input:
+                src = producers.get(name)
+                if src is not None and src.op_type == "DequantizeLinear":
+                    raise RuntimeError(f"Q/DQ feeds {node.op_type} node {node.name}: TensorRT would reformat there")
+
+
+def qdq_summary(model: Any) -> Dict[str, Any]:
+    """How many Conv/Add nodes run in INT8: a Conv whose weight, an Add whose inputs come from DequantizeLinear."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    quantized: Dict[str, int] = {}
+    total: Dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in QUANTIZED_OPS:
+            total[node.op_type] = total.get(node.op_type, 0) + 1
+            inputs = node.input[1:2] if node.op_type == "Conv" else node.input
+            if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in inputs):
+                quantized[node.op_type] = quantized.get(node.op_type, 0) + 1
+    return {"quantized": quantized, "total": total}
