@@ -1,0 +1,47 @@
+"""``pspnet-trt train`` (also ``torchrun --nproc_per_node=N -m pspnet_trt train ...``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a zoo model (sssegmentation recipe; DDP under torchrun)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="dataset root in the zoo entry's layout")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=0, help="default: the recipe's")
+    length.add_argument("--iters", type=int, help="total iterations (instead of epochs)")
+    p.add_argument("--batch-size", type=int, default=0, help="total over all processes (default: the recipe's)")
+    p.add_argument("--lr", type=float, default=0.0)
+    p.add_argument("--crop", help="HxW (default: the recipe's)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", required=True)
+    p.add_argument("--resume", action="store_true", help="continue from work-dir/checkpoints-epoch-latest.pth")
+    p.add_argument("--max-minutes", type=float, help="stop cleanly (with a checkpoint) after this wall time")
+    p.add_argument("--limit-images", type=int, help="use the first N training images")
+    p.add_argument("--eval-every", type=int, default=10, help="evaluate every N epochs (0: at the end only)")
+    p.add_argument("--eval-limit", type=int, help="evaluation images")
+    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--ppm-channels", type=int, help=argparse.SUPPRESS)  # width overrides for tests
+    p.add_argument("--aux-channels", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ..deps import require
+
+    require("torch", "training")
+    from ..export import parse_size
+    from . import TrainConfig, train
+
+    cfg = TrainConfig(
+        model=args.model, data=args.data, work_dir=args.work_dir, epochs=args.epochs, iters=args.iters,
+        batch_size=args.batch_size, lr=args.lr, crop=parse_size(args.crop) if args.crop else (0, 0),
+        workers=args.workers, seed=args.seed, resume=args.resume, max_minutes=args.max_minutes,
+        limit_images=args.limit_images, eval_every=args.eval_every, eval_limit=args.eval_limit, threads=args.threads,
+        ppm_channels=args.ppm_channels, aux_channels=args.aux_channels,
+    )
+    print(train(cfg))
+    return 0
