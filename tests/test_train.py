@@ -89,6 +89,6 @@ def test_torchrun_two_processes_gloo_ranks_agree(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["world_size"] == 2
-    hashes = summary["rank_weight_sha256"]
+    hashes = summary["rank_parameter_sha256"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]
     assert summary["iterations"] == 2 * 2  # 8 images, global batch 4 (2 per rank): 2 iterations per epoch

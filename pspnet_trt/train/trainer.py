@@ -56,10 +56,19 @@ class TrainSet(Dataset):
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def poly_lr(base_lr: float, it: int, max_it: int, power: float = 0.9) -> float:
+def poly_lr(base_lr: float, it: float, max_it: float, power: float = 0.9) -> float:
     """sssegmentation's PolyScheduler: (lr - min_lr) * (1 - it/max_it)^power + min_lr, min_lr = lr / 100."""
     min_lr = 0.01 * base_lr
     return (base_lr - min_lr) * (1 - min(it, max_it) / max_it) ** power + min_lr
+
+
+def progress(it: int, max_iters: int, started: float, budget_s: Optional[float]) -> float:
+    """Fraction of the schedule done: iterations, or wall time when a --max-minutes budget binds first
+    (so the poly decay still reaches its end on a slow machine; such a run is not bit-reproducible)."""
+    done = it / max_iters
+    if budget_s:
+        done = max(done, (time.monotonic() - started) / budget_s)
+    return min(done, 1.0)
 
 
 def setup_distributed() -> Tuple[int, int, torch.device]:
@@ -84,8 +93,10 @@ def build(cfg: TrainConfig) -> PSPNet:
 
 
 def state_hash(model: nn.Module) -> str:
+    """Hash of the trainable parameters. (BatchNorm running statistics are per process on CPUs, where
+    SyncBatchNorm is unavailable; DDP broadcasts rank 0's at every forward, and rank 0 saves them.)"""
     h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
+    for k, v in sorted(model.named_parameters()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -165,7 +176,9 @@ def train(cfg: TrainConfig) -> Path:
 
     from tqdm import tqdm
 
-    deadline = time.monotonic() + 60 * cfg.max_minutes if cfg.max_minutes else None
+    budget = 60 * cfg.max_minutes if cfg.max_minutes else None
+    started = time.monotonic()
+    deadline = started + budget if budget else None
     history: List[Dict[str, Any]] = []
     ckpt_path: Optional[Path] = latest.resolve() if latest.exists() else None
     t0, seen = time.perf_counter(), 0
@@ -183,7 +196,7 @@ def train(cfg: TrainConfig) -> Path:
         for images, labels in bar:
             if it >= max_iters:
                 break
-            lr = poly_lr(cfg.lr, it, max_iters, cfg.power)
+            lr = poly_lr(cfg.lr, progress(it, max_iters, started, budget), 1.0, cfg.power)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -210,7 +223,7 @@ def train(cfg: TrainConfig) -> Path:
                 break
         epoch_done = not stopped_early
         record: Dict[str, Any] = {"epoch": epoch + 1, "iter": it, "loss": float(np.mean(losses)) if losses else None,
-                                  "lr": poly_lr(cfg.lr, it, max_iters, cfg.power), "complete": epoch_done,
+                                  "lr": optimizer.param_groups[0]["lr"], "complete": epoch_done,
                                   "images_per_s": seen / (time.perf_counter() - t0)}
         last = it >= max_iters or stopped_early
         if main and ((cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or last):
@@ -235,7 +248,7 @@ def train(cfg: TrainConfig) -> Path:
     if world > 1:
         hashes: List[Optional[str]] = [None] * world
         dist.all_gather_object(hashes, state_hash(model))
-        summary["rank_weight_sha256"] = hashes
+        summary["rank_parameter_sha256"] = hashes
         dist.destroy_process_group()
     if main:
         import resource
