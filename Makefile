@@ -33,7 +33,7 @@ test: install
 
 typecheck: install
 	$(PY) tools/trt_stubs.py --out .cache/trt-stubs
-	MYPYPATH=.cache/trt-stubs $(PY) -m mypy pspnet_trt
+	MYPYPATH=.cache/trt-stubs $(PY) -m mypy pspnet_trt/trt pspnet_trt/runtime
 
 lint: install
 	$(VENV)/bin/ruff check pspnet_trt tests benchmarks tools

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from .zoo import ModelSpec, Normalization
@@ -116,3 +117,63 @@ def _fallback_colour(i: int) -> Tuple[int, int, int]:
         i >>= 3
     return r, g, b
 
+
+
+def _varint(data: bytes, pos: int) -> Tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def read_onnx_metadata(path: str | Path) -> Dict[str, str]:
+    """``metadata_props`` of an ONNX file without onnx or onnxruntime (for TensorRT-only installs).
+
+    Walks the top-level protobuf fields of ModelProto and decodes field 14 (StringStringEntryProto
+    entries); everything else, the graph included, is skipped by its length.
+    """
+    data = Path(path).read_bytes()
+    pos, out = 0, {}
+    try:
+        while pos < len(data):
+            tag, pos = _varint(data, pos)
+            field_no, wire = tag >> 3, tag & 7
+            if wire == 0:
+                _, pos = _varint(data, pos)
+            elif wire == 2:
+                length, pos = _varint(data, pos)
+                chunk, pos = data[pos:pos + length], pos + length
+                if field_no == 14:
+                    entry, p = {}, 0
+                    while p < len(chunk):
+                        t, p = _varint(chunk, p)
+                        n, p = _varint(chunk, p)
+                        entry[t >> 3] = chunk[p:p + n].decode()
+                        p += n
+                    out[entry.get(1, "")] = entry.get(2, "")
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            else:
+                raise ValueError(f"unexpected wire type {wire}")
+    except (IndexError, ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a valid ONNX file ({e})") from None
+    return out
+
+
+def read_onnx_info(path: str | Path) -> DeployInfo:
+    """The DeployInfo stored in an exported ONNX file (no onnx/onnxruntime needed)."""
+    from .errors import UserError
+
+    try:
+        meta = read_onnx_metadata(path)
+    except (OSError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if METADATA_KEY not in meta:
+        raise UserError(f"{path} carries no pspnet-trt metadata (key {METADATA_KEY!r}); export it with `pspnet-trt export`")
+    return DeployInfo.from_json(meta[METADATA_KEY])

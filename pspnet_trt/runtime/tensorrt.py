@@ -1,0 +1,153 @@
+"""TensorRT backend: runs an engine built by `pspnet-trt build`, checked against its manifest first.
+
+* ``run(batch)``: numpy in and out (the common Backend call shape); copies through device buffers
+  it owns, on its own CUDA stream.
+* ``infer_device(input_ptr, output_ptrs, stream)``: raw CUDA device pointers and a stream handle,
+  for apps whose data already lives on the GPU (C++ next to Python): no host copies at all.
+* ``run_dlpack(tensor)``: any ``__dlpack__`` / torch CUDA tensor, zero-copy, via its data pointer.
+
+Threads: an execution context is not thread-safe. Each thread that calls ``run``/``infer_device``
+gets its own context (``threading.local``) sharing the one engine; the numpy path's device buffers
+are per thread too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
+
+import numpy as np
+
+from ..errors import UserError
+from ..trt.manifest import GpuInfo, check_manifest, read_manifest
+from .backend import Backend
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+log = logging.getLogger(__name__)
+NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8,
+             "INT8": np.int8, "BOOL": np.bool_}
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(self, path: Union[str, Path], device: str = "cuda") -> None:
+        from ..trt import cuda
+        from ..trt.build import import_tensorrt
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UserError(f"engine {self.path} does not exist; build it with `pspnet-trt build`")
+        if device == "cpu":
+            raise UserError("TensorRT engines run on an NVIDIA GPU (device='cuda'); open the .onnx for the CPU")
+        manifest = read_manifest(self.path)  # before touching TensorRT: the clearest error first
+        import_tensorrt()  # a clear message if it is missing
+        import tensorrt as trt
+
+        name, cc = cuda.device_info()
+        check_manifest(manifest, self.path, str(trt.__version__), GpuInfo(name, cc))
+        self.info = manifest.info
+        self.manifest = manifest
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine: trt.ICudaEngine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self.engine is None:
+            raise UserError(f"TensorRT could not deserialize {self.path} (corrupt file?); rebuild it")
+        self._local = threading.local()
+        self.outputs = list(self.info.output_names)
+
+    # -- per-thread execution state ------------------------------------------------------------
+    def _context(self) -> trt.IExecutionContext:
+        ctx: Optional[trt.IExecutionContext] = getattr(self._local, "context", None)
+        if ctx is None:
+            ctx = self.engine.create_execution_context()
+            self._local.context = ctx
+        return ctx
+
+    def _dtype(self, name: str) -> Any:
+        return NP_DTYPES[str(self.engine.get_tensor_dtype(name)).split(".")[-1]]
+
+    def _buffers(self, batch: int) -> Dict[str, Any]:
+        from ..trt import cuda
+
+        bufs: Optional[Dict[str, Any]] = getattr(self._local, "buffers", None)
+        if bufs is not None and bufs["batch"] == batch:
+            return bufs
+        if bufs is not None:
+            for ptr in bufs["device"].values():
+                cuda.free(ptr)
+        h, w = self.info.input_size
+        host = {self.info.input_name: np.empty((batch, 3, h, w), np.float32)}
+        for name in self.outputs:
+            shape = (batch, self.info.num_classes, h, w) if name == "logits" else (batch, h, w)
+            host[name] = np.empty(shape, self._dtype(name))
+        bufs = {"batch": batch, "host": host, "device": {k: cuda.malloc(v.nbytes) for k, v in host.items()},
+                "stream": cuda.stream_create()}
+        self._local.buffers = bufs
+        return bufs
+
+    # -- inference -----------------------------------------------------------------------------
+    def infer_device(self, input_ptr: int, output_ptrs: Union[int, Dict[str, int]], stream: int = 0,
+                     batch: Optional[int] = None) -> None:
+        """Enqueue inference on ``stream`` reading ``input_ptr`` (Nx3xHxW float32) and writing the outputs.
+
+        ``output_ptrs``: one pointer (single-output engines) or {output name: pointer}. Returns after
+        enqueueing; synchronise ``stream`` before reading the outputs.
+        """
+        ctx = self._context()
+        if isinstance(output_ptrs, int):
+            if len(self.outputs) != 1:
+                raise UserError(f"this engine has outputs {self.outputs}: pass a dict of pointers")
+            output_ptrs = {self.outputs[0]: output_ptrs}
+        n = batch or self.info.batch or 1
+        if self.info.batch is None:
+            ctx.set_input_shape(self.info.input_name, (n, 3, *self.info.input_size))
+        ctx.set_tensor_address(self.info.input_name, int(input_ptr))
+        for name, ptr in output_ptrs.items():
+            ctx.set_tensor_address(name, int(ptr))
+        if not ctx.execute_async_v3(int(stream)):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+
+    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        from ..trt import cuda
+
+        batch = self.check_batch(batch)
+        bufs = self._buffers(batch.shape[0])
+        host, device, stream = bufs["host"], bufs["device"], bufs["stream"]
+        np.copyto(host[self.info.input_name], batch)
+        cuda.memcpy_htod(device[self.info.input_name], host[self.info.input_name].ctypes.data,
+                         host[self.info.input_name].nbytes, stream)
+        self.infer_device(device[self.info.input_name], {n: device[n] for n in self.outputs}, stream, batch.shape[0])
+        for name in self.outputs:
+            cuda.memcpy_dtoh(host[name].ctypes.data, device[name], host[name].nbytes, stream)
+        cuda.stream_sync(stream)
+        return {name: host[name].copy() for name in self.outputs}
+
+    def run_dlpack(self, images: Any, outputs: Dict[str, Any], stream: int = 0) -> None:
+        """Zero-copy on CUDA tensors: ``images`` and each of ``outputs`` expose ``data_ptr()`` (torch) or
+        ``__cuda_array_interface__`` (CuPy, Numba); shapes and dtypes must be the engine's."""
+        self.infer_device(_pointer(images), {k: _pointer(v) for k, v in outputs.items()}, stream,
+                          int(images.shape[0]))
+
+    def close(self) -> None:
+        from ..trt import cuda
+
+        bufs = getattr(self._local, "buffers", None)
+        if bufs is not None:
+            for ptr in bufs["device"].values():
+                cuda.free(ptr)
+            self._local.buffers = None
+
+
+def _pointer(tensor: Any) -> int:
+    if hasattr(tensor, "data_ptr"):
+        if getattr(tensor, "is_cuda", True) is False:
+            raise UserError("run_dlpack needs CUDA tensors (tensor.is_cuda is False)")
+        return int(tensor.data_ptr())
+    if hasattr(tensor, "__cuda_array_interface__"):
+        return int(tensor.__cuda_array_interface__["data"][0])
+    raise UserError(f"cannot get a device pointer from {type(tensor).__name__}: pass a torch CUDA tensor, a CuPy "
+                    "array or a raw pointer to infer_device")

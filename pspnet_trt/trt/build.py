@@ -1,0 +1,187 @@
+"""Engine build, Polygraphy-style: small steps you can call alone.
+
+    caps = capabilities(tensorrt.__version__)
+    builder, network, parser = network_from_onnx("m_fp16.onnx", caps, strongly_typed=True)
+    config = configure(builder, network, BuildConfig(precision="fp16"), caps, strongly_typed=True)
+    data = build_serialized(builder, network, config)
+    save_engine(data, "engines/m.engine", manifest)
+
+:func:`build_engine` runs them all. Precision comes from the ONNX wherever the TensorRT version
+allows (strongly typed network: FP16 graph, Q/DQ INT8); builder flags only on TensorRT < 10.12;
+the implicit INT8 calibrator only on TensorRT < 11 and only when asked for (``--calibration``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple, Union
+
+from ..deploy import DeployInfo
+from ..errors import UserError
+from ..files import atomic_path, sha256_file
+from .manifest import Manifest, write_manifest
+from .version import Capabilities, capabilities
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("fp32", "fp16", "int8", "best")
+
+
+@dataclass
+class BuildConfig:
+    precision: str = "fp16"  # what the user asked for; the ONNX graph carries the real types
+    workspace_gb: float = 2.0
+    timing_cache: Optional[str] = None  # persistent across builds
+    opt_level: Optional[int] = None  # builder optimisation level 0-5 (default 3)
+    dla_core: Optional[int] = None  # Jetson DLA, with GPU fallback
+    calibration: Optional[str] = None  # implicit INT8 calibration list (TensorRT < 11 only)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.opt_level is not None and not 0 <= self.opt_level <= 5:
+            raise UserError(f"--opt-level must be 0..5, got {self.opt_level}")
+
+
+def import_tensorrt() -> Any:
+    """``tensorrt``, or a UserError saying how to install it."""
+    from ..deps import require
+
+    return require("tensorrt", "building and running TensorRT engines")
+
+
+def use_strong_typing(caps: Capabilities, cfg: BuildConfig) -> bool:
+    """Strongly typed whenever the version has it, except the implicit-INT8 path (needs weak typing)."""
+    return caps.strongly_typed and cfg.calibration is None
+
+
+def network_from_onnx(onnx_path: Union[str, Path], caps: Capabilities, strongly_typed: bool
+                      ) -> Tuple[trt.Builder, trt.INetworkDefinition, trt.OnnxParser]:
+    """Parse ``onnx_path`` into a new network; errors list every parser message."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if caps.explicit_batch_flag:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if strongly_typed:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise UserError(f"TensorRT {caps.label} cannot parse {onnx_path}: " + "; ".join(errors))
+    return builder, network, parser
+
+
+def precision_flags(cfg: BuildConfig, caps: Capabilities, strongly_typed: bool) -> List[trt.BuilderFlag]:
+    """Builder flags for the weakly typed path (TensorRT < 10.12); none when strongly typed."""
+    import tensorrt as trt
+
+    if strongly_typed:
+        return []
+    if not caps.precision_flags:
+        raise UserError(f"TensorRT {caps.label} has no FP16/INT8 builder flags: export the precision into the ONNX "
+                        "(`pspnet-trt export --precision fp16`, `pspnet-trt quantize`) and build without --calibration")
+    flags = []
+    if cfg.precision in ("fp16", "best"):
+        flags.append(trt.BuilderFlag.FP16)
+    if cfg.precision in ("int8", "best"):
+        flags.append(trt.BuilderFlag.INT8)
+    return flags
+
+
+def configure(builder: trt.Builder, network: trt.INetworkDefinition, cfg: BuildConfig, caps: Capabilities,
+              strongly_typed: bool, info: Optional[DeployInfo] = None) -> trt.IBuilderConfig:
+    """An IBuilderConfig for ``cfg``: workspace, timing cache, optimisation level, DLA, precision."""
+    import tensorrt as trt
+
+    if cfg.calibration and not caps.implicit_int8:
+        raise UserError(f"TensorRT {caps.label} removed implicit INT8 calibration: quantize the ONNX with "
+                        "`pspnet-trt quantize` (explicit Q/DQ) and build that without --calibration")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gb * (1 << 30)))
+    if cfg.opt_level is not None:
+        config.builder_optimization_level = cfg.opt_level
+    if cfg.timing_cache:
+        path = Path(cfg.timing_cache)
+        cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    for flag in precision_flags(cfg, caps, strongly_typed):
+        config.set_flag(flag)
+    if cfg.dla_core is not None:
+        if builder.num_DLA_cores == 0:
+            raise UserError("--dla-core given but this device has no DLA (DLA exists on Jetson AGX/NX only)")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = cfg.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    if cfg.calibration:
+        from .calibrator import entropy_calibrator
+
+        if info is None:
+            raise UserError("implicit INT8 calibration needs the ONNX's metadata (input size, normalisation)")
+        config.int8_calibrator = entropy_calibrator(cfg.calibration, info)
+    if caps.progress_monitor:
+        from .progress import progress_monitor
+
+        config.progress_monitor = progress_monitor()
+    return config
+
+
+def build_serialized(builder: trt.Builder, network: trt.INetworkDefinition, config: trt.IBuilderConfig) -> bytes:
+    """Build; the serialized engine as bytes."""
+    data = builder.build_serialized_network(network, config)
+    if data is None:
+        raise UserError("TensorRT failed to build the engine (see the TensorRT messages above)")
+    return bytes(memoryview(data))
+
+
+def save_timing_cache(config: trt.IBuilderConfig, path: Union[str, Path]) -> None:
+    cache = config.get_timing_cache()
+    if cache is not None:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(bytes(memoryview(cache.serialize())))
+
+
+def save_engine(data: bytes, out: Union[str, Path], manifest: Manifest) -> Path:
+    """Engine and manifest, each written atomically (engine first: a manifest never points at nothing)."""
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+    write_manifest(out, manifest)
+    return out
+
+
+def build_engine(onnx_path: Union[str, Path], out: Union[str, Path], cfg: BuildConfig) -> Path:
+    """ONNX from `pspnet-trt export`/`quantize` -> engine + manifest at ``out``."""
+    from ..deploy import read_onnx_info
+    from .cuda import device_info
+
+    trt = import_tensorrt()  # a clear message if it is missing
+    gpu_name, cc = device_info()
+    caps = capabilities(str(trt.__version__))
+    info = read_onnx_info(onnx_path)
+    strongly = use_strong_typing(caps, cfg)
+    start = time.perf_counter()
+    builder, network, _parser = network_from_onnx(onnx_path, caps, strongly)
+    config = configure(builder, network, cfg, caps, strongly, info)
+    data = build_serialized(builder, network, config)
+    if cfg.timing_cache:
+        save_timing_cache(config, cfg.timing_cache)
+    seconds = time.perf_counter() - start
+    manifest = Manifest(
+        deploy=info.with_(precision=cfg.precision if cfg.precision != "best" else info.precision).to_dict(),
+        tensorrt_version=str(trt.__version__), gpu={"name": gpu_name, "compute_capability": cc},
+        precision=cfg.precision, input_name=info.input_name, input_shape=[info.batch or -1, 3, *info.input_size],
+        outputs=list(info.output_names), onnx=str(onnx_path), onnx_sha256=sha256_file(onnx_path),
+        build_flags={**asdict(cfg), "strongly_typed": strongly}, build_seconds=round(seconds, 1),
+    )
+    log.info("built %s in %.0f s (TensorRT %s, %s, %s)", out, seconds, caps.label, gpu_name,
+             "strongly typed" if strongly else "builder flags")
+    return save_engine(data, out, manifest)

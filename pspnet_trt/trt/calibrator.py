@@ -1,0 +1,61 @@
+"""Implicit INT8 calibration (TensorRT < 11 only, deprecated since 10.1): an IInt8EntropyCalibrator2
+that streams the calibration list, preprocessed exactly as at deploy time, with a cache in calibration/.
+
+Prefer explicit Q/DQ (`pspnet-trt quantize`): its numerics are predicted by ONNX Runtime on the CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, List, Optional
+
+import numpy as np
+
+from ..deploy import DeployInfo
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+
+def entropy_calibrator(calibration_list: str, info: DeployInfo) -> trt.IInt8Calibrator:
+    """An ``IInt8EntropyCalibrator2`` over ``calibration_list`` (defined here: its base class is TensorRT's)."""
+    import tensorrt as trt
+
+    from ..quant.calibrate import CalibrationList
+    from . import cuda
+
+    calib = CalibrationList.read(calibration_list)
+    cache_file = Path("calibration") / f"{Path(calibration_list).stem}.cache"
+
+    class Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.info = info
+            self.batches = iter(calib.batches(self.info))
+            shape = (1, 3, *self.info.input_size)
+            self.nbytes = int(np.prod(shape)) * 4
+            self.device = cuda.malloc(self.nbytes)
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: List[str]) -> List[int]:
+            batch = next(self.batches, None)
+            if batch is None:
+                return []  # no more batches
+            host = np.ascontiguousarray(batch, dtype=np.float32)
+            cuda.memcpy_htod(self.device, host.ctypes.data, self.nbytes, 0)
+            cuda.stream_sync(0)
+            return [self.device]
+
+        def read_calibration_cache(self) -> Optional[bytes]:
+            return cache_file.read_bytes() if cache_file.is_file() else None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            from ..files import atomic_path
+
+            with atomic_path(cache_file) as tmp:
+                tmp.write_bytes(bytes(cache))
+
+    return Calibrator()
+

@@ -1,0 +1,72 @@
+"""The few CUDA runtime calls we need, through NVIDIA's ``cuda-python`` (``cuda.bindings.runtime``).
+
+Why cuda-python: NVIDIA publishes wheels for x86_64 and aarch64 (Jetson) so nothing is compiled
+on the device (pycuda builds from source against the local CUDA and often fails on JetPack), it is
+NVIDIA's supported binding going forward, and it exposes streams and device pointers as plain
+integers, which is what apps next to C++ pass around. Polygraphy's CUDA wrapper would pull all of
+Polygraphy for ten functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+from ..deps import require
+from ..errors import UserError
+
+
+def runtime() -> Any:
+    """``cuda.bindings.runtime`` (cuda-python >= 12.6), else the older ``cuda.cudart``."""
+    try:
+        from cuda.bindings import runtime as cudart
+
+        return cudart
+    except ImportError:
+        return require("cuda.cudart", "CUDA memory and streams (TensorRT backend)")
+
+
+def check(result: Tuple[Any, ...]) -> Any:
+    """cuda-python returns (error, value...); raise on error, return the value(s)."""
+    err, *values = result
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {err}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def device_info() -> Tuple[str, str]:
+    """(name, compute capability "major.minor") of the current device, or a UserError without a GPU."""
+    cudart = runtime()
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count == 0:
+        raise UserError("no CUDA GPU is visible (cudaGetDeviceCount failed or returned 0): TensorRT engines need an "
+                        "NVIDIA GPU with its driver; use the ONNX Runtime backend (.onnx) on this machine")
+    device = check(cudart.cudaGetDevice())
+    props = check(cudart.cudaGetDeviceProperties(device))
+    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+    return name.rstrip("\x00"), f"{props.major}.{props.minor}"
+
+
+def malloc(nbytes: int) -> int:
+    return int(check(runtime().cudaMalloc(nbytes)))
+
+
+def free(ptr: int) -> None:
+    check(runtime().cudaFree(ptr))
+
+
+def stream_create() -> int:
+    return int(check(runtime().cudaStreamCreate()))
+
+
+def stream_sync(stream: int) -> None:
+    check(runtime().cudaStreamSynchronize(stream))
+
+
+def memcpy_htod(dst: int, src: Any, nbytes: int, stream: int) -> None:
+    cudart = runtime()
+    check(cudart.cudaMemcpyAsync(dst, src, nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
+
+
+def memcpy_dtoh(dst: Any, src: int, nbytes: int, stream: int) -> None:
+    cudart = runtime()
+    check(cudart.cudaMemcpyAsync(dst, src, nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))

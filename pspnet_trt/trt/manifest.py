@@ -1,0 +1,91 @@
+"""The manifest beside every engine, and the check that refuses an engine built elsewhere.
+
+``engines/NAME.engine.json`` holds the ONNX's DeployInfo (every preprocessing number) plus the
+build facts: TensorRT version, GPU name and compute capability, precision, I/O, ONNX sha256,
+flags, build seconds. Engines do not port across TensorRT versions or GPU architectures, so
+loading compares the manifest with the running TensorRT and GPU *before* deserializing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from ..deploy import DeployInfo
+from ..errors import UserError
+from ..files import write_json
+from .version import same_engine_version
+
+
+class EngineMismatch(UserError):
+    """The engine was built for another TensorRT or GPU."""
+
+
+@dataclass
+class GpuInfo:
+    name: str
+    compute_capability: str  # "8.7"
+
+
+@dataclass
+class Manifest:
+    deploy: Dict[str, Any]  # DeployInfo.to_dict() of the ONNX it was built from
+    tensorrt_version: str
+    gpu: Dict[str, str]
+    precision: str
+    input_name: str
+    input_shape: List[int]
+    outputs: List[str]
+    onnx: str
+    onnx_sha256: str
+    build_flags: Dict[str, Any] = field(default_factory=dict)
+    build_seconds: float = 0.0
+
+    @property
+    def info(self) -> DeployInfo:
+        return DeployInfo.from_dict(self.deploy)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> Manifest:
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise UserError(f"invalid engine manifest ({e})") from None
+
+
+def manifest_path(engine: Union[str, Path]) -> Path:
+    return Path(f"{engine}.json")
+
+
+def write_manifest(engine: Union[str, Path], manifest: Manifest) -> Path:
+    path = manifest_path(engine)
+    write_json(path, manifest.to_dict())
+    return path
+
+
+def read_manifest(engine: Union[str, Path]) -> Manifest:
+    path = manifest_path(engine)
+    if not path.is_file():
+        raise UserError(f"{engine} has no manifest ({path}); engines built by `pspnet-trt build` carry one. "
+                        "Rebuild it with `pspnet-trt build --onnx MODEL.onnx --out ...`")
+    try:
+        return Manifest.from_dict(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e}); rebuild the engine") from None
+
+
+def check_manifest(manifest: Manifest, engine: Union[str, Path], running_trt: str, gpu: Optional[GpuInfo]) -> None:
+    """Refuse an engine built by another TensorRT or for another GPU, with the command that fixes it."""
+    rebuild = f"rebuild it here with `pspnet-trt build --onnx {manifest.onnx} --precision {manifest.precision} --out {engine}`"
+    if not same_engine_version(manifest.tensorrt_version, running_trt):
+        raise EngineMismatch(f"{engine} was built with TensorRT {manifest.tensorrt_version} but this is TensorRT "
+                             f"{running_trt}; engines do not port across TensorRT versions: {rebuild}")
+    if gpu is not None and manifest.gpu.get("compute_capability") != gpu.compute_capability:
+        raise EngineMismatch(f"{engine} was built for {manifest.gpu.get('name')} (compute capability "
+                             f"{manifest.gpu.get('compute_capability')}) but this GPU is {gpu.name} "
+                             f"({gpu.compute_capability}); {rebuild}")

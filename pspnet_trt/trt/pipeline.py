@@ -1,0 +1,60 @@
+"""``make engine MODEL=... PRECISION=...``: checkpoint -> ONNX with the precision in the graph -> engine -> check.
+
+Without TensorRT or a GPU everything up to the build still runs (the ONNX files are usable with
+ONNX Runtime) and the command then stops with the message that says what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Union
+
+from ..errors import UserError
+from .build import BuildConfig
+
+log = logging.getLogger(__name__)
+
+
+def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Path]] = None,
+                input_size: Optional[str] = None, data: Optional[Union[str, Path]] = None,
+                validate_images: int = 20, out_dir: Union[str, Path] = "engines") -> int:
+    from ..checkpoints import fetch_checkpoint
+    from ..export import export_zoo, parse_size
+    from ..zoo import get_spec
+
+    spec = get_spec(model)
+    out = Path(out_dir)
+    ckpt = Path(checkpoint) if checkpoint else fetch_checkpoint(model)
+    size = parse_size(input_size) if input_size else spec.deploy_size
+    tag = f"{model}_{size[0]}x{size[1]}"
+    fp32 = export_zoo(model, out / f"{tag}_fp32.onnx", checkpoint=ckpt, input_size=size, output="labels")
+    onnx = fp32
+    if cfg.precision in ("fp16", "best"):
+        onnx = export_zoo(model, out / f"{tag}_fp16.onnx", checkpoint=ckpt, input_size=size, output="labels",
+                          precision="fp16")
+    if cfg.precision == "int8" or (cfg.precision == "best" and data):
+        if cfg.calibration is None:
+            if not data:
+                raise UserError("INT8 needs calibration images: pass --data ROOT (training split is used) or run "
+                                "`pspnet-trt calibrate` + `pspnet-trt quantize` yourself")
+            from ..quant import CalibrationList, make_calibration_list, quantize_onnx
+
+            calib = make_calibration_list(model, data, spec.train_split, 64, 0)
+            onnx = quantize_onnx(fp32, CalibrationList.read(calib), out / f"{tag}_int8.onnx")
+    from .build import build_engine
+
+    engine = build_engine(onnx, out / f"{tag}_{cfg.precision}.engine", cfg)
+    print(engine)
+    if not data:
+        log.info("no --data: skipping the quick validation (run `pspnet-trt validate ... --engine %s`)", engine)
+        return 0
+    from ..data import dataset_for_spec
+    from ..runtime.tensorrt import TensorRTBackend
+    from ..runtime.torch_backend import TorchBackend
+    from ..validate import validate
+
+    reference = TorchBackend.from_zoo(model, checkpoint=ckpt, device="cuda", input_size=size, output="logits")
+    report = validate(reference, [TensorRTBackend(engine)], dataset_for_spec(spec, data), limit=validate_images,
+                      report_dir=out / f"{tag}_{cfg.precision}_validation")
+    return 0 if report.passed else 1

@@ -1,0 +1,52 @@
+"""The one place that branches on the TensorRT version.
+
+Users have 8.5 (JetPack 5), 8.6 and 10.3 (JetPack 6), 10.x and 11.x (desktop):
+* strongly typed networks (precision from the ONNX: FP16 graph, Q/DQ INT8) exist from TensorRT 9/10;
+* ``BuilderFlag.FP16/INT8`` (weak typing) were deprecated in 10.12 and removed in 11;
+* the implicit INT8 calibrators were deprecated in 10.1 and removed in 11;
+* ``IProgressMonitor`` exists from 10.0; tensor-address execution (``execute_async_v3``) from 8.5.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Tuple
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    version: Tuple[int, int, int]
+    strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    precision_flags: bool  # BuilderFlag.FP16 / INT8 are available and not deprecated
+    implicit_int8: bool  # IInt8EntropyCalibrator2 exists
+    progress_monitor: bool  # IBuilderConfig.progress_monitor
+    explicit_batch_flag: bool  # NetworkDefinitionCreationFlag.EXPLICIT_BATCH must be passed (TensorRT 8.x)
+
+    @property
+    def label(self) -> str:
+        return ".".join(map(str, self.version))
+
+
+def parse_version(text: str) -> Tuple[int, int, int]:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not m:
+        raise ValueError(f"cannot parse TensorRT version {text!r}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def capabilities(version: str) -> Capabilities:
+    v = parse_version(version)
+    return Capabilities(
+        version=v,
+        strongly_typed=v >= (9, 0, 0),
+        precision_flags=v < (10, 12, 0),
+        implicit_int8=v < (11, 0, 0),
+        progress_monitor=v >= (10, 0, 0),
+        explicit_batch_flag=v < (10, 0, 0),
+    )
+
+
+def same_engine_version(built: str, running: str) -> bool:
+    """Engines are only portable within the same TensorRT major.minor.patch."""
+    return parse_version(built) == parse_version(running)

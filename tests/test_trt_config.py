@@ -1,0 +1,160 @@
+"""How our build configuration maps to TensorRT API calls, per TensorRT version.
+
+A recording double of the `tensorrt` module stands in for TensorRT here: it checks which flags and
+calls our code makes for each version (alongside the mypy check against NVIDIA's stubs). It is no
+evidence that an engine builds or runs: that is tests/test_trt_gpu.py, which needs a GPU.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import types
+
+import pytest
+
+from pspnet_trt.errors import UserError
+from pspnet_trt.trt import BuildConfig, capabilities
+from pspnet_trt.trt.manifest import EngineMismatch, GpuInfo, Manifest, check_manifest, read_manifest, write_manifest
+
+
+def recording_tensorrt(version: str):
+    calls = []
+    m = types.ModuleType("tensorrt")
+    m.__version__ = version
+    m.BuilderFlag = enum.Enum("BuilderFlag", "FP16 INT8 GPU_FALLBACK")
+    m.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
+    m.MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")
+    m.DeviceType = enum.Enum("DeviceType", "GPU DLA")
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    class Config:
+        def __setattr__(self, k, v):
+            calls.append(("set", k, v))
+
+        def set_flag(self, f):
+            calls.append(("flag", f.name))
+
+        def set_memory_pool_limit(self, pool, size):
+            calls.append(("pool", pool.name, size))
+
+    class Builder:
+        num_DLA_cores = 0
+
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls.append(("network_flags", flags))
+            return object()
+
+        def create_builder_config(self):
+            return Config()
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return True
+
+    class IProgressMonitor:
+        def __init__(self):
+            pass
+
+    m.Logger, m.Builder, m.OnnxParser, m.IProgressMonitor = Logger, Builder, OnnxParser, IProgressMonitor
+    return m, calls
+
+
+def run(version: str, cfg: BuildConfig, monkeypatch):
+    from pspnet_trt.trt import build
+
+    trt, calls = recording_tensorrt(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    caps = capabilities(version)
+    strongly = build.use_strong_typing(caps, cfg)
+    builder, network, _ = build.network_from_onnx("m.onnx", caps, strongly)
+    build.configure(builder, network, cfg, caps, strongly)
+    return calls
+
+
+def test_fp16_on_10_13_is_strongly_typed_without_flags(monkeypatch):
+    calls = run("10.13.0", BuildConfig(precision="fp16", opt_level=4), monkeypatch)
+    assert ("network_flags", 1 << 1) in calls  # STRONGLY_TYPED only (no EXPLICIT_BATCH on 10.x)
+    assert not [c for c in calls if c[0] == "flag"]
+    assert ("set", "builder_optimization_level", 4) in calls
+    assert any(c[:2] == ("set", "progress_monitor") for c in calls)
+
+
+def test_tensorrt_8_6_uses_builder_flags_and_explicit_batch(monkeypatch):
+    calls = run("8.6.2", BuildConfig(precision="best"), monkeypatch)
+    assert ("network_flags", 1) in calls  # EXPLICIT_BATCH, weakly typed
+    assert ("flag", "FP16") in calls and ("flag", "INT8") in calls
+    assert not any(c[:2] == ("set", "progress_monitor") for c in calls)  # no IProgressMonitor before 10
+
+
+def test_tensorrt_11_refuses_implicit_int8(monkeypatch, tmp_path):
+    cal = tmp_path / "c.txt"
+    cal.write_text("# root: /\n")
+    with pytest.raises(UserError, match="removed implicit INT8"):
+        run("11.0.0", BuildConfig(precision="int8", calibration=str(cal)), monkeypatch)
+
+
+def test_dla_without_dla_cores_is_refused(monkeypatch):
+    with pytest.raises(UserError, match="no DLA"):
+        run("10.3.0", BuildConfig(dla_core=0), monkeypatch)
+
+
+def test_capabilities_table():
+    assert capabilities("8.5.2").explicit_batch_flag and not capabilities("8.5.2").strongly_typed
+    assert capabilities("10.3.0").strongly_typed and capabilities("10.3.0").precision_flags
+    assert not capabilities("10.12.0").precision_flags and capabilities("10.12.0").implicit_int8
+    assert not capabilities("11.0.1").implicit_int8
+
+
+def test_manifest_refuses_other_tensorrt_and_other_gpu(tmp_path, tiny_info):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    m = Manifest(deploy=tiny_info.to_dict(), tensorrt_version="10.3.0", gpu={"name": "Orin", "compute_capability": "8.7"},
+                 precision="fp16", input_name="images", input_shape=[1, 3, 64, 128], outputs=["logits", "labels"],
+                 onnx="m.onnx", onnx_sha256="0" * 64)
+    write_manifest(engine, m)
+    back = read_manifest(engine)
+    assert back.info == tiny_info and json.loads((tmp_path / "m.engine.json").read_text())["precision"] == "fp16"
+    check_manifest(back, engine, "10.3.0", GpuInfo("Orin", "8.7"))
+    with pytest.raises(EngineMismatch, match="built with TensorRT 10.3.0 but this is TensorRT 10.4.0.*rebuild"):
+        check_manifest(back, engine, "10.4.0", GpuInfo("Orin", "8.7"))
+    with pytest.raises(EngineMismatch, match="compute capability 8.7.*RTX 4090"):
+        check_manifest(back, engine, "10.3.0", GpuInfo("RTX 4090", "8.9"))
+    (tmp_path / "m.engine.json").unlink()
+    with pytest.raises(UserError, match="no manifest"):
+        read_manifest(engine)
+
+
+def test_opening_an_engine_without_tensorrt_names_what_is_missing(tmp_path, tiny_info, monkeypatch):
+    pytest.importorskip("numpy")
+    if "tensorrt" in sys.modules or _has("tensorrt"):
+        pytest.skip("tensorrt is installed here")
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    write_manifest(engine, Manifest(deploy=tiny_info.to_dict(), tensorrt_version="10.3.0", gpu={},
+                                    precision="fp16", input_name="images", input_shape=[1, 3, 64, 128],
+                                    outputs=["labels"], onnx="m.onnx", onnx_sha256=""))
+    from pspnet_trt.runtime import Segmenter
+
+    with pytest.raises(UserError, match=r"tensorrt is needed.*pspnet-trt\[trt\]"):
+        Segmenter.open(engine, device="cuda")
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
