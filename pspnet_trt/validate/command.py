@@ -35,7 +35,8 @@ def _validate(args: argparse.Namespace) -> int:
     artifacts = [open_backend(p, device=args.device) for p in [*args.onnx, *args.engine]]
     size = artifacts[0].info.input_size if artifacts else (parse_size(args.input_size) if args.input_size else None)
     reference = TorchBackend.from_zoo(args.model, checkpoint=args.checkpoint, device=args.device, input_size=size,
-                                      output="logits", num_classes=args.num_classes)
+                                      output=artifacts[0].info.output if artifacts else "logits",
+                                      num_classes=args.num_classes)
     dataset = dataset_for_spec(spec, args.data, args.split)
     report = validate(reference, artifacts, dataset, limit=args.limit, tolerance=args.tolerance, mode=args.mode,
                       fit=spec.eval_resize, report_dir=args.report)
