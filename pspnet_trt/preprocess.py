@@ -97,7 +97,7 @@ def overlay(image_bgr: np.ndarray, labels: np.ndarray, palette: Sequence[Sequenc
     return cv2.addWeighted(image_bgr, 1.0 - alpha, colorize(labels, palette), alpha, 0.0)
 
 
-def write_image(path: "str | Path", image: np.ndarray) -> Path:
+def write_image(path: str | Path, image: np.ndarray) -> Path:
     """Encode by the file's suffix (``.png``, ``.jpg``) and write atomically."""
     path = Path(path)
     ok, data = cv2.imencode(path.suffix or ".png", image)

@@ -10,7 +10,13 @@ import pytest
 
 from pspnet_trt.deploy import METADATA_KEY, DeployInfo
 from pspnet_trt.errors import UserError
-from pspnet_trt.quant import CalibrationList, check_placement, make_calibration_list, qdq_summary, quantize_onnx
+from pspnet_trt.quant import (
+    CalibrationList,
+    check_placement,
+    make_calibration_list,
+    qdq_summary,
+    quantize_onnx,
+)
 from pspnet_trt.runtime.ort import OrtBackend
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "camvid"

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ssseg_weights import make_weights
 
 from pspnet_trt.checkpoints import load_checkpoint
 from pspnet_trt.models import PSPNet, build_model
-from ssseg_weights import make_weights
 
 DATA = Path(__file__).parent / "data"
 REF = np.load(DATA / "ssseg_reference.npz")

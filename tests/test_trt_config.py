@@ -16,7 +16,14 @@ import pytest
 
 from pspnet_trt.errors import UserError
 from pspnet_trt.trt import BuildConfig, capabilities
-from pspnet_trt.trt.manifest import EngineMismatch, GpuInfo, Manifest, check_manifest, read_manifest, write_manifest
+from pspnet_trt.trt.manifest import (
+    EngineMismatch,
+    GpuInfo,
+    Manifest,
+    check_manifest,
+    read_manifest,
+    write_manifest,
+)
 
 
 def recording_tensorrt(version: str):

@@ -160,7 +160,7 @@ LAYOUTS: Dict[str, Callable[[Path, str], SegDataset]] = {
 }
 
 
-def open_dataset(kind: str, root: "str | Path", split: str) -> SegDataset:
+def open_dataset(kind: str, root: str | Path, split: str) -> SegDataset:
     """The ``split`` of dataset ``kind`` (``camvid``, ``cityscapes``, ``voc``, ``ade20k``) under ``root``."""
     if kind not in LAYOUTS:
         raise DatasetError(f"unknown dataset layout {kind!r}; known: {sorted(LAYOUTS)}")
@@ -170,6 +170,6 @@ def open_dataset(kind: str, root: "str | Path", split: str) -> SegDataset:
     return LAYOUTS[kind](root, split)
 
 
-def dataset_for_spec(spec: ModelSpec, root: "str | Path", split: Optional[str] = None) -> SegDataset:
+def dataset_for_spec(spec: ModelSpec, root: str | Path, split: Optional[str] = None) -> SegDataset:
     """The dataset a zoo entry was trained on, at ``root`` (default split: the entry's eval split)."""
     return open_dataset(spec.dataset, root, split or spec.eval_split)

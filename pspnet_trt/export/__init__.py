@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .check import ParityReport, check_export
 from .onnx_export import (
     attach_metadata,
     export_onnx,
@@ -14,7 +15,6 @@ from .onnx_export import (
     verify_graph,
     zoo_model,
 )
-from .check import ParityReport, check_export
 
 __all__ = [
     "attach_metadata", "export_onnx", "export_zoo", "parse_size", "save_onnx", "simplify", "to_fp16", "trace_onnx",

@@ -20,7 +20,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..deploy import METADATA_KEY, DeployInfo
 from ..deps import require
