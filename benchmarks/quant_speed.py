@@ -1,0 +1,84 @@
+"""INT8 targets that need no trained model: ONNX Runtime CPU latency INT8 vs FP32 (r50_os8 at 512x1024,
+same threads, medians of one run) and the wall time of calibration + quantization with 64 images.
+
+    python benchmarks/quant_speed.py [--model r50_os8_cityscapes] [--size 512x1024] [--images 64] [--runs 5]
+
+Random weights (latency does not depend on them); calibration images are CamVid training images
+($CAMVID_ROOT, else the committed sample) resized to the input size, as Cityscapes is not available here.
+Writes benchmarks/results/quant_speed_<host>_<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pspnet_trt.bench import host
+from pspnet_trt.deploy import DeployInfo
+from pspnet_trt.export import export_onnx, parse_size, zoo_model
+from pspnet_trt.files import write_json
+from pspnet_trt.quant import CalibrationList, quantize_onnx
+from pspnet_trt.runtime.ort import OrtBackend
+from pspnet_trt.zoo import get_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median_ms(backend: OrtBackend, x: np.ndarray, runs: int) -> float:
+    backend.run(x)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        backend.run(x)
+        times.append(1e3 * (time.perf_counter() - t))
+    return statistics.median(times)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="r50_os8_cityscapes")
+    ap.add_argument("--size", default="512x1024")
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--method", default="entropy")
+    args = ap.parse_args()
+    spec, size = get_spec(args.model), parse_size(args.size)
+    root = Path(os.environ.get("CAMVID_ROOT") or ROOT / "samples" / "camvid")
+    images = sorted((root / "train").glob("*.png")) or sorted((root / "train").glob("*.jpg"))
+    result = {**host(), "model": args.model, "input_size": list(size), "threads": args.threads,
+              "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = export_onnx(zoo_model(args.model), DeployInfo.from_spec(spec, input_size=size), Path(tmp) / "fp32.onnx")
+        calib = CalibrationList(root, images[:: max(1, len(images) // args.images)][: args.images])
+        t = time.perf_counter()
+        int8 = quantize_onnx(fp32, calib, Path(tmp) / "int8.onnx", args.method)
+        result["calibration_quantization_s"] = round(time.perf_counter() - t, 1)
+        result["calibration_images"] = len(calib.images)
+        x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
+        a, b = OrtBackend(fp32, threads=args.threads), OrtBackend(int8, threads=args.threads)
+        for _ in range(2):  # interleaved, so background load hits both alike
+            result.setdefault("fp32_ms", []).append(median_ms(a, x, args.runs))
+            result.setdefault("int8_ms", []).append(median_ms(b, x, args.runs))
+        result["fp32_median_ms"] = statistics.median(result["fp32_ms"])
+        result["int8_median_ms"] = statistics.median(result["int8_ms"])
+        result["speedup"] = result["fp32_median_ms"] / result["int8_median_ms"]
+        result["fp32_mb"] = fp32.stat().st_size / 1e6
+        result["int8_mb"] = int8.stat().st_size / 1e6
+    out = ROOT / "benchmarks" / "results" / f"quant_speed_{result['host']}_{datetime.date.today()}.json"
+    write_json(out, result)
+    print({k: result[k] for k in ("fp32_median_ms", "int8_median_ms", "speedup", "calibration_quantization_s")})
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
