@@ -103,8 +103,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     """Run every stage (or reuse it), write the report folder, return the table rows."""
-    import shutil
-
     from .bench import measure
     from .data import open_dataset
     from .deploy import DeployInfo
@@ -129,14 +127,12 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
 
     def do_train() -> Dict[str, Any]:
         if cfg.checkpoint:
-            shutil.copyfile(cfg.checkpoint, ckpt.with_suffix(".part"))
-            ckpt.with_suffix(".part").replace(ckpt)
+            copy_atomic(cfg.checkpoint, ckpt)
             return {"checkpoint": str(cfg.checkpoint)}
         last = train(TrainConfig(model=MODEL, data=cfg.data, work_dir=work / "train", max_minutes=cfg.train_minutes,
                                  epochs=1000, crop=cfg.crop, batch_size=cfg.batch_size, eval_every=0,
                                  eval_limit=cfg.eval_images, workers=1))
-        shutil.copyfile(last, ckpt.with_suffix(".part"))
-        ckpt.with_suffix(".part").replace(ckpt)
+        copy_atomic(last, ckpt)
         return dict(json.loads((work / "train" / "summary.json").read_text()))
 
     train_summary = stages.run("train", {"data": cfg.data, "minutes": cfg.train_minutes, "crop": cfg.crop,
@@ -152,7 +148,7 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
 
     # 3. INT8: calibration list from the training split, explicit Q/DQ
     calib = work / "calibration.txt"
-    stages.run("quantize", {"onnx": onnx["fp32"], "images": cfg.calib_images}, [onnx["int8"], calib],
+    stages.run("quantize", {"onnx": onnx["fp32"], "data": cfg.data, "images": cfg.calib_images}, [onnx["int8"], calib],
                lambda: str(quantize_onnx(onnx["fp32"], CalibrationList.read(make_calibration_list(
                    MODEL, cfg.data, spec.train_split, cfg.calib_images, 0, out=calib)), onnx["int8"])))
 
@@ -179,6 +175,15 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
                 f"{spec.eval_split} images at {cfg.input_size[0]}x{cfg.input_size[1]}.\n\n{table}\n\n"
                 "Per-class IoU: validation/report.md, validation/iou_per_class.png. Overlays: overlays/.\n")
     return rows
+
+
+def copy_atomic(src: Path, dst: Path) -> None:
+    import shutil
+
+    from .files import atomic_path
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def build_engines(onnx: Dict[str, Path], work: Path) -> List[Any]:

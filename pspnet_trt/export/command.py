@@ -49,10 +49,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from ..deploy import read_onnx_info
     from ..errors import UserError
     from ..files import sha256_file, write_json
     from ..preprocess import read_image
-    from ..runtime.ort import read_onnx_info
     from . import check_export, zoo_model
 
     info = read_onnx_info(args.onnx)

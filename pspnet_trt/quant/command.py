@@ -52,7 +52,7 @@ def _quantize(args: argparse.Namespace) -> int:
     if not args.data:
         raise UserError("--mixed-budget measures mIoU on validation images: pass the dataset root with --data")
     from ..data import dataset_for_spec
-    from ..runtime.ort import read_onnx_info
+    from ..deploy import read_onnx_info
     from ..zoo import get_spec
     from .sensitivity import mixed_precision
 

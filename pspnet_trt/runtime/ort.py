@@ -71,8 +71,3 @@ class OrtBackend(Backend):
     def close(self) -> None:
         self.session = None
 
-
-def read_onnx_info(path: Union[str, Path]) -> DeployInfo:
-    """The DeployInfo stored in an ONNX file (needs only onnxruntime)."""
-    with OrtBackend(path) as backend:
-        return backend.info
