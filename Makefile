@@ -48,15 +48,16 @@ train: install
 	$(if $(DATA),,$(error set DATA=<dataset root> (or CAMVID_ROOT)))
 	$(CLI) train --model $(MODEL) --data $(DATA) --work-dir $(WORK) --resume
 
+EXPORT_PRECISION = $(if $(filter fp16,$(PRECISION)),fp16,fp32)
 export: install
-	$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision $(if $(filter fp16,$(PRECISION)),fp16,fp32) --out engines/$(MODEL)_$(PRECISION).onnx
+	$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision $(EXPORT_PRECISION) --out engines/$(MODEL)_$(EXPORT_PRECISION).onnx
 
 calibrate: install
 	$(if $(DATA),,$(error set DATA=<dataset root>))
 	$(CLI) calibrate --model $(MODEL) --data $(DATA) --split train --num-images 64 --seed 0
 
 quantize: install
-	$(CLI) quantize --onnx engines/$(MODEL)_fp32.onnx --calibration calibration/$(MODEL).txt --out engines/$(MODEL)_int8.onnx
+	$(CLI) quantize --onnx engines/$(MODEL)_fp32.onnx --calibration calibration/$(MODEL)_train_n64_s0.txt $(if $(DATA),--data $(DATA)) --out engines/$(MODEL)_int8.onnx
 
 # make engine MODEL=r50_os8_cityscapes PRECISION=fp16 : download -> export -> (quantize) -> build -> quick validation
 engine: install
