@@ -50,6 +50,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method", default="entropy")
+    ap.add_argument("--latency-only", action="store_true", help="minmax on 4 images: latency ratios only")
     args = ap.parse_args()
     spec, size = get_spec(args.model), parse_size(args.size)
     root = Path(os.environ.get("CAMVID_ROOT") or ROOT / "samples" / "camvid")
@@ -58,24 +59,28 @@ def main() -> int:
               "date": datetime.datetime.now().isoformat(timespec="seconds")}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(zoo_model(args.model), DeployInfo.from_spec(spec, input_size=size), Path(tmp) / "fp32.onnx")
-        calib = CalibrationList(root, images[:: max(1, len(images) // args.images)][: args.images])
+        n = 4 if args.latency_only else args.images
+        method = "minmax" if args.latency_only else args.method
+        calib = CalibrationList(root, images[:: max(1, len(images) // n)][:n])
         t = time.perf_counter()
-        int8 = quantize_onnx(fp32, calib, Path(tmp) / "int8.onnx", args.method)
+        int8 = {"tensorrt": quantize_onnx(fp32, calib, Path(tmp) / "int8.onnx", method)}
         result["calibration_quantization_s"] = round(time.perf_counter() - t, 1)
-        result["calibration_images"] = len(calib.images)
+        result["calibration_images"], result["method"] = len(calib.images), method
+        int8["cpu"] = quantize_onnx(fp32, calib, Path(tmp) / "int8_cpu.onnx", method, target="cpu")
         x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
-        a, b = OrtBackend(fp32, threads=args.threads), OrtBackend(int8, threads=args.threads)
-        for _ in range(2):  # interleaved, so background load hits both alike
-            result.setdefault("fp32_ms", []).append(median_ms(a, x, args.runs))
-            result.setdefault("int8_ms", []).append(median_ms(b, x, args.runs))
-        result["fp32_median_ms"] = statistics.median(result["fp32_ms"])
-        result["int8_median_ms"] = statistics.median(result["int8_ms"])
-        result["speedup"] = result["fp32_median_ms"] / result["int8_median_ms"]
-        result["fp32_mb"] = fp32.stat().st_size / 1e6
-        result["int8_mb"] = int8.stat().st_size / 1e6
-    out = ROOT / "benchmarks" / "results" / f"quant_speed_{result['host']}_{datetime.date.today()}.json"
+        backends = {"fp32": OrtBackend(fp32, threads=args.threads)}
+        backends.update({f"int8_{k}": OrtBackend(v, threads=args.threads) for k, v in int8.items()})
+        times: dict = {k: [] for k in backends}
+        for _ in range(2):  # interleaved, so background load hits all alike
+            for k, b in backends.items():
+                times[k].append(median_ms(b, x, args.runs))
+        result["median_ms"] = {k: statistics.median(v) for k, v in times.items()}
+        result["speedup_vs_fp32"] = {k: result["median_ms"]["fp32"] / v for k, v in result["median_ms"].items()}
+        result["mb"] = {"fp32": fp32.stat().st_size / 1e6, **{k: v.stat().st_size / 1e6 for k, v in int8.items()}}
+    suffix = "_latency" if args.latency_only else ""
+    out = ROOT / "benchmarks" / "results" / f"quant_speed{suffix}_{result['host']}_{datetime.date.today()}.json"
     write_json(out, result)
-    print({k: result[k] for k in ("fp32_median_ms", "int8_median_ms", "speedup", "calibration_quantization_s")})
+    print({k: result[k] for k in ("median_ms", "speedup_vs_fp32", "calibration_quantization_s")})
     print(out)
     return 0
 

@@ -120,3 +120,15 @@ def test_mixed_precision_keeps_layers_in_float_for_a_tiny_budget(tiny_onnx, cali
     summary = qdq_summary(onnx.load(tmp_path / "m.onnx"))
     baseline = qdq_summary(onnx.load(quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "a.onnx")))
     assert summary["quantized"]["Conv"] == baseline["quantized"]["Conv"] - 3
+
+
+def test_cpu_target_uses_uint8_activations(tiny_onnx, calib, tmp_path):
+    path = quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "cpu.onnx", "minmax", target="cpu")
+    model = onnx.load(path)
+    inits = {i.name: i for i in model.graph.initializer}
+    zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
+           if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
+    assert zps and all(z.dtype == np.uint8 for z in zps)
+    check_placement(model)
+    with pytest.raises(UserError, match="--target"):
+        quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "x.onnx", target="gpu")

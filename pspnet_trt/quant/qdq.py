@@ -29,6 +29,9 @@ from .calibrate import CalibrationList
 
 log = logging.getLogger(__name__)
 METHODS = ("entropy", "percentile", "minmax")
+# tensorrt: symmetric INT8 activations (zero point 0), what TensorRT's explicit quantization accepts.
+# cpu: asymmetric UINT8 activations (U8S8), what x86 ONNX Runtime runs fastest (VNNI); not for TensorRT.
+TARGETS = ("tensorrt", "cpu")
 QUANTIZED_OPS = ["Conv", "Add"]
 
 
@@ -72,11 +75,12 @@ def excluded_nodes(model: Any) -> List[str]:
 
 def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out: Union[str, Path],
                   method: str = "entropy", keep_float: Sequence[str] = (), calibration_info: Optional[Dict[str, Any]] = None,
-                  cache: Optional[Union[str, Path]] = None) -> Path:
+                  cache: Optional[Union[str, Path]] = None, target: str = "tensorrt") -> Path:
     """FP32 ONNX (from ``pspnet-trt export``) -> Q/DQ INT8 ONNX at ``out`` with pspnet-trt metadata.
 
     ``keep_float``: names of Conv/Add nodes left unquantized (the mixed-precision pass fills it).
     ``cache``: tensor ranges are stored there and reused (calibrate once, quantize many variants).
+    ``target``: ``tensorrt`` (symmetric INT8 activations) or ``cpu`` (UINT8 activations, ONNX Runtime on x86).
     """
     onnx = require("onnx", "quantization")
     require("onnxruntime", "quantization")
@@ -86,6 +90,9 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
 
     if method not in METHODS:
         raise UserError(f"--method must be one of {METHODS}, got {method!r}")
+    if target not in TARGETS:
+        raise UserError(f"--target must be one of {TARGETS}, got {target!r}")
+    symmetric = target == "tensorrt"
     model = onnx.load(str(onnx_path))
     info = read_info(model)
     if info.precision != "fp32":
@@ -96,20 +103,21 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
         tmp_out = Path(tmp) / "q.onnx"
         quantize_static(
             str(onnx_path), str(tmp_out), _Reader(calibration, info), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=QUANTIZED_OPS, per_channel=True, activation_type=QuantType.QInt8,
+            op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
             calibrate_method={"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
                               "minmax": CalibrationMethod.MinMax}[method],
             # QuantizeBias False: TensorRT has no INT32 DequantizeLinear; biases stay float (fused in the kernel)
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                           "CalibMovingAverage": method == "minmax", "CalibTensorRangeSymmetric": True,
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "QuantizeBias": False,
+                           "CalibMovingAverage": method == "minmax", "CalibTensorRangeSymmetric": symmetric,
                            "CalibStridedMinMax": 1},
             calibration_cache_path=str(cache) if cache else None,
         )
         quantized = onnx.load(str(tmp_out))
     seconds = time.perf_counter() - start
     extra = {**info.extra, "quantization": {
-        "tool": "onnxruntime.quantization", "method": method, "calibration_images": len(calibration.images),
+        "tool": "onnxruntime.quantization", "method": method, "target": target, "calibration_images": len(calibration.images),
         "kept_float": list(keep_float), "excluded_by_rule": excluded_nodes(model), "seconds": round(seconds, 1),
         **(calibration_info or {})}}
     attach_metadata(quantized, info.with_(precision="int8", extra=extra))
