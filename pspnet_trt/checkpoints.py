@@ -50,7 +50,7 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
     Uses ``torch.load(weights_only=True)``: a file whose pickle would run code is refused.
     """
     torch = _torch()
-    path = Path(path)
+    path = resolve_latest_link(Path(path))
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist. Pass the path of a .pth file.")
     try:
@@ -76,6 +76,24 @@ def _corrupt(path: Path, e: Exception) -> CheckpointError:
         f"{path}: not a readable PyTorch checkpoint (truncated or corrupt download?): {type(e).__name__}: {e}. "
         "Delete it and download it again, or pass another --checkpoint."
     )
+
+
+def resolve_latest_link(path: Path) -> Path:
+    """Follow sssegmentation's ``checkpoints-epoch-latest.pth`` even when the link is broken.
+
+    ssseg/train.py links to ``<work_dir>/checkpoints-epoch-N.pth`` with a work_dir relative to where
+    training ran, so the link target does not resolve from the link's own folder. We try the target
+    relative to the current directory, then its file name beside the link.
+    """
+    if not path.is_symlink() or path.exists():
+        return path
+    target = Path(os.readlink(path))
+    for candidate in (target, path.parent / target.name):
+        if candidate.is_file():
+            log.info("%s is a broken link to %s; using %s", path, target, candidate)
+            return candidate
+    raise CheckpointError(f"{path} is a link to {target}, which does not exist (sssegmentation writes that link "
+                          f"relative to its training folder): pass the {target.name} file itself with --checkpoint")
 
 
 def extract_state_dict(ckpt: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:

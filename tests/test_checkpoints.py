@@ -205,3 +205,19 @@ def test_cli_prints_one_line_error_for_bad_checkpoint(tmp_path):
     assert "error:" in r.stderr and "Traceback" not in r.stderr and str(bad) in r.stderr
     assert "corrupt" in r.stderr and "refused" not in r.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_sssegmentation_latest_link_relative_to_training_folder(trained, tmp_path, monkeypatch):
+    # ssseg/train.py: os.symlink("ckpts/checkpoints-epoch-1.pth", "ckpts/checkpoints-epoch-latest.pth"), run from the
+    # training folder, so the link is broken when resolved from its own folder
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    ck.save_checkpoint(ckpts / "checkpoints-epoch-1.pth", trained.state_dict())
+    latest = ckpts / "checkpoints-epoch-latest.pth"
+    latest.symlink_to("ckpts/checkpoints-epoch-1.pth")
+    assert not latest.exists()
+    monkeypatch.chdir(tmp_path.parent)  # elsewhere: resolved by the file name beside the link
+    assert_same_weights(ck.load_checkpoint(small(), latest), trained)
+    (ckpts / "checkpoints-epoch-1.pth").unlink()
+    with pytest.raises(ck.CheckpointError, match="pass the checkpoints-epoch-1.pth file"):
+        ck.read_state_dict(latest)
