@@ -1,54 +1,91 @@
+"""Metrics: the bincount confusion matrix against an independent per-class set computation."""
+
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 
 from pspnet_trt.metrics import Agreement, SegMetrics, confusion_matrix
 
 
-def reference_miou(preds, labels, num_classes, ignore=255):
-    """Independent computation: per-class set counting with Python sets of pixel indices."""
-    inter = [0] * num_classes
-    union = [0] * num_classes
-    for p, t in zip(preds, labels):
-        p, t = p.ravel(), t.ravel()
-        valid = set(np.flatnonzero(t != ignore).tolist())
-        for c in range(num_classes):
-            ps = set(np.flatnonzero(p == c).tolist()) & valid
-            ts = set(np.flatnonzero(t == c).tolist())
-            inter[c] += len(ps & ts)
-            union[c] += len(ps | ts)
-    ious = [i / u for i, u in zip(inter, union) if u > 0]
-    return sum(ious) / len(ious)
+def reference_scores(preds, labels, num_classes, ignore=255):
+    """Independent computation: per-class sets of (image, pixel) positions, counted over the whole dataset.
+
+    Returns per-class IoU (None for a class in neither labels nor predictions), mIoU over the others, and
+    pixel accuracy. Labels outside [0, num_classes) (void, 255) are not scored.
+    """
+    truth = {c: set() for c in range(num_classes)}
+    predicted = {c: set() for c in range(num_classes)}
+    scored = correct = 0
+    for k, (p, t) in enumerate(zip(preds, labels)):
+        for j, (pv, tv) in enumerate(zip(p.ravel().tolist(), t.ravel().tolist())):
+            if tv == ignore or tv >= num_classes:
+                continue
+            truth[tv].add((k, j))
+            predicted[pv].add((k, j))
+            scored += 1
+            correct += pv == tv
+    ious = []
+    for c in range(num_classes):
+        union = truth[c] | predicted[c]
+        ious.append(len(truth[c] & predicted[c]) / len(union) if union else None)
+    present = [v for v in ious if v is not None]
+    return ious, math.fsum(present) / len(present), correct / scored
 
 
-def test_miou_matches_independent_reference_to_1e9():
-    rng = np.random.default_rng(0)
-    metrics = SegMetrics(7)
+def random_case(rng, num_classes, n_images):
     preds, labels = [], []
-    for _ in range(4):
-        t = rng.integers(0, 7, (23, 31)).astype(np.uint8)
-        t[rng.random(t.shape) < 0.1] = 255
-        t[t == 5] = 6  # class 5 absent from ground truth, sometimes predicted
-        p = np.where(rng.random(t.shape) < 0.7, t, rng.integers(0, 7, t.shape)).astype(np.uint8)
-        p[p == 255] = 0
-        metrics.update(p, t)
+    for _ in range(n_images):
+        h, w = rng.integers(5, 40, 2)
+        t = rng.integers(0, num_classes, (h, w)).astype(np.uint8)
+        t[rng.random(t.shape) < 0.1] = 255  # void
+        t[rng.random(t.shape) < 0.02] = num_classes + 3  # out-of-range label value: not scored either
+        t[t == 2] = 3  # class 2 absent from the labels, sometimes predicted (IoU 0)
+        p = np.where(rng.random(t.shape) < 0.7, t, rng.integers(0, num_classes, t.shape)).astype(np.uint8)
+        p[p >= num_classes] = 0
+        p[p == num_classes - 1] = 0  # last class absent from predictions and (below) from labels: IoU undefined
+        t[t == num_classes - 1] = 255
         preds.append(p)
         labels.append(t)
-    assert abs(metrics.miou - reference_miou(preds, labels, 7)) < 1e-9
+    return preds, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_miou_matches_independent_reference_to_1e9(seed):
+    rng = np.random.default_rng(seed)
+    num_classes = 7
+    preds, labels = random_case(rng, num_classes, n_images=5)
+    metrics = SegMetrics(num_classes)
+    for p, t in zip(preds, labels):
+        metrics.update(p, t)
+    ious, miou, accuracy = reference_scores(preds, labels, num_classes)
+    assert ious[num_classes - 1] is None and np.isnan(metrics.iou[num_classes - 1])
+    assert ious[2] == 0.0 and metrics.iou[2] == 0.0
+    for c in range(num_classes - 1):
+        assert abs(metrics.iou[c] - ious[c]) < 1e-9
+    assert abs(metrics.miou - miou) < 1e-9
+    assert abs(metrics.pixel_accuracy - accuracy) < 1e-9
+    assert 0.3 < miou < 0.9  # a non-trivial case
 
 
 def test_confusion_matrix_ignores_void_and_counts_rows_as_truth():
     t = np.array([[0, 1, 255], [1, 1, 2]], np.uint8)
     p = np.array([[0, 0, 1], [1, 2, 2]], np.uint8)
     cm = confusion_matrix(p, t, 3)
-    assert cm.sum() == 5 and cm[1, 0] == 1 and cm[1, 1] == 1 and cm[1, 2] == 1 and cm[2, 2] == 1
+    assert cm.tolist() == [[1, 0, 0], [1, 1, 1], [0, 0, 1]]
     m = SegMetrics(4)
     m.update(p, t)
     assert np.isnan(m.iou[3])  # class absent everywhere: excluded from the mean (sssegmentation's nanmean)
+    assert abs(m.miou - (1 / 2 + 1 / 3 + 1 / 2) / 3) < 1e-12
     assert abs(m.pixel_accuracy - 3 / 5) < 1e-12
+    with pytest.raises(ValueError, match="differ in shape"):
+        confusion_matrix(p, t[:, :2], 3)
 
 
 def test_agreement():
     a = Agreement()
     a.update(np.array([1, 2, 3]), np.array([1, 2, 0]))
-    assert abs(a.value - 2 / 3) < 1e-12
+    a.update(np.array([[5, 5]]), np.array([[5, 4]]), valid=np.array([[True, False]]))
+    assert a.same == 3 and a.total == 4

@@ -1,4 +1,4 @@
-"""report.json, report.md and a per-class IoU bar chart (PNG), written atomically."""
+"""report.json, report.md and a per-class IoU bar chart (iou_per_class.png), written atomically."""
 
 from __future__ import annotations
 
@@ -11,22 +11,36 @@ import numpy as np
 from ..files import atomic_open, atomic_path, write_json
 
 if TYPE_CHECKING:
-    from . import ValidationReport
+    from .core import ValidationReport
 
 log = logging.getLogger(__name__)
 
+CLASSES_PER_PANEL = 40  # the bar chart wraps into several panels above this (ADE20k: 150 classes)
+
 
 def _fmt(v: object, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
+    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
 
 
 def markdown(report: ValidationReport) -> str:
-    verdict = "PASS" if report.passed else "FAIL"
+    """The report as markdown: verdict, setup, one row per backend, IoU per class."""
+    c = report.context
+    verdict = "PASS" if report.passed else f"FAIL ({', '.join(report.failed)})"
+    setup = [f"{report.images} images"]
+    if c.get("dataset"):
+        setup.append(f"{c['dataset']} {c.get('split')} ({c.get('data_root')})")
+    if c.get("input_size"):
+        setup.append(f"input {c['input_size'][0]}x{c['input_size'][1]}")
+    mode = report.mode
+    if report.mode == "slide" and c.get("stride"):
+        mode += f" (stride {c['stride'][0]}x{c['stride'][1]}, test resize {c.get('test_resize') or 'none'})"
     lines = [
         f"# Validation: {verdict}",
         "",
-        f"{report.images} images, {report.mode} inference, tolerance {report.tolerance} mIoU points below PyTorch, "
-        f"{report.seconds:.0f} s.",
+        f"Model {c.get('model', '?')} (checkpoint sha256 {str(c.get('checkpoint_sha256') or 'unknown')[:16]}); "
+        f"{', '.join(setup)}; {mode} inference; {report.seconds:.1f} s.",
+        f"Gate: an artifact passes when its mIoU is at most {report.tolerance} points below PyTorch's. "
+        "Agreement = pixels (all, labelled or not) where the artifact predicts PyTorch's class.",
         "",
         "| backend | precision | mIoU % | Δ vs PyTorch | pixel acc % | agreement % | images/s | size MB | gate |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -36,7 +50,10 @@ def markdown(report: ValidationReport) -> str:
         lines.append(f"| {r['backend']} | {r['precision']} | {_fmt(r['miou'], '.2f')} | {_fmt(r['delta'], '+.2f')} | "
                      f"{_fmt(r['pixel_accuracy'], '.2f')} | {_fmt(r['agreement'], '.3f')} | "
                      f"{_fmt(r['images_per_s'], '.2f')} | {_fmt(r['size_mb'], '.1f')} | {gate} |")
-    lines += ["", "## IoU per class (%)", "",
+    other = [r["backend"] for r in report.rows if r.get("same_checkpoint") is False]
+    if other:
+        lines += ["", f"Note: exported from a different checkpoint than the reference's: {', '.join(other)}."]
+    lines += ["", "## IoU per class (%)", "", "- = class absent from both the labels and the predictions.", "",
               "| class | " + " | ".join(r["backend"] for r in report.rows) + " |",
               "|---|" + "---|" * len(report.rows)]
     for name in report.class_names:
@@ -46,31 +63,45 @@ def markdown(report: ValidationReport) -> str:
 
 
 def bar_chart(report: ValidationReport, path: Path) -> None:
+    """Grouped bars: IoU per class, one colour per backend (mIoU in the legend); matplotlib Agg."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names: List[str] = [n.split(",")[0] for n in report.class_names]
-    x = np.arange(len(names))
+    names: List[str] = list(report.class_names)
+    panels = max(1, -(-len(names) // CLASSES_PER_PANEL))
+    per_panel = -(-len(names) // panels)
     width = 0.8 / len(report.rows)
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.45 * len(names) * len(report.rows) ** 0.5), 4.5))
-    for i, r in enumerate(report.rows):
-        values = [100 * (r["iou"][n] or 0.0) for n in report.class_names]
-        ax.bar(x + i * width - 0.4 + width / 2, values, width, label=f"{r['backend']} ({r['miou']:.1f})")
-    ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("IoU %")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=7)
-    ax.set_title("IoU per class and backend (mIoU in the legend)")
-    fig.tight_layout()
+    legend_rows = -(-len(report.rows) // 2)
+    legend_in = 0.22 * legend_rows + 0.2
+    height = 4.0 * panels + legend_in
+    fig, axes = plt.subplots(panels, 1, figsize=(max(8.0, 0.32 * per_panel * len(report.rows) ** 0.5 + 2), height),
+                             squeeze=False)
+    for p, ax in enumerate(axes[:, 0]):
+        chunk = names[p * per_panel:(p + 1) * per_panel]
+        x = np.arange(len(chunk))
+        for i, r in enumerate(report.rows):
+            values = [100 * (r["iou"][n] or 0.0) for n in chunk]
+            miou = "-" if r["miou"] is None or r["miou"] != r["miou"] else f"{r['miou']:.2f}"
+            ax.bar(x + i * width - 0.4 + width / 2, values, width, label=f"{r['backend']} (mIoU {miou})")
+        ax.set_xticks(x)
+        ax.set_xticklabels([n.split(",")[0] for n in chunk], rotation=60, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(chunk) - 0.4)
+        ax.set_ylabel("IoU %")
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", alpha=0.3)
+    handles, legend_labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, legend_labels, loc="lower center", ncol=min(2, len(handles)), fontsize=8, frameon=False)
+    axes[0, 0].set_title(f"IoU per class and backend ({report.images} images, {report.mode} inference)")
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
 
 def write_report(report: ValidationReport, folder: Path) -> None:
+    """report.json, report.md and iou_per_class.png in ``folder`` (the chart is skipped without matplotlib)."""
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "report.json", report.to_dict())
     with atomic_open(folder / "report.md", "w") as f:
@@ -79,3 +110,4 @@ def write_report(report: ValidationReport, folder: Path) -> None:
         bar_chart(report, folder / "iou_per_class.png")
     except ImportError:
         log.warning("matplotlib is not installed: no bar chart (pip install 'pspnet-trt[train]')")
+    log.info("validation report: %s", folder / "report.md")

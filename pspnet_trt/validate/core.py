@@ -1,0 +1,283 @@
+"""The validation loop and the gate: PyTorch and every artifact on the same images, in one pass."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..data import SegDataset
+from ..deploy import DeployInfo
+from ..metrics import Agreement, SegMetrics
+from ..preprocess import logits_to_labels
+from ..runtime.backend import Backend
+from ..zoo import IGNORE_INDEX
+from .inference import (
+    MODES,
+    ValidationError,
+    check_mode,
+    default_stride,
+    describe,
+    output_to_labels,
+    run_batch,
+    slide_image,
+    slide_logits,
+    whole_batch,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackendResult:
+    """What one backend scored during a run."""
+
+    backend: Backend
+    label: str
+    metrics: SegMetrics
+    agreement: Agreement = field(default_factory=Agreement)
+    seconds: float = 0.0  # preprocessing + inference + resize to the label size, summed over images
+    images: int = 0
+    path: Optional[str] = None
+
+    @property
+    def precision(self) -> str:
+        return self.backend.info.precision
+
+    def row(self, reference: BackendResult, tolerance: float, is_reference: bool) -> Dict[str, Any]:
+        miou = 100 * self.metrics.miou
+        delta = miou - 100 * reference.metrics.miou
+        info, ref = self.backend.info, reference.backend.info
+        row: Dict[str, Any] = {
+            "backend": self.label, "precision": self.precision, "path": self.path, "output": info.output,
+            "miou": miou, "pixel_accuracy": 100 * self.metrics.pixel_accuracy,
+            "delta": None if is_reference else delta,
+            "agreement": None if is_reference else 100 * self.agreement.value,
+            "images_per_s": self.images / self.seconds if self.seconds else None,
+            "size_mb": Path(self.path).stat().st_size / 1e6 if self.path and Path(self.path).is_file() else None,
+            "checkpoint_sha256": info.checkpoint_sha256,
+            "iou": self.metrics.summary(info.class_names)["iou"],
+        }
+        if not is_reference:
+            # NaN (nothing scored) never passes; same weights as PyTorch: True/False, unknown: None
+            row["passed"] = bool(delta >= -tolerance)
+            known = info.checkpoint_sha256 and ref.checkpoint_sha256
+            row["same_checkpoint"] = (info.checkpoint_sha256 == ref.checkpoint_sha256) if known else None
+        return row
+
+
+@dataclass
+class ValidationReport:
+    """Rows: PyTorch first, then one per artifact (``passed`` is set on artifacts only)."""
+
+    rows: List[Dict[str, Any]]
+    tolerance: float
+    images: int
+    mode: str
+    class_names: Tuple[str, ...]
+    seconds: float
+    context: Dict[str, Any] = field(default_factory=dict)  # model, dataset, split, input size, stride, ...
+
+    @property
+    def passed(self) -> bool:
+        return all(r.get("passed", True) for r in self.rows)
+
+    @property
+    def failed(self) -> List[str]:
+        """Names of the artifacts below the gate."""
+        return [r["backend"] for r in self.rows if r.get("passed") is False]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _finite({"passed": self.passed, "tolerance_miou_points": self.tolerance, "images": self.images,
+                        "mode": self.mode, "seconds": self.seconds, **self.context, "class_names": list(self.class_names),
+                        "backends": self.rows})
+
+
+def _finite(x: Any) -> Any:
+    """NaN/inf -> None, so that report.json is strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def check_comparable(reference: Backend, artifacts: Sequence[Backend]) -> None:
+    """Every artifact must come from the reference's zoo model, with its class count, input size and
+    normalisation; otherwise the comparison would be meaningless (ValidationError naming the file)."""
+    for a in artifacts:
+        check_info(reference.info, a.info, describe(a))
+
+
+def check_info(ref: DeployInfo, info: DeployInfo, where: str) -> None:
+    """:func:`check_comparable` for one artifact's metadata ``info`` (``where`` names it in the message)."""
+    if info.model != ref.model:
+        raise ValidationError(f"{where} was exported from zoo model {info.model!r}, but the reference is "
+                              f"{ref.model!r}: pass --model {info.model} (or the matching artifact)")
+    if info.num_classes != ref.num_classes:
+        raise ValidationError(f"{where} predicts {info.num_classes} classes but the model has {ref.num_classes}: "
+                              "it was exported from another model (check --model / --num-classes)")
+    if tuple(info.input_size) != tuple(ref.input_size):
+        raise ValidationError(f"{where} takes {info.input_size[0]}x{info.input_size[1]} inputs but the reference "
+                              f"takes {ref.input_size[0]}x{ref.input_size[1]}: validate artifacts of one input size "
+                              "per run (re-export, or run them separately)")
+    if info.normalization != ref.normalization:
+        raise ValidationError(f"{where} normalises inputs differently ({info.normalization}) from the model "
+                              f"({ref.normalization}): it was exported from another zoo entry")
+
+
+def _names(artifacts: Sequence[Backend], labels: Optional[Sequence[str]]) -> List[str]:
+    if labels is not None:
+        if len(labels) != len(artifacts):
+            raise ValueError(f"{len(labels)} labels for {len(artifacts)} artifacts")
+        names = [str(n) for n in labels]
+    else:
+        names = [_label(a) for a in artifacts]
+    if len(set(names)) < len(names) and labels is None:  # same file name in two folders: use the paths
+        names = [f"{a.name} {a.info.precision} ({getattr(a, 'path', i)})" for i, a in enumerate(artifacts)]
+    if "pytorch" in names or len(set(names)) < len(names):
+        raise ValueError(f"artifact labels must be unique and not 'pytorch': {names}")
+    return names
+
+
+def _label(backend: Backend) -> str:
+    path = getattr(backend, "path", None)
+    return f"{backend.name} {backend.info.precision} ({Path(path).name})" if path else backend.name
+
+
+def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDataset, *,
+             labels: Optional[Sequence[str]] = None, limit: Optional[int] = None, tolerance: float = 0.5,
+             mode: str = "whole", fit: Optional[Tuple[int, int]] = None, stride: Optional[Tuple[int, int]] = None,
+             report_dir: Optional[Union[str, Path]] = None, progress: bool = True) -> ValidationReport:
+    """Score ``reference`` (PyTorch) and each artifact on the first ``limit`` images of ``dataset``.
+
+    Each image is read once, preprocessed once (all backends share input size and normalisation,
+    see :func:`check_comparable`) and fed to every backend. An artifact passes when its mIoU is at
+    most ``tolerance`` mIoU points below the reference's. ``labels`` names the artifacts in the
+    report (default: backend, precision and file name); ``fit`` is the keep-ratio test resize of
+    slide mode (the zoo entry's ``eval_resize``), ``stride`` its window step (default 2/3 of the
+    input size). With ``report_dir``, report.json, report.md and iou_per_class.png are written there.
+    """
+    from tqdm import tqdm
+
+    if mode not in MODES:
+        raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
+    if tolerance < 0 or not math.isfinite(tolerance):
+        raise ValidationError(f"tolerance must be a finite number of mIoU points >= 0, got {tolerance}")
+    if limit is not None and limit < 1:
+        raise ValidationError(f"limit must be at least 1 image, got {limit}")
+    for backend in (reference, *artifacts):
+        check_mode(backend, mode)
+    check_comparable(reference, artifacts)
+    if mode == "slide":
+        stride = tuple(stride or default_stride(reference.info.input_size))  # type: ignore[assignment]
+    num_classes = reference.info.num_classes
+    results = [BackendResult(reference, "pytorch", SegMetrics(num_classes))]
+    results += [BackendResult(a, n, SegMetrics(num_classes), path=str(getattr(a, "path", "")) or None)
+                for a, n in zip(artifacts, _names(artifacts, labels))]
+    n_images = len(dataset) if limit is None else min(limit, len(dataset))
+    labelled = 0
+    read_s = 0.0
+    start = time.perf_counter()
+    for i in tqdm(range(n_images), desc="validate", unit="img", disable=not progress):
+        t = time.perf_counter()
+        sample = dataset[i]
+        read_s += time.perf_counter() - t
+        label_hw = sample.label.shape[:2]
+        labelled += int((sample.label != IGNORE_INDEX).sum())
+        t = time.perf_counter()
+        if mode == "whole":
+            shared = whole_batch(reference, sample.image)
+        else:
+            shared = slide_image(sample.image, fit, reference)
+        pre_s = time.perf_counter() - t
+        ref_pred: Optional[np.ndarray] = None
+        for r in results:
+            t = time.perf_counter()
+            if mode == "whole":
+                pred = output_to_labels(run_batch(r.backend, shared), label_hw)
+            else:
+                pred = logits_to_labels(slide_logits(r.backend, shared, stride), label_hw)  # type: ignore[arg-type]
+            r.seconds += pre_s + time.perf_counter() - t
+            r.images += 1
+            r.metrics.update(pred, sample.label)
+            if ref_pred is None:
+                ref_pred = pred
+            else:
+                r.agreement.update(pred, ref_pred)  # every pixel, labelled or not: a numerics check
+    if labelled == 0:
+        raise ValidationError(f"the {n_images} images of {dataset!r} have no labelled pixel (all {IGNORE_INDEX}): "
+                              "wrong dataset layout or label files for this model?")
+    rows = [r.row(results[0], tolerance, i == 0) for i, r in enumerate(results)]
+    h, w = reference.info.input_size
+    context = {
+        "model": reference.info.model, "checkpoint_sha256": reference.info.checkpoint_sha256,
+        "dataset": getattr(dataset, "kind", None), "data_root": str(getattr(dataset, "root", "")) or None,
+        "split": getattr(dataset, "split", None), "input_size": [h, w],
+        "stride": list(stride) if mode == "slide" and stride else None,
+        "test_resize": list(fit) if mode == "slide" and fit else None,
+        "read_seconds": round(read_s, 2), "labelled_pixels": labelled,
+    }
+    report = ValidationReport(rows, tolerance, n_images, mode, reference.info.class_names,
+                              round(time.perf_counter() - start, 2), context)
+    for row in rows[1:]:
+        log.info("%s: mIoU %.2f (%+.2f vs PyTorch %.2f), agreement %.3f %% -> %s", row["backend"], row["miou"],
+                 row["delta"], rows[0]["miou"], row["agreement"], "pass" if row["passed"] else "FAIL")
+        if row["same_checkpoint"] is False:
+            log.warning("%s was exported from another checkpoint (sha256 %s...) than the reference's (%s...)",
+                        row["backend"], str(row["checkpoint_sha256"])[:12], str(reference.info.checkpoint_sha256)[:12])
+    if report_dir is not None:
+        from .report import write_report
+
+        write_report(report, Path(report_dir))
+    return report
+
+
+def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: Union[str, Path], *,
+                       split: Optional[str] = None, checkpoint: Optional[Union[str, Path]] = None,
+                       device: str = "cpu", input_size: Optional[Tuple[int, int]] = None,
+                       num_classes: Optional[int] = None, **kwargs: Any) -> ValidationReport:
+    """Open everything from names and paths, then :func:`validate` (what ``pspnet-trt validate`` runs).
+
+    ``model`` is a zoo name, ``artifacts`` are .onnx / engine files, ``data`` is the dataset root in
+    the zoo entry's layout. The PyTorch reference is built at the artifacts' input size (or
+    ``input_size``, or the entry's deploy size when no artifact is given) with a labels output when
+    every artifact has labels only (so both take the argmax at the same resolution) and logits
+    otherwise. Other keywords go to :func:`validate`.
+    """
+    from ..data import dataset_for_spec
+    from ..runtime import open_backend
+    from ..runtime.torch_backend import TorchBackend
+    from ..zoo import get_spec
+
+    try:
+        spec = get_spec(model)
+    except KeyError as e:
+        raise ValidationError(str(e.args[0])) from None
+    dataset = dataset_for_spec(spec, data, split)  # bad --data / --split stop before any model is loaded
+    opened: List[Backend] = []
+    try:
+        for p in artifacts:
+            opened.append(open_backend(p, device=device))
+        size = input_size or (tuple(opened[0].info.input_size) if opened else None)
+        expected = DeployInfo.from_spec(spec, input_size=size, num_classes=num_classes)  # type: ignore[arg-type]
+        mode = kwargs.get("mode", "whole")
+        for a in opened:  # before the (possibly downloaded) checkpoint is loaded
+            check_info(expected, a.info, describe(a))
+            check_mode(a, mode)
+        labels_only = bool(opened) and all("logits" not in a.info.output_names for a in opened)
+        output = "labels" if labels_only and mode == "whole" else "logits"
+        reference = TorchBackend.from_zoo(model, checkpoint=checkpoint, device=device, input_size=size,  # type: ignore[arg-type]
+                                          output=output, num_classes=num_classes)
+        kwargs.setdefault("fit", spec.eval_resize)
+        return validate(reference, opened, dataset, **kwargs)
+    finally:
+        for a in opened:
+            a.close()
