@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from .errors import UnknownModel
+
 # sssegmentation's Normalize: images are read BGR by cv2, converted to RGB, then
 # (x - mean) / std on the 0-255 scale. ImageNet statistics x 255, RGB order.
 IMAGENET_MEAN_255: Tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -193,7 +195,7 @@ def get_spec(name: str) -> ModelSpec:
     except KeyError:
         close = difflib.get_close_matches(name, list(ZOO), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown zoo model {name!r}.{hint} Run `pspnet-trt zoo` for the list.") from None
+        raise UnknownModel(f"unknown zoo model {name!r}.{hint} Run `pspnet-trt zoo` for the list.") from None
 
 
 def format_table() -> str:

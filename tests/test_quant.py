@@ -46,6 +46,18 @@ def test_calibration_list_is_deterministic_from_train_and_reviewable(calib, tmp_
         make_calibration_list("r18_os8_camvid", SAMPLE, "test", 2, out=tmp_path / "x.txt")
 
 
+def test_calibration_names_an_unreadable_label_map(tmp_path):
+    import shutil
+
+    root = tmp_path / "camvid"
+    shutil.copytree(SAMPLE, root)
+    bad = sorted((root / "trainannot").iterdir())[3]
+    bad.write_bytes(b"not a png")
+    with pytest.raises(UserError, match=f"cannot read label map .*{bad.name}"):
+        make_calibration_list("r18_os8_camvid", root, "train", 4, out=tmp_path / "x.txt")
+    assert not (tmp_path / "x.txt").exists()
+
+
 def test_balanced_selection_prefers_rare_classes():
     import cv2
 
@@ -67,7 +79,10 @@ def test_qdq_placement_follows_tensorrt_rules(int8):
     summary = qdq_summary(model)
     assert summary["quantized"]["Add"] == summary["total"]["Add"]  # residual Adds fuse into the Conv
     assert summary["quantized"]["Conv"] >= summary["total"]["Conv"] - 5  # PPM branch convs + classifier stay float
-    check_placement(model)  # no Q/DQ around Resize/Concat/MatMul/ArgMax
+    check_placement(model)  # no Q/DQ around Resize/Concat/MatMul/ArgMax, none on Conv outputs (before ReLU)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    relu_inputs = [producers[n.input[0]].op_type for n in model.graph.node if n.op_type == "Relu"]
+    assert relu_inputs and set(relu_inputs) <= {"Conv", "Add"}, set(relu_inputs)
     inits = {i.name: i for i in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in inits:  # a weight
@@ -129,6 +144,8 @@ def test_cpu_target_uses_uint8_activations(tiny_onnx, calib, tmp_path):
     zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
            if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
     assert zps and all(z.dtype == np.uint8 for z in zps)
-    check_placement(model)
+    check_placement(model, "cpu")
+    with pytest.raises(RuntimeError, match="feeds Relu"):  # CPU graph chains INT8 Conv outputs: not for TensorRT
+        check_placement(model)
     with pytest.raises(UserError, match="--target"):
         quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "x.onnx", target="gpu")

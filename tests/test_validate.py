@@ -386,7 +386,14 @@ def test_cli_gate_exit_codes(cli_setup, tmp_path, capsys):
     root, art = cli_setup
     (ckpt_a, onnx_a), (_, onnx_b) = art["a"], art["b"]
     base = ("--checkpoint", ckpt_a, "--data", root, "--split", "test")
-    assert run_cli(*base, "--onnx", onnx_a, "--report", tmp_path / "r1") == 0
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert run_cli(*base, "--onnx", onnx_a, "--threads", 1, "--report", tmp_path / "r1") == 0
+        assert torch.get_num_threads() == 1  # --threads reaches the PyTorch reference
+    finally:
+        torch.set_num_threads(threads)
     assert "Validation: PASS" in capsys.readouterr().out
     assert run_cli(*base, "--onnx", onnx_a, "--onnx", onnx_b, "--report", tmp_path / "r2") == 1
     assert "FAIL (onnxruntime fp32 (b.onnx))" in capsys.readouterr().out

@@ -45,6 +45,16 @@ def test_unknown_name_suggests_close_matches():
         get_spec("r50_os8_cityscape")
 
 
+def test_cli_unknown_name_is_one_line_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pspnet_trt", "export", "--model", "r50_os8_citiscapes",
+                        "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "pspnet-trt export: error: unknown zoo model 'r50_os8_citiscapes'. Did you mean r50_os8_cityscapes, "
+        "r50_os16_cityscapes, r101_os8_cityscapes? Run `pspnet-trt zoo` for the list."]
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_cli_zoo_lists_13_entries_with_miou():
     out = subprocess.run([sys.executable, "-m", "pspnet_trt", "zoo"], capture_output=True, text=True, check=True).stdout
     rows = [line for line in out.splitlines() if line.startswith("| r")]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Union
 
-import cv2
 import numpy as np
 
 from ..data import SegDataset, dataset_for_spec
@@ -67,8 +66,8 @@ def select_balanced(dataset: SegDataset, n: int, seed: int, num_classes: int) ->
     if n > len(dataset):
         raise UserError(f"asked for {n} calibration images but the split has only {len(dataset)}")
     hist = np.zeros((len(dataset), num_classes), np.float64)
-    for i, (_, label_path) in enumerate(dataset.items):
-        label = dataset.label_map(cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED))
+    for i in range(len(dataset)):
+        label = dataset.read_label(i)
         counts = np.bincount(label.ravel(), minlength=256)[:num_classes]
         hist[i] = counts / max(counts.sum(), 1)
     weight = 1.0 / np.maximum(hist.sum(0), 1e-6)

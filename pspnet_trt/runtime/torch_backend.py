@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 class TorchBackend(Backend):
     name = "pytorch"
 
-    def __init__(self, model: nn.Module, info: DeployInfo, device: str = "cpu") -> None:
+    def __init__(self, model: nn.Module, info: DeployInfo, device: str = "cpu", threads: Optional[int] = None) -> None:
+        """``threads``: CPU threads for PyTorch. Note: torch's setting is process-wide, unlike ONNX Runtime's."""
         self.torch = require("torch", "the PyTorch backend")
+        if threads:
+            self.torch.set_num_threads(threads)
         self.device = self.torch.device(device)
         self.model = model.eval().to(self.device)
         self.info = info
@@ -31,7 +34,7 @@ class TorchBackend(Backend):
     @classmethod
     def from_zoo(cls, name: str, checkpoint: Optional[Union[str, Path]] = None, device: str = "cpu",
                  input_size: Optional[Tuple[int, int]] = None, output: str = "logits", batch: Optional[int] = None,
-                 num_classes: Optional[int] = None) -> TorchBackend:
+                 num_classes: Optional[int] = None, threads: Optional[int] = None) -> TorchBackend:
         """Zoo model ``name`` with ``checkpoint`` (default: the published one, downloaded once)."""
         require("torch", "the PyTorch backend")
         from ..checkpoints import fetch_checkpoint, load_checkpoint
@@ -44,7 +47,7 @@ class TorchBackend(Backend):
         model = load_checkpoint(build_model(name, num_classes=num_classes), path)
         info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, output=output, batch=batch,
                                     checkpoint_sha256=sha256_file(path))
-        return cls(model, info, device=device)
+        return cls(model, info, device=device, threads=threads)
 
     def forward(self, x: Any) -> Dict[str, Any]:
         """Torch tensors in, torch tensors out (what the exported graph computes)."""

@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="whole: image resized to the input size; slide: crops of the input size (logits outputs only)")
     p.add_argument("--stride", help="HxW step of slide mode (default: 2/3 of the input size)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: their own choice)")
     p.add_argument("--report", required=True, help="report folder (report.json, report.md, iou_per_class.png)")
     p.set_defaults(func=_validate)
 
@@ -37,7 +38,7 @@ def _validate(args: argparse.Namespace) -> int:
         args.model, [*args.onnx, *args.engine], args.data, split=args.split, checkpoint=args.checkpoint,
         device=args.device, input_size=parse_size(args.input_size) if args.input_size else None,
         num_classes=args.num_classes, limit=args.limit, tolerance=args.tolerance, mode=args.mode,
-        stride=_stride(args.stride) if args.stride else None, report_dir=args.report,
+        stride=_stride(args.stride) if args.stride else None, report_dir=args.report, threads=args.threads,
     )
     print(markdown(report).split("## IoU per class")[0].rstrip())
     print(f"\nreport: {args.report}/report.md")

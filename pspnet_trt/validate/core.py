@@ -243,29 +243,28 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
 def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: Union[str, Path], *,
                        split: Optional[str] = None, checkpoint: Optional[Union[str, Path]] = None,
                        device: str = "cpu", input_size: Optional[Tuple[int, int]] = None,
-                       num_classes: Optional[int] = None, **kwargs: Any) -> ValidationReport:
+                       num_classes: Optional[int] = None, threads: Optional[int] = None,
+                       **kwargs: Any) -> ValidationReport:
     """Open everything from names and paths, then :func:`validate` (what ``pspnet-trt validate`` runs).
 
     ``model`` is a zoo name, ``artifacts`` are .onnx / engine files, ``data`` is the dataset root in
     the zoo entry's layout. The PyTorch reference is built at the artifacts' input size (or
     ``input_size``, or the entry's deploy size when no artifact is given) with a labels output when
     every artifact has labels only (so both take the argmax at the same resolution) and logits
-    otherwise. Other keywords go to :func:`validate`.
+    otherwise. ``threads``: CPU threads of ONNX Runtime and PyTorch. Other keywords go to :func:`validate`.
     """
     from ..data import dataset_for_spec
     from ..runtime import open_backend
     from ..runtime.torch_backend import TorchBackend
     from ..zoo import get_spec
 
-    try:
-        spec = get_spec(model)
-    except KeyError as e:
-        raise ValidationError(str(e.args[0])) from None
+    spec = get_spec(model)
     dataset = dataset_for_spec(spec, data, split)  # bad --data / --split stop before any model is loaded
     opened: List[Backend] = []
     try:
         for p in artifacts:
-            opened.append(open_backend(p, device=device))
+            cpu_threads = {"threads": threads} if threads and Path(p).suffix == ".onnx" else {}
+            opened.append(open_backend(p, device=device, **cpu_threads))
         size = input_size or (tuple(opened[0].info.input_size) if opened else None)
         expected = DeployInfo.from_spec(spec, input_size=size, num_classes=num_classes)  # type: ignore[arg-type]
         mode = kwargs.get("mode", "whole")
@@ -275,7 +274,7 @@ def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: 
         labels_only = bool(opened) and all("logits" not in a.info.output_names for a in opened)
         output = "labels" if labels_only and mode == "whole" else "logits"
         reference = TorchBackend.from_zoo(model, checkpoint=checkpoint, device=device, input_size=size,  # type: ignore[arg-type]
-                                          output=output, num_classes=num_classes)
+                                          output=output, num_classes=num_classes, threads=threads)
         kwargs.setdefault("fit", spec.eval_resize)
         return validate(reference, opened, dataset, **kwargs)
     finally:
