@@ -129,7 +129,7 @@ def main() -> int:
     t = time.perf_counter()
     quantize_onnx(fp32, calib_list, work / "ort.onnx", "entropy")
     result["variants"]["ort"] = {"tool": "onnxruntime.quantization", "seconds": round(time.perf_counter() - t, 1),
-                                 "excluded": excluded_nodes(onnx.load(str(fp32)))}
+                                 "excluded": list(excluded_nodes(onnx.load(str(fp32))))}
     ours_exclude = [f"^{n}$" for n in excluded_nodes(onnx.load(str(fp32)))]
     for name, extra in MODELOPT_VARIANTS.items():
         if name == "modelopt-ours":

@@ -420,3 +420,40 @@ def test_cli_bad_inputs_exit_2_with_one_line(cli_setup, tmp_path):
         assert done.returncode == 2, done.stderr[-2000:]
         assert message in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_cli_calibrate_quantize_mixed_then_validate_int8(cli_setup, tmp_path, capsys):
+    """The INT8 path through the CLI: a list for the ONNX's size, a mixed-precision INT8 file, and the
+    validator taking it like any other ONNX artifact."""
+    from pspnet_trt.cli import main
+
+    root, art = cli_setup
+    ckpt_a, onnx_a = art["a"]
+    sample = Path(__file__).resolve().parents[1] / "samples" / "camvid"
+    data = tmp_path / "data"  # train (calibration) and val (sensitivity) from the sample; test labelled by A
+    for split, src in (("train", sample / "train"), ("trainannot", sample / "trainannot"), ("val", sample / "test"),
+                       ("valannot", sample / "testannot"), ("test", root / "test"), ("testannot", root / "testannot")):
+        (data / split).parent.mkdir(parents=True, exist_ok=True)
+        (data / split).symlink_to(src)
+    cal = tmp_path / "cal.txt"
+    assert main(["calibrate", "--model", SPEC.name, "--data", str(data), "--num-images", "4",
+                 "--input-size", "64x128", "--out", str(cal)]) == 0
+    int8 = tmp_path / "a_int8.onnx"
+    assert main(["quantize", "--onnx", str(onnx_a), "--calibration", str(cal), "--data", str(data), "--mixed-budget",
+                 "-100", "--max-float", "1", "--mixed-images", "2", "--out", str(int8)]) == 0
+    report = int8.with_suffix(".mixed.md").read_text()
+    kept = json.loads(int8.with_suffix(".mixed.json").read_text())["kept_float"]
+    assert len(kept) == 1 and kept[0] in report and "run in FP16" in report
+    capsys.readouterr()
+    assert run_cli("--checkpoint", ckpt_a, "--data", data, "--split", "test", "--onnx", int8, "--tolerance", "50",
+                   "--report", tmp_path / "r") == 0
+    row = json.loads((tmp_path / "r" / "report.json").read_text())["backends"][1]
+    assert row["precision"] == "int8" and row["same_checkpoint"] is True
+    assert row["agreement"] > 80, row  # random weights, near-tied logits: a trained model's figures are in benchmarks/
+    # a list made for another size is refused before any work, naming both sizes
+    assert main(["calibrate", "--model", SPEC.name, "--data", str(data), "--num-images", "2",
+                 "--input-size", "64x96", "--out", str(tmp_path / "c96.txt")]) == 0
+    capsys.readouterr()
+    assert main(["quantize", "--onnx", str(onnx_a), "--calibration", str(tmp_path / "c96.txt"),
+                 "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "made for input size 64x96 but" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()

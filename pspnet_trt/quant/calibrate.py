@@ -2,15 +2,19 @@
 
 A common tool calibrates on the val images it then reports mIoU on; we refuse the evaluation split
 unless forced. The list is a reviewable text file in ``calibration/``: a header of ``#`` lines
-(how it was made, the data root) and one image path per line, relative to that root.
+(how it was made, the data root, the deploy input size if one was given) and one image path per
+line, relative to that root. Images are preprocessed at quantize time from the ONNX's own metadata
+(size, mean/std, colour order), exactly as the runtime does; a list made for another input size
+is refused there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -29,16 +33,20 @@ CALIBRATION_DIR = Path("calibration")
 class CalibrationList:
     root: Path
     images: List[Path]  # absolute
+    input_size: Optional[Tuple[int, int]] = None  # deploy size it was made for (H, W), if stated
 
     @classmethod
     def read(cls, path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> CalibrationList:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"calibration list {path} does not exist; make one with `pspnet-trt calibrate`")
-        header_root, rel = None, []
+        header_root, rel, size = None, [], None
         for line in path.read_text().splitlines():
             if line.startswith("# root:"):
                 header_root = line.split(":", 1)[1].strip()
+            elif line.startswith("# input-size:"):
+                h, w = line.split(":", 1)[1].strip().split("x")
+                size = (int(h), int(w))
             elif line.strip() and not line.startswith("#"):
                 rel.append(line.strip())
         base = Path(root or header_root or path.parent)
@@ -49,7 +57,14 @@ class CalibrationList:
                             "(pass the dataset root with --data if it moved)")
         if not images:
             raise UserError(f"calibration list {path} lists no images")
-        return cls(base, images)
+        return cls(base, images, size)
+
+    def check_input_size(self, size: Tuple[int, int], onnx_path: Union[str, Path]) -> None:
+        """Refuse an ONNX whose input size differs from the one this list was made for."""
+        if self.input_size is not None and tuple(size) != tuple(self.input_size):
+            made, want = "x".join(map(str, self.input_size)), "x".join(map(str, size))
+            raise UserError(f"the calibration list was made for input size {made} but {onnx_path} takes {want}: "
+                            f"run `pspnet-trt calibrate ... --input-size {want}` or quantize the {made} export")
 
     def batches(self, info: DeployInfo) -> Iterator[np.ndarray]:
         """Each image preprocessed exactly as at deploy time (the artifact's own metadata)."""
@@ -84,22 +99,28 @@ def select_balanced(dataset: SegDataset, n: int, seed: int, num_classes: int) ->
 
 
 def make_calibration_list(model: str, data: Union[str, Path], split: str = "train", num_images: int = 64,
-                          seed: int = 0, out: Optional[Union[str, Path]] = None, force: bool = False) -> Path:
-    """Select, then write ``calibration/<model>_<split>_n<N>_s<seed>.txt``; returns its path."""
+                          seed: int = 0, out: Optional[Union[str, Path]] = None, force: bool = False,
+                          input_size: Optional[Tuple[int, int]] = None) -> Path:
+    """Select, then write ``calibration/<model>_<split>_n<N>_s<seed>.txt``; returns its path.
+
+    ``input_size`` (H, W): the deploy size the list is for; recorded, and checked when quantizing."""
     spec = get_spec(model)
     if split == spec.eval_split and not force:
         raise UserError(f"refusing to calibrate on {split!r}, the split {model} is evaluated on: its mIoU would be "
                         "optimistic. Use the training split (--split train), or --force if you really mean it")
     dataset = dataset_for_spec(spec, data, split)
     chosen = select_balanced(dataset, num_images, seed, spec.num_classes)
-    root = Path(data).resolve()
+    root = Path(os.path.abspath(data))  # not resolve(): split folders may be symlinks to another disk
     out = Path(out) if out else CALIBRATION_DIR / f"{model}_{split}_n{num_images}_s{seed}.txt"
     with atomic_open(out, "w") as f:
         f.write(f"# pspnet-trt calibration list: {model}, split {split}, {num_images} images, seed {seed}\n")
         f.write("# selection: greedy class-balanced (rare classes first), training split only\n")
         f.write(f"# root: {root}\n")
+        if input_size:
+            f.write(f"# input-size: {input_size[0]}x{input_size[1]}\n")
         for i in chosen:
-            f.write(f"{Path(dataset.items[i][0]).resolve().relative_to(root)}\n")
+            image = Path(os.path.abspath(dataset.items[i][0]))
+            f.write(f"{image.relative_to(root) if root in image.parents else image}\n")  # outside the root: absolute
     log.info("wrote %s (%d images)", out, len(chosen))
     return out
 

@@ -12,7 +12,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--num-images", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--input-size", help="accepted for symmetry; preprocessing uses the ONNX's own input size")
+    p.add_argument("--input-size", help="HxW deploy size the list is for (recorded; `quantize` refuses an ONNX of "
+                                        "another size). Images are preprocessed from the ONNX's own metadata")
     p.add_argument("--out", help="default: calibration/<model>_<split>_n<N>_s<seed>.txt")
     p.add_argument("--force", action="store_true", help="allow the evaluation split (optimistic mIoU!)")
     p.set_defaults(func=_calibrate)
@@ -25,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", choices=("tensorrt", "cpu"), default="tensorrt",
                    help="tensorrt: symmetric INT8 activations (TensorRT Q/DQ); cpu: UINT8 activations, ~2x faster in "
                         "ONNX Runtime on x86 but not accepted by TensorRT")
+    p.add_argument("--float-dtype", choices=("fp16", "fp32"), default="fp16",
+                   help="precision of the layers --mixed-budget keeps out of INT8 (fp16: FP16 islands in the graph)")
     p.add_argument("--mixed-budget", type=float, help="keep the most sensitive layers in float until mIoU is "
                                                       "within this many points of FP32 (on validation images)")
     p.add_argument("--mixed-images", type=int, default=8, help="validation images for the sensitivity pass")
@@ -34,9 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from ..export import parse_size
     from .calibrate import make_calibration_list
 
-    print(make_calibration_list(args.model, args.data, args.split, args.num_images, args.seed, args.out, args.force))
+    size = parse_size(args.input_size) if args.input_size else None
+    print(make_calibration_list(args.model, args.data, args.split, args.num_images, args.seed, args.out, args.force,
+                                input_size=size))
     return 0
 
 
@@ -62,7 +68,7 @@ def _quantize(args: argparse.Namespace) -> int:
     spec = get_spec(read_onnx_info(args.onnx).model)
     split = "val" if spec.eval_split != "val" else "train"  # never tune on the split we report on
     result = mixed_precision(args.onnx, calibration, dataset_for_spec(spec, args.data, split), args.mixed_budget,
-                             args.out, args.method, args.mixed_images, args.max_float)
+                             args.out, args.method, args.mixed_images, args.max_float, float_dtype=args.float_dtype)
     out = Path(args.out)
     write_json(out.with_suffix(".mixed.json"), result.to_dict())
     with atomic_open(out.with_suffix(".mixed.md"), "w") as f:

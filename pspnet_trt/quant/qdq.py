@@ -5,15 +5,24 @@ Placement rules we enforce (TensorRT's fusion rules for explicit quantization):
 
 * Conv: INT8 input activation (per-tensor, symmetric) and INT8 weights (per output channel,
   symmetric, zero point 0), so Conv(+BN folded)+ReLU fuse into one INT8 kernel.
-* Residual Add: both inputs quantized, so TensorRT fuses the Add into the preceding Conv.
+* Residual Add: only the residual input (the identity, or the downsample conv) is quantized; the
+  main-branch Conv's output stays float, so TensorRT fuses the Add into that Conv, which reads the
+  residual in INT8 (its placement guide; ModelOpt's ONNX PTQ does the same since its PR #425).
+  :func:`residual_adds` finds the main branch from the graph: the longer path back to the fork.
 * Inputs only: the outputs of Conv/Add carry no Q/DQ (TensorRT's placement guide); a Q/DQ pair
   feeding a ReLU would round the pre-ReLU tensor once more with its own scale.
 * Nothing around Resize, Concat, the pooling MatMuls/AveragePool, ArgMax or the final upsample:
   Q/DQ there would force reformatting for no gain (the PPM branches are tiny), and the logits
   stay in float so the argmax sees full precision.
+* Convs the mixed-precision pass keeps out of INT8 become FP16 islands (``float_dtype="fp16"``):
+  ``Cast(fp16) -> Conv(fp16 weights) -> Cast(fp32)``, so a strongly typed TensorRT build runs them
+  in FP16, not FP32; ONNX Runtime's CPU kernels compute them in FP32 on FP16-rounded inputs,
+  weights and outputs, which predicts the engine's FP16 numerics.
 
-ONNX Runtime fuses the Q/DQ pairs into QLinearConv kernels (VNNI on this CPU), so INT8 latency and
-numerics are measured here before a GPU is involved.
+ONNX Runtime runs this graph on the CPU with the same INT8 rounding, so the engine's INT8 mIoU is
+measured here before a GPU is involved; not its speed: ONNX Runtime fuses DQ -> Conv -> Q into
+QLinearConv only when Conv outputs are quantized, which TensorRT's placement avoids. For fast CPU
+INT8 there is ``target="cpu"`` (UINT8 activations, outputs quantized; not accepted by TensorRT).
 
 Chosen over NVIDIA ModelOpt's ONNX PTQ by measurement (``benchmarks/quantizer_compare.py``): with
 the same placement both give the same scales and the same predictions (ModelOpt calibrates with
@@ -40,6 +49,7 @@ METHODS = ("entropy", "percentile", "minmax")
 # cpu: asymmetric UINT8 activations (U8S8), what x86 ONNX Runtime runs fastest (VNNI); not for TensorRT.
 TARGETS = ("tensorrt", "cpu")
 QUANTIZED_OPS = ["Conv", "Add"]
+FLOAT_DTYPES = ("fp16", "fp32")  # what the Convs kept out of INT8 run in
 
 
 class _Reader:
@@ -64,21 +74,123 @@ class _Reader:
         return None if batch is None else {self.info.input_name: batch}
 
 
-def excluded_nodes(model: Any) -> List[str]:
-    """Conv/Add nodes that must stay in float: the PPM (after the pools) and the classifier."""
-    out = []
+def excluded_nodes(model: Any) -> Dict[str, str]:
+    """Conv/Add nodes that stay in float by rule (the PPM branches after the pools, the classifier),
+    each with the reason."""
+    out = {}
     for node in model.graph.node:
-        if node.op_type in QUANTIZED_OPS and (node.name.startswith("/decoder") or "/ppm_net/convs" in node.name):
-            out.append(node.name)
+        if node.op_type not in QUANTIZED_OPS:
+            continue
+        if "/ppm_net/convs" in node.name:
+            out[node.name] = "PPM branch 1x1 conv on the pooled bins: a few pixels, INT8 saves nothing"
+        elif node.name.startswith("/decoder"):
+            out[node.name] = "classifier: logits stay in float so the argmax sees full precision"
     return out
+
+
+def _branch_depths(tensor: str, producers: Dict[str, Any], limit: int = 64) -> Dict[str, int]:
+    """Every tensor upstream of ``tensor`` with its distance in nodes (Q/DQ nodes do not count)."""
+    depths, frontier = {tensor: 0}, [tensor]
+    while frontier:
+        name = frontier.pop()
+        node = producers.get(name)
+        if node is None or depths[name] >= limit:
+            continue
+        step = 0 if node.op_type in ("QuantizeLinear", "DequantizeLinear") else 1
+        for parent in node.input[:1] if step == 0 else node.input:
+            if parent in producers and depths[name] + step < depths.get(parent, limit + 1):
+                depths[parent] = depths[name] + step
+                frontier.append(parent)
+    return depths
+
+
+def residual_adds(model: Any) -> int:
+    """For each residual Add whose inputs are both quantized, drop the Q/DQ pair on its main-branch
+    input (the longer path back to the fork; produced by a Conv), in place. Returns how many."""
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    uses: Dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    dropped = set()
+    for add in graph.node:
+        dqs = [producers.get(i) for i in add.input]
+        if add.op_type != "Add" or len(dqs) != 2 or any(d is None or d.op_type != "DequantizeLinear" for d in dqs):
+            continue
+        qs = [producers.get(d.input[0]) for d in dqs]
+        if any(q is None or q.op_type != "QuantizeLinear" for q in qs):
+            continue
+        floats = [q.input[0] for q in qs]
+        a, b = (_branch_depths(t, producers) for t in floats)
+        common = set(a) & set(b)
+        if not common:
+            continue
+        fork = min(common, key=lambda t: a[t] + b[t])
+        if a[fork] == b[fork]:
+            continue
+        main = 0 if a[fork] > b[fork] else 1
+        src = producers.get(floats[main])
+        if src is None or src.op_type != "Conv" or uses[add.input[main]] > 1 or uses[qs[main].output[0]] > 1:
+            continue
+        add.input[main] = floats[main]
+        dropped.update((dqs[main].output[0], qs[main].output[0]))
+    kept = [n for n in graph.node if n.output[0] not in dropped]
+    graph.ClearField("node")
+    graph.node.extend(kept)
+    return len(dropped) // 2
+
+
+def fp16_islands(model: Any, names: Sequence[str]) -> List[str]:
+    """Turn the float Convs ``names`` of ``model`` (in place) into ``Cast(fp16) -> Conv -> Cast(fp32)``
+    with FP16 weights and bias; returns the names changed. Raises if a name is not a float Conv."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    consumers: Dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    wanted, nodes = set(names), []
+    for node in graph.node:
+        if node.name not in wanted:
+            nodes.append(node)
+            continue
+        wanted.discard(node.name)
+        params = node.input[1:]
+        if node.op_type != "Conv" or any(p not in inits or inits[p].data_type != TensorProto.FLOAT for p in params):
+            raise UserError(f"{node.name} is not a float Conv with constant weights; only those can run in FP16")
+        inputs = [f"{node.name}/fp16_in"]
+        nodes.append(helper.make_node("Cast", [node.input[0]], inputs, name=f"{node.name}/CastToFp16",
+                                      to=TensorProto.FLOAT16))
+        for p in params:
+            if consumers[p] > 1:
+                raise UserError(f"{node.name}: weight {p} is shared with another node; cannot make it FP16 alone")
+            inits[p].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[p]).astype(np.float16), p))
+            inputs.append(p)
+        out = node.output[0]
+        node.input[:] = inputs
+        node.output[0] = f"{node.name}/fp16_out"
+        nodes.append(node)
+        nodes.append(helper.make_node("Cast", [node.output[0]], [out], name=f"{node.name}/CastToFp32",
+                                      to=TensorProto.FLOAT))
+    if wanted:
+        raise UserError(f"no such nodes in the graph: {sorted(wanted)}")
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    return list(names)
 
 
 def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out: Union[str, Path],
                   method: str = "entropy", keep_float: Sequence[str] = (), calibration_info: Optional[Dict[str, Any]] = None,
-                  cache: Optional[Union[str, Path]] = None, target: str = "tensorrt") -> Path:
+                  cache: Optional[Union[str, Path]] = None, target: str = "tensorrt",
+                  float_dtype: str = "fp16") -> Path:
     """FP32 ONNX (from ``pspnet-trt export``) -> Q/DQ INT8 ONNX at ``out`` with pspnet-trt metadata.
 
-    ``keep_float``: names of Conv/Add nodes left unquantized (the mixed-precision pass fills it).
+    ``keep_float``: names of Convs left out of INT8 (the mixed-precision pass fills it); they run in
+    ``float_dtype`` (``fp16``: FP16 islands, see the module docstring; ``fp32``: as exported).
     ``cache``: tensor ranges are stored there and reused (calibrate once, quantize many variants).
     ``target``: ``tensorrt`` (symmetric INT8 activations) or ``cpu`` (UINT8 activations, ONNX Runtime on x86).
     """
@@ -92,10 +204,13 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
         raise UserError(f"--method must be one of {METHODS}, got {method!r}")
     if target not in TARGETS:
         raise UserError(f"--target must be one of {TARGETS}, got {target!r}")
+    if float_dtype not in FLOAT_DTYPES:
+        raise UserError(f"--float-dtype must be one of {FLOAT_DTYPES}, got {float_dtype!r}")
     symmetric = target == "tensorrt"
     info = read_onnx_info(onnx_path)
     if info.precision != "fp32":
         raise UserError(f"{onnx_path} is a {info.precision} graph; quantize the FP32 export")
+    calibration.check_input_size(info.input_size, onnx_path)
     model = onnx.load(str(onnx_path))
     start = time.perf_counter()
     exclude = sorted(set(excluded_nodes(model)) | set(keep_float))
@@ -120,11 +235,16 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
             calibration_cache_path=str(cache) if cache else None,
         )
         quantized = onnx.load(str(tmp_out))
+    if symmetric:
+        log.info("residual Adds: Q/DQ kept on the residual input only (%d main-branch inputs left float)",
+                 residual_adds(quantized))
+    if float_dtype == "fp16":
+        fp16_islands(quantized, keep_float)
     seconds = time.perf_counter() - start
     extra = {**info.extra, "quantization": {
         "tool": "onnxruntime.quantization", "method": method, "target": target, "calibration_images": len(calibration.images),
-        "kept_float": list(keep_float), "excluded_by_rule": excluded_nodes(model), "seconds": round(seconds, 1),
-        **(calibration_info or {})}}
+        "kept_float": list(keep_float), "kept_float_dtype": float_dtype, "excluded_by_rule": excluded_nodes(model),
+        "seconds": round(seconds, 1), **(calibration_info or {})}}
     attach_metadata(quantized, info.with_(precision="int8", extra=extra))
     check_placement(quantized, target)
     save_onnx(quantized, out)
@@ -133,16 +253,22 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
 
 
 def check_placement(model: Any, target: str = "tensorrt") -> None:
-    """Raise if a Q/DQ pair sits where TensorRT cannot fuse it (see module docstring); with target
-    ``tensorrt`` also if a Conv/Add output is quantized (a Q/DQ pair feeding a ReLU)."""
+    """Raise if a Q/DQ pair sits where TensorRT cannot fuse it (see module docstring). With target
+    ``tensorrt`` also if a Conv/Add output is quantized (a Q/DQ pair feeding a ReLU) or if both inputs
+    of a residual Add are (the main-branch Conv could not take the Add in)."""
     producers = {o: n for n in model.graph.node for o in n.output}
     forbidden = ("Resize", "Concat", "MatMul", "ArgMax", "AveragePool") + (("Relu",) if target == "tensorrt" else ())
+
+    def from_dq(name: str) -> bool:
+        src = producers.get(name)
+        return src is not None and src.op_type == "DequantizeLinear"
+
     for node in model.graph.node:
-        if node.op_type in forbidden:
-            for name in node.input:
-                src = producers.get(name)
-                if src is not None and src.op_type == "DequantizeLinear":
-                    raise RuntimeError(f"Q/DQ feeds {node.op_type} node {node.name}: TensorRT would reformat there")
+        if node.op_type in forbidden and any(from_dq(name) for name in node.input):
+            raise RuntimeError(f"Q/DQ feeds {node.op_type} node {node.name}: TensorRT would reformat there")
+        if target == "tensorrt" and node.op_type == "Add" and len(node.input) == 2 and all(map(from_dq, node.input)):
+            raise RuntimeError(f"both inputs of {node.name} are quantized: TensorRT fuses a residual Add into the "
+                               "main-branch Conv only when that input is float")
 
 
 def qdq_summary(model: Any) -> Dict[str, Any]:

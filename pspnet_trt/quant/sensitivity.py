@@ -4,11 +4,12 @@
    validation images (with labels).
 2. For each quantized Conv, quantize again with that one node kept in float and measure how much
    pixel agreement with FP32 it wins back (the sensitivity).
-3. Keep the most sensitive nodes in float, one by one, until INT8 mIoU >= FP32 mIoU - budget.
+3. Keep the most sensitive nodes out of INT8, one by one, until INT8 mIoU >= FP32 mIoU - budget.
 
-Nodes kept in float are FP32 in the graph; TensorRT's strongly typed build runs them in FP32
-(an FP16 island would need FP16 casts that ONNX Runtime's CPU kernels cannot run natively, so the
-CPU prediction would no longer match the engine).
+Nodes kept out of INT8 run in FP16 by default: FP16 islands in the graph (see :mod:`.qdq`), which
+a strongly typed TensorRT build runs in FP16 and ONNX Runtime emulates on the CPU (FP32 arithmetic
+on FP16-rounded tensors). Sensitivities are measured with the same islands, so the search sees the
+numerics the engine will have. ``float_dtype="fp32"`` keeps them as exported.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..data import SegDataset
 from ..metrics import Agreement, SegMetrics
 from ..runtime.ort import OrtBackend
 from .calibrate import CalibrationList
-from .qdq import quantize_onnx
+from .qdq import excluded_nodes, quantize_onnx
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +35,34 @@ class MixedResult:
     int8_miou: float
     final_miou: float
     budget: float
+    float_dtype: str = "fp16"
     kept_float: List[str] = field(default_factory=list)
     sensitivity: Dict[str, float] = field(default_factory=dict)  # agreement points won back by keeping it float
     steps: List[Dict[str, Any]] = field(default_factory=list)
+    excluded_by_rule: Dict[str, str] = field(default_factory=dict)  # node -> why it is never quantized
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     def markdown(self) -> str:
         lines = [f"# Mixed precision (budget {self.budget} mIoU points)", "",
-                 f"FP32 {self.fp32_miou:.2f}, all-INT8 {self.int8_miou:.2f}, final {self.final_miou:.2f} mIoU.", "",
-                 "| kept in float | sensitivity (agreement points) | mIoU after |", "|---|---|---|"]
+                 f"FP32 {self.fp32_miou:.2f}, all-INT8 {self.int8_miou:.2f}, final {self.final_miou:.2f} mIoU "
+                 "(on the sensitivity images).", "",
+                 f"## Kept out of INT8 by measurement (run in {self.float_dtype.upper()})", "",
+                 "Most sensitive first; sensitivity = pixel agreement with FP32 won back by keeping that layer alone "
+                 "out of INT8.", "",
+                 "| layer | sensitivity (agreement points) | mIoU after |", "|---|---|---|"]
         for step in self.steps:
             lines.append(f"| {step['node']} | {self.sensitivity[step['node']]:+.3f} | {step['miou']:.2f} |")
         if not self.steps:
-            lines.append("| (none: all-INT8 is within budget) | | |")
+            reason = "all-INT8 is within budget" if self.int8_miou >= self.fp32_miou - self.budget else "none allowed"
+            lines.append(f"| (none: {reason}) | | |")
+        lines += ["", "## Kept in float by rule (as exported)", "", "| layer | why |", "|---|---|"]
+        lines += [f"| {node} | {why} |" for node, why in self.excluded_by_rule.items()]
+        if self.sensitivity:
+            lines += ["", "## Sensitivity of every INT8 conv", "", "| layer | agreement points |", "|---|---|"]
+            ranked = sorted(self.sensitivity.items(), key=lambda kv: kv[1], reverse=True)
+            lines += [f"| {node} | {value:+.3f} |" for node, value in ranked]
         return "\n".join(lines) + "\n"
 
 
@@ -69,37 +83,40 @@ def score(path: Union[str, Path], samples: Sequence[Any], reference: Sequence[An
 
 def mixed_precision(fp32_onnx: Union[str, Path], calibration: CalibrationList, dataset: SegDataset, budget: float,
                     out: Union[str, Path], method: str = "entropy", num_images: int = 8,
-                    max_float: Optional[int] = None) -> MixedResult:
+                    max_float: Optional[int] = None, float_dtype: str = "fp16") -> MixedResult:
     """Write the mixed INT8/float ONNX to ``out`` and return what was kept in float and why.
 
-    ``max_float`` caps how many layers may stay in float (None: as many as the budget needs).
+    ``max_float`` caps how many layers may stay out of INT8 (None: as many as the budget needs);
+    they run in ``float_dtype``.
     """
+    import onnx
+
     samples = [dataset[i] for i in range(min(num_images, len(dataset)))]
     ref = score(fp32_onnx, samples)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "ranges.cache"  # calibrate once; every variant reuses the tensor ranges
-        full = quantize_onnx(fp32_onnx, calibration, Path(tmp) / "all.onnx", method, cache=cache)
-        base = score(full, samples, ref["preds"])
-        result = MixedResult(ref["miou"], base["miou"], base["miou"], budget)
-        import onnx
 
+        def variant(path: Union[str, Path], keep: Sequence[str], **kwargs: Any) -> Path:
+            return quantize_onnx(fp32_onnx, calibration, path, method, keep_float=keep, cache=cache,
+                                 float_dtype=float_dtype, **kwargs)
+
+        full = variant(Path(tmp) / "all.onnx", [])
+        base = score(full, samples, ref["preds"])
+        result = MixedResult(ref["miou"], base["miou"], base["miou"], budget, float_dtype,
+                             excluded_by_rule=excluded_nodes(onnx.load(str(fp32_onnx))))
         convs = [n.name for n in onnx.load(str(full)).graph.node if n.op_type == "Conv"
                  and any(i.endswith("_DequantizeLinear_Output") for i in n.input)]
         if base["miou"] < ref["miou"] - budget:
             for name in convs:
-                trial = quantize_onnx(fp32_onnx, calibration, Path(tmp) / "trial.onnx", method, keep_float=[name],
-                                      cache=cache)
+                trial = variant(Path(tmp) / "trial.onnx", [name])
                 result.sensitivity[name] = score(trial, samples, ref["preds"])["agreement"] - base["agreement"]
                 log.info("sensitivity %s: %+.3f agreement points", name, result.sensitivity[name])
             for name in sorted(result.sensitivity, key=result.sensitivity.get, reverse=True):
                 if result.final_miou >= ref["miou"] - budget or len(result.kept_float) == max_float:
                     break
                 result.kept_float.append(name)
-                trial = quantize_onnx(fp32_onnx, calibration, Path(tmp) / "trial.onnx", method,
-                                      keep_float=result.kept_float, cache=cache)
-                result.final_miou = score(trial, samples)["miou"]
+                result.final_miou = score(variant(Path(tmp) / "trial.onnx", result.kept_float), samples)["miou"]
                 result.steps.append({"node": name, "miou": result.final_miou})
-        quantize_onnx(fp32_onnx, calibration, out, method, keep_float=result.kept_float, cache=cache,
-                      calibration_info={"mixed_budget": budget, "kept_float_sensitivity":
-                                        {k: result.sensitivity[k] for k in result.kept_float}})
+        variant(out, result.kept_float, calibration_info={
+            "mixed_budget": budget, "kept_float_sensitivity": {k: result.sensitivity[k] for k in result.kept_float}})
     return result
