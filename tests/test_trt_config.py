@@ -26,7 +26,7 @@ from pspnet_trt.trt.manifest import (
 )
 
 
-def recording_tensorrt(version: str):
+def recording_tensorrt(version: str, input_shape=(1, 3, 64, 128), timing_cache_fits=True):
     calls = []
     m = types.ModuleType("tensorrt")
     m.__version__ = version
@@ -34,6 +34,7 @@ def recording_tensorrt(version: str):
     m.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
     m.MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")
     m.DeviceType = enum.Enum("DeviceType", "GPU DLA")
+    m.Dims = tuple
 
     class Logger:
         WARNING = 2
@@ -51,6 +52,27 @@ def recording_tensorrt(version: str):
         def set_memory_pool_limit(self, pool, size):
             calls.append(("pool", pool.name, size))
 
+        def add_optimization_profile(self, profile):
+            calls.append(("add_profile",))
+
+        def set_calibration_profile(self, profile):
+            calls.append(("calibration_profile",))
+
+        def create_timing_cache(self, blob):
+            return object()
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            calls.append(("timing_cache", ignore_mismatch))
+            return timing_cache_fits
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            calls.append(("profile", name, lo, opt, hi))
+
+    class Network:
+        def get_input(self, i):
+            return types.SimpleNamespace(name="images", shape=list(input_shape))
+
     class Builder:
         num_DLA_cores = 0
 
@@ -59,10 +81,13 @@ def recording_tensorrt(version: str):
 
         def create_network(self, flags):
             calls.append(("network_flags", flags))
-            return object()
+            return Network()
 
         def create_builder_config(self):
             return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
 
     class OnnxParser:
         num_errors = 0
@@ -81,15 +106,15 @@ def recording_tensorrt(version: str):
     return m, calls
 
 
-def run(version: str, cfg: BuildConfig, monkeypatch):
+def run(version: str, cfg: BuildConfig, monkeypatch, info=None, **double):
     from pspnet_trt.trt import build
 
-    trt, calls = recording_tensorrt(version)
+    trt, calls = recording_tensorrt(version, **double)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     caps = capabilities(version)
     strongly = build.use_strong_typing(caps, cfg)
     builder, network, _ = build.network_from_onnx("m.onnx", caps, strongly)
-    build.configure(builder, network, cfg, caps, strongly)
+    build.configure(builder, network, cfg, caps, strongly, info)
     return calls
 
 
@@ -108,6 +133,17 @@ def test_tensorrt_8_6_uses_builder_flags_and_explicit_batch(monkeypatch):
     assert not any(c[:2] == ("set", "progress_monitor") for c in calls)  # no IProgressMonitor before 10
 
 
+def test_int8_graph_with_fp16_islands_gets_fp16_flag_when_weakly_typed(monkeypatch, tiny_info):
+    def int8(kept, dtype="fp16"):
+        return tiny_info.with_(precision="int8", extra={"quantization": {"kept_float": kept, "kept_float_dtype": dtype}})
+
+    flags = lambda calls: {c[1] for c in calls if c[0] == "flag"}  # noqa: E731
+    assert flags(run("8.6.2", BuildConfig(precision="int8"), monkeypatch, int8(["/c/Conv"]))) == {"INT8", "FP16"}
+    assert flags(run("8.6.2", BuildConfig(precision="int8"), monkeypatch, int8([]))) == {"INT8"}
+    assert flags(run("8.6.2", BuildConfig(precision="int8"), monkeypatch, int8(["/c/Conv"], "fp32"))) == {"INT8"}
+    assert not flags(run("10.13.0", BuildConfig(precision="int8"), monkeypatch, int8(["/c/Conv"])))  # graph types
+
+
 def test_tensorrt_11_refuses_implicit_int8(monkeypatch, tmp_path):
     cal = tmp_path / "c.txt"
     cal.write_text("# root: /\n")
@@ -122,12 +158,72 @@ def test_dla_without_dla_cores_is_refused(monkeypatch):
 
 def test_capabilities_table():
     assert capabilities("8.5.2").explicit_batch_flag and not capabilities("8.5.2").strongly_typed
+    assert not capabilities("8.5.2").opt_level and capabilities("8.6.2").opt_level
+    assert not capabilities("8.6.2").uint8_labels and capabilities("10.3.0").uint8_labels
     assert capabilities("10.3.0").strongly_typed and capabilities("10.3.0").precision_flags
-    assert not capabilities("10.12.0").precision_flags and capabilities("10.12.0").implicit_int8
-    assert not capabilities("11.0.1").implicit_int8
+    assert not capabilities("10.3.0").weak_typing_deprecated
+    # 10.12 deprecates the precision flags (the implicit INT8 path still needs them); 11 removes both
+    assert capabilities("10.12.0").precision_flags and capabilities("10.12.0").weak_typing_deprecated
+    assert capabilities("10.12.0").implicit_int8
+    assert not capabilities("11.0.1").implicit_int8 and not capabilities("11.0.1").precision_flags
 
 
-def test_manifest_refuses_other_tensorrt_and_other_gpu(tmp_path, tiny_info):
+def test_opt_level_is_refused_on_8_5(monkeypatch):
+    with pytest.raises(UserError, match="no builder optimisation level"):
+        run("8.5.2", BuildConfig(precision="fp16", opt_level=3), monkeypatch)
+    assert ("set", "builder_optimization_level", 3) in run("8.6.2", BuildConfig(precision="fp16", opt_level=3),
+                                                           monkeypatch)
+
+
+def test_weak_typing_on_10_12_still_sets_flags_with_a_warning(monkeypatch, caplog):
+    from pspnet_trt.trt import build
+
+    trt, _ = recording_tensorrt("10.12.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    flags = build.precision_flags(BuildConfig(precision="int8"), capabilities("10.12.0"), strongly_typed=False)
+    assert [f.name for f in flags] == ["INT8"] and "deprecates builder precision flags" in caplog.text
+    with pytest.raises(UserError, match="no FP16/INT8 builder flags"):
+        build.precision_flags(BuildConfig(precision="int8"), capabilities("11.0.0"), strongly_typed=False)
+
+
+def test_strongly_typed_build_refuses_a_precision_the_graph_lacks(monkeypatch, tiny_info):
+    assert tiny_info.precision == "fp32"
+    with pytest.raises(UserError, match="fp32 graph .* engine would be fp32, not fp16.*export --precision fp16"):
+        run("10.13.0", BuildConfig(precision="fp16"), monkeypatch, tiny_info)
+    run("10.13.0", BuildConfig(precision="fp32"), monkeypatch, tiny_info)
+    run("10.13.0", BuildConfig(precision="best"), monkeypatch, tiny_info)  # best = whatever the graph is
+    assert ("flag", "FP16") in run("8.6.2", BuildConfig(precision="fp16"), monkeypatch, tiny_info)  # weak: flags
+
+
+def test_dynamic_batch_gets_an_optimization_profile(monkeypatch):
+    calls = run("10.3.0", BuildConfig(precision="best", max_batch=4), monkeypatch, input_shape=(-1, 3, 64, 128))
+    assert ("profile", "images", (1, 3, 64, 128), (4, 3, 64, 128), (4, 3, 64, 128)) in calls
+    assert ("add_profile",) in calls
+    static = run("10.3.0", BuildConfig(precision="best", max_batch=4), monkeypatch)
+    assert not [c for c in static if c[0] in ("profile", "add_profile")]
+    with pytest.raises(UserError, match="dynamic dimensions"):
+        run("10.3.0", BuildConfig(precision="best"), monkeypatch, input_shape=(-1, 3, -1, 128))
+    with pytest.raises(UserError, match="--max-batch"):
+        BuildConfig(max_batch=0)
+
+
+def test_a_timing_cache_that_does_not_fit_is_reported(monkeypatch, tmp_path, caplog):
+    cfg = BuildConfig(precision="best", timing_cache=str(tmp_path / "t.cache"))
+    assert ("timing_cache", False) in run("10.3.0", cfg, monkeypatch)
+    assert "does not fit" not in caplog.text
+    run("10.3.0", cfg, monkeypatch, timing_cache_fits=False)
+    assert "does not fit this TensorRT/GPU" in caplog.text
+
+
+def test_make_engine_exports_int32_labels_for_tensorrt_8(monkeypatch):
+    from pspnet_trt.trt.pipeline import labels_dtype
+
+    for version, dtype in (("8.5.2", "int32"), ("8.6.2", "int32"), ("10.3.0", "uint8")):
+        monkeypatch.setitem(sys.modules, "tensorrt", recording_tensorrt(version)[0])
+        assert labels_dtype() == dtype
+
+
+def test_manifest_refuses_other_tensorrt_and_other_gpu(tmp_path, tiny_info, caplog):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"x")
     m = Manifest(deploy=tiny_info.to_dict(), tensorrt_version="10.3.0", gpu={"name": "Orin", "compute_capability": "8.7"},
@@ -141,6 +237,9 @@ def test_manifest_refuses_other_tensorrt_and_other_gpu(tmp_path, tiny_info):
         check_manifest(back, engine, "10.4.0", GpuInfo("Orin", "8.7"))
     with pytest.raises(EngineMismatch, match="compute capability 8.7.*RTX 4090"):
         check_manifest(back, engine, "10.3.0", GpuInfo("RTX 4090", "8.9"))
+    assert "not promise" not in caplog.text
+    check_manifest(back, engine, "10.3.0", GpuInfo("Orin NX", "8.7"))  # same architecture, other model: a warning
+    assert "built on Orin, this is Orin NX" in caplog.text
     (tmp_path / "m.engine.json").unlink()
     with pytest.raises(UserError, match="no manifest"):
         read_manifest(engine)

@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", choices=("labels", "logits", "both"), default="labels",
                    help="labels: HxW uint8 map (ArgMax in the graph); logits: CxHxW float32")
     p.add_argument("--labels-dtype", choices=("uint8", "int32"), default="uint8",
-                   help="dtype of the labels output (int32 for TensorRT 8.5, which cannot cast to uint8)")
+                   help="dtype of the labels output (int32 for TensorRT 8.5/8.6, which cannot cast to uint8)")
     p.add_argument("--num-classes", type=int, help="override the zoo's class count (fine-tuned checkpoints)")
     p.add_argument("--random-seed", type=int, default=0, help="seed of the random weights when no checkpoint")
     p.add_argument("--out", required=True, help="output .onnx path")

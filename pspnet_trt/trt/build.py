@@ -40,12 +40,15 @@ class BuildConfig:
     opt_level: Optional[int] = None  # builder optimisation level 0-5 (default 3)
     dla_core: Optional[int] = None  # Jetson DLA, with GPU fallback
     calibration: Optional[str] = None  # implicit INT8 calibration list (TensorRT < 11 only)
+    max_batch: int = 1  # largest batch of a dynamic-batch ONNX (its optimization profile)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UserError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise UserError(f"--opt-level must be 0..5, got {self.opt_level}")
+        if self.max_batch < 1:
+            raise UserError(f"--max-batch must be >= 1, got {self.max_batch}")
 
 
 def import_tensorrt() -> Any:
@@ -80,8 +83,16 @@ def network_from_onnx(onnx_path: Union[str, Path], caps: Capabilities, strongly_
     return builder, network, parser
 
 
-def precision_flags(cfg: BuildConfig, caps: Capabilities, strongly_typed: bool) -> List[trt.BuilderFlag]:
-    """Builder flags for the weakly typed path (TensorRT < 10.12); none when strongly typed."""
+def has_fp16_layers(info: Optional[DeployInfo]) -> bool:
+    """Whether an INT8 graph keeps layers in FP16 (``quantize --mixed-budget``, FP16 islands)."""
+    q = info.extra.get("quantization", {}) if info is not None else {}
+    return bool(q.get("kept_float")) and q.get("kept_float_dtype") == "fp16"
+
+
+def precision_flags(cfg: BuildConfig, caps: Capabilities, strongly_typed: bool,
+                    info: Optional[DeployInfo] = None) -> List[trt.BuilderFlag]:
+    """Builder flags for the weakly typed path (TensorRT < 10.12); none when strongly typed.
+    An INT8 graph with FP16 islands also gets FP16, else TensorRT would run those layers in FP32."""
     import tensorrt as trt
 
     if strongly_typed:
@@ -89,12 +100,45 @@ def precision_flags(cfg: BuildConfig, caps: Capabilities, strongly_typed: bool) 
     if not caps.precision_flags:
         raise UserError(f"TensorRT {caps.label} has no FP16/INT8 builder flags: export the precision into the ONNX "
                         "(`pspnet-trt export --precision fp16`, `pspnet-trt quantize`) and build without --calibration")
+    if caps.weak_typing_deprecated:
+        log.warning("TensorRT %s deprecates builder precision flags (weak typing, needed by --calibration); "
+                    "TensorRT 11 removes them: prefer `pspnet-trt quantize` (explicit Q/DQ)", caps.label)
     flags = []
-    if cfg.precision in ("fp16", "best"):
+    if cfg.precision in ("fp16", "best") or (cfg.precision == "int8" and has_fp16_layers(info)):
         flags.append(trt.BuilderFlag.FP16)
     if cfg.precision in ("int8", "best"):
         flags.append(trt.BuilderFlag.INT8)
     return flags
+
+
+def check_precision(cfg: BuildConfig, info: Optional[DeployInfo], strongly_typed: bool) -> None:
+    """A strongly typed build takes its precision from the ONNX: refuse a --precision the graph does not
+    have (it would build, say, an FP32 engine and label it fp16)."""
+    if strongly_typed and info is not None and cfg.precision not in (info.precision, "best"):
+        fix = {"fp16": "`pspnet-trt export --precision fp16`", "int8": "`pspnet-trt quantize`",
+               "fp32": "`pspnet-trt export --precision fp32`"}[cfg.precision]
+        raise UserError(f"this ONNX is a {info.precision} graph and TensorRT >= 9 builds it strongly typed, so the "
+                        f"engine would be {info.precision}, not {cfg.precision}: make the {cfg.precision} ONNX with "
+                        f"{fix}, or build with --precision {info.precision}")
+
+
+def optimization_profile(builder: trt.Builder, network: trt.INetworkDefinition, config: trt.IBuilderConfig,
+                         max_batch: int) -> Optional[trt.IOptimizationProfile]:
+    """For an input with a dynamic batch (``export --dynamic-batch``): batches 1..``max_batch``, tuned for
+    ``max_batch``. TensorRT refuses to build a dynamic network without one. None for static inputs."""
+    import tensorrt as trt
+
+    inp = network.get_input(0)
+    shape = [inp.shape[i] for i in range(len(inp.shape))]
+    if shape[0] != -1:
+        return None
+    if -1 in shape[1:]:
+        raise UserError(f"input {inp.name} has dynamic dimensions {shape} other than the batch; export a static size")
+    profile = builder.create_optimization_profile()
+    rest = shape[1:]
+    profile.set_shape(inp.name, trt.Dims([1, *rest]), trt.Dims([max_batch, *rest]), trt.Dims([max_batch, *rest]))
+    config.add_optimization_profile(profile)
+    return profile
 
 
 def configure(builder: trt.Builder, network: trt.INetworkDefinition, cfg: BuildConfig, caps: Capabilities,
@@ -105,19 +149,26 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, cfg: BuildC
     if cfg.calibration and not caps.implicit_int8:
         raise UserError(f"TensorRT {caps.label} removed implicit INT8 calibration: quantize the ONNX with "
                         "`pspnet-trt quantize` (explicit Q/DQ) and build that without --calibration")
+    if cfg.opt_level is not None and not caps.opt_level:
+        raise UserError(f"TensorRT {caps.label} has no builder optimisation level (from 8.6): drop --opt-level")
+    check_precision(cfg, info, strongly_typed)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gb * (1 << 30)))
     if cfg.opt_level is not None:
         config.builder_optimization_level = cfg.opt_level
+    profile = optimization_profile(builder, network, config, cfg.max_batch)
     if cfg.timing_cache:
         path = Path(cfg.timing_cache)
         cache = config.create_timing_cache(path.read_bytes() if path.is_file() else b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
-    for flag in precision_flags(cfg, caps, strongly_typed):
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            log.warning("timing cache %s does not fit this TensorRT/GPU (or is unreadable): building without it; "
+                        "it is rewritten after the build", path)
+    for flag in precision_flags(cfg, caps, strongly_typed, info):
         config.set_flag(flag)
     if cfg.dla_core is not None:
         if builder.num_DLA_cores == 0:
-            raise UserError("--dla-core given but this device has no DLA (DLA exists on Jetson AGX/NX only)")
+            raise UserError(f"--dla-core given but TensorRT {caps.label} sees no DLA here (DLA exists on Jetson "
+                            "AGX/NX only, and TensorRT 11.0-11.2 dropped DLA support)")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = cfg.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -127,6 +178,8 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, cfg: BuildC
         if info is None:
             raise UserError("implicit INT8 calibration needs the ONNX's metadata (input size, normalisation)")
         config.int8_calibrator = entropy_calibrator(cfg.calibration, info)
+        if profile is not None:
+            config.set_calibration_profile(profile)
     if caps.progress_monitor:
         from .progress import progress_monitor
 
@@ -172,13 +225,17 @@ def build_engine(onnx_path: Union[str, Path], out: Union[str, Path], cfg: BuildC
     builder, network, _parser = network_from_onnx(onnx_path, caps, strongly)
     config = configure(builder, network, cfg, caps, strongly, info)
     data = build_serialized(builder, network, config)
+    calibrator_error = getattr(config.int8_calibrator, "error", None) if cfg.calibration else None
+    if calibrator_error:  # TensorRT took the failure for the end of the data and calibrated on fewer images
+        raise UserError(f"implicit INT8 calibration stopped early, no engine written: {calibrator_error}")
     if cfg.timing_cache:
         save_timing_cache(config, cfg.timing_cache)
     seconds = time.perf_counter() - start
+    precision = info.precision if strongly or cfg.precision == "best" else cfg.precision
     manifest = Manifest(
-        deploy=info.with_(precision=cfg.precision if cfg.precision != "best" else info.precision).to_dict(),
+        deploy=info.with_(precision=precision).to_dict(),
         tensorrt_version=str(trt.__version__), gpu={"name": gpu_name, "compute_capability": cc},
-        precision=cfg.precision, input_name=info.input_name, input_shape=[info.batch or -1, 3, *info.input_size],
+        precision=precision, input_name=info.input_name, input_shape=[info.batch or -1, 3, *info.input_size],
         outputs=list(info.output_names), onnx=str(onnx_path), onnx_sha256=sha256_file(onnx_path),
         build_flags={**asdict(cfg), "strongly_typed": strongly}, build_seconds=round(seconds, 1),
     )

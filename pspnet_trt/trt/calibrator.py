@@ -25,12 +25,18 @@ def entropy_calibrator(calibration_list: str, info: DeployInfo) -> trt.IInt8Cali
     from . import cuda
 
     calib = CalibrationList.read(calibration_list)
-    cache_file = Path("calibration") / f"{Path(calibration_list).stem}.cache"
+    calib.check_input_size(info.input_size, calibration_list)
+    # scales belong to one model, input size and set of weights: the cache name says which
+    weights = (info.checkpoint_sha256 or "random")[:12]
+    cache_file = Path("calibration") / (f"{Path(calibration_list).stem}_{info.model}_{info.input_size[0]}x"
+                                        f"{info.input_size[1]}_{weights}.cache")
 
     class Calibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             super().__init__()
             self.info = info
+            self.error: Optional[str] = None  # TensorRT reads an exception in get_batch as "no more batches"
+            self.count = 0
             self.batches = iter(calib.batches(self.info))
             shape = (1, 3, *self.info.input_size)
             self.nbytes = int(np.prod(shape)) * 4
@@ -40,12 +46,17 @@ def entropy_calibrator(calibration_list: str, info: DeployInfo) -> trt.IInt8Cali
             return 1
 
         def get_batch(self, names: List[str]) -> List[int]:
-            batch = next(self.batches, None)
-            if batch is None:
-                return []  # no more batches
-            host = np.ascontiguousarray(batch, dtype=np.float32)
-            cuda.memcpy_htod(self.device, host.ctypes.data, self.nbytes, 0)
-            cuda.stream_sync(0)
+            try:
+                batch = next(self.batches, None)
+                if batch is None:
+                    return []  # no more batches
+                host = np.ascontiguousarray(batch, dtype=np.float32)
+                cuda.memcpy_htod(self.device, host.ctypes.data, self.nbytes, 0)
+                cuda.stream_sync(0)
+            except Exception as e:  # noqa: BLE001 - handed to build_engine, which raises it
+                self.error = f"calibration image {self.count + 1} of {len(calib.images)} failed: {e}"
+                return []
+            self.count += 1
             return [self.device]
 
         def read_calibration_cache(self) -> Optional[bytes]:

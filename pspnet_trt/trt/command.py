@@ -34,13 +34,15 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opt-level", type=int, help="builder optimisation level 0-5")
     p.add_argument("--dla-core", type=int, help="Jetson DLA core (GPU fallback on)")
     p.add_argument("--calibration", help="implicit INT8 calibration list (TensorRT < 11; prefer `quantize`)")
+    p.add_argument("--max-batch", type=int, default=1, help="largest batch of a --dynamic-batch ONNX")
 
 
 def _config(args: argparse.Namespace) -> BuildConfig:
     from .build import BuildConfig
 
     return BuildConfig(precision=args.precision, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
-                       opt_level=args.opt_level, dla_core=args.dla_core, calibration=args.calibration)
+                       opt_level=args.opt_level, dla_core=args.dla_core, calibration=args.calibration,
+                       max_batch=args.max_batch)
 
 
 def _build(args: argparse.Namespace) -> int:

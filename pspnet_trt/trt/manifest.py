@@ -9,6 +9,7 @@ loading compares the manifest with the running TensorRT and GPU *before* deseria
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -17,6 +18,8 @@ from ..deploy import DeployInfo
 from ..errors import UserError
 from ..files import write_json
 from .version import same_engine_version
+
+log = logging.getLogger(__name__)
 
 
 class EngineMismatch(UserError):
@@ -89,3 +92,7 @@ def check_manifest(manifest: Manifest, engine: Union[str, Path], running_trt: st
         raise EngineMismatch(f"{engine} was built for {manifest.gpu.get('name')} (compute capability "
                              f"{manifest.gpu.get('compute_capability')}) but this GPU is {gpu.name} "
                              f"({gpu.compute_capability}); {rebuild}")
+    if gpu is not None and manifest.gpu.get("name") != gpu.name:  # same architecture, another model: may run slower
+        log.warning("%s was built on %s, this is %s (same compute capability %s): TensorRT does not promise the "
+                    "engine is optimal or portable across GPU models; %s", engine, manifest.gpu.get("name"), gpu.name,
+                    gpu.compute_capability, rebuild)

@@ -16,6 +16,17 @@ from .build import BuildConfig
 log = logging.getLogger(__name__)
 
 
+def labels_dtype() -> str:
+    """uint8 labels where the installed TensorRT can cast to them (>= 10), else int32; uint8 without TensorRT."""
+    try:
+        import tensorrt
+    except ImportError:
+        return "uint8"
+    from .version import capabilities
+
+    return "uint8" if capabilities(str(tensorrt.__version__)).uint8_labels else "int32"
+
+
 def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Path]] = None,
                 input_size: Optional[str] = None, data: Optional[Union[str, Path]] = None,
                 validate_images: int = 20, out_dir: Union[str, Path] = "engines") -> int:
@@ -28,11 +39,13 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
     ckpt = Path(checkpoint) if checkpoint else fetch_checkpoint(model)
     size = parse_size(input_size) if input_size else spec.deploy_size
     tag = f"{model}_{size[0]}x{size[1]}"
-    fp32 = export_zoo(model, out / f"{tag}_fp32.onnx", checkpoint=ckpt, input_size=size, output="labels")
+    dtype = labels_dtype()
+    fp32 = export_zoo(model, out / f"{tag}_fp32.onnx", checkpoint=ckpt, input_size=size, output="labels",
+                      labels_dtype=dtype)
     onnx = fp32
     if cfg.precision in ("fp16", "best"):
         onnx = export_zoo(model, out / f"{tag}_fp16.onnx", checkpoint=ckpt, input_size=size, output="labels",
-                          precision="fp16")
+                          precision="fp16", labels_dtype=dtype)
     if cfg.precision == "int8" or (cfg.precision == "best" and data):
         if cfg.calibration is None:
             if not data:
