@@ -264,3 +264,48 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_engine_io_must_match_its_manifest(tiny_info):
+    from pspnet_trt.runtime.tensorrt import TensorIO, check_engine_io
+
+    good = [TensorIO("images", True, (1, 3, 64, 128), "FLOAT"), TensorIO("logits", False, (1, 11, 64, 128), "FLOAT"),
+            TensorIO("labels", False, (1, 64, 128), "UINT8")]
+    check_engine_io(good, tiny_info, "m.engine")
+    check_engine_io([good[0]._replace(shape=(-1, 3, 64, 128)), *good[1:]], tiny_info.with_(batch=None), "m.engine")
+    bad = {
+        "inputs .*'input'": [good[0]._replace(name="input"), *good[1:]],
+        "takes HALF": [good[0]._replace(dtype="HALF"), *good[1:]],
+        r"takes FLOAT \(1, 3, 64, 96\)": [good[0]._replace(shape=(1, 3, 64, 96)), *good[1:]],
+        "outputs": good[:2],
+        "output logits is FLOAT": [good[0], good[1]._replace(shape=(1, 19, 64, 128)), good[2]],
+    }
+    for message, io in bad.items():
+        with pytest.raises(UserError, match=f"{message}.*rebuild m.engine"):
+            check_engine_io(io, tiny_info, "m.engine")
+
+
+def test_dlpack_tensors_are_checked_before_use():
+    torch = pytest.importorskip("torch")
+    from pspnet_trt.runtime.tensorrt import _check_tensor
+
+    _check_tensor(torch.zeros(2, 3, 64, 128), (2, 3, 64, 128), "float32", "images")
+    with pytest.raises(UserError, match="not contiguous"):
+        _check_tensor(torch.zeros(2, 64, 128, 3).permute(0, 3, 1, 2), (2, 3, 64, 128), "float32", "images")
+    with pytest.raises(UserError, match="images is float16"):
+        _check_tensor(torch.zeros(2, 3, 64, 128, dtype=torch.float16), (2, 3, 64, 128), "float32", "images")
+    with pytest.raises(UserError, match="labels is uint8 \\(2, 64, 127\\)"):
+        _check_tensor(torch.zeros(2, 64, 127, dtype=torch.uint8), (2, 64, 128), "uint8", "labels")
+    import numpy as np  # CuPy-like flags
+
+    _check_tensor(np.zeros((2, 64, 128), np.uint8), (2, 64, 128), "uint8", "labels")
+    with pytest.raises(UserError, match="not contiguous"):
+        _check_tensor(np.zeros((2, 128, 64), np.uint8).transpose(0, 2, 1), (2, 64, 128), "uint8", "labels")
+
+
+def test_implicit_calibration_is_refused_for_batches_above_one(monkeypatch, tmp_path, tiny_info):
+    cal = tmp_path / "c.txt"
+    cal.write_text("# root: /\n")
+    with pytest.raises(UserError, match="batch-1 engines only.*pspnet-trt quantize"):
+        run("10.3.0", BuildConfig(precision="int8", calibration=str(cal), max_batch=4), monkeypatch,
+            tiny_info.with_(batch=None, precision="int8"), input_shape=(-1, 3, 64, 128))

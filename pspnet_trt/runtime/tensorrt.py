@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..deploy import DeployInfo
 from ..errors import UserError
 from ..trt.manifest import GpuInfo, check_manifest, read_manifest
 from .backend import Backend
@@ -30,6 +31,38 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8,
              "INT8": np.int8, "BOOL": np.bool_}
+
+
+class TensorIO(NamedTuple):
+    """One I/O tensor as the engine reports it."""
+
+    name: str
+    is_input: bool
+    shape: Tuple[int, ...]  # -1 for a dynamic dimension
+    dtype: str  # TensorRT DataType name: FLOAT, HALF, UINT8, INT32, ...
+
+
+def check_engine_io(io: Sequence[TensorIO], info: DeployInfo, engine: Union[str, Path]) -> None:
+    """Refuse an engine whose inputs/outputs are not what its manifest says (a manifest copied beside
+    another engine, or an engine built from a foreign ONNX): every later copy sizes buffers from it."""
+    rebuild = f"rebuild {engine} with `pspnet-trt build` from the pspnet-trt ONNX"
+    inputs = [t for t in io if t.is_input]
+    outputs = {t.name: t for t in io if not t.is_input}
+    h, w = info.input_size
+    if [t.name for t in inputs] != [info.input_name]:
+        raise UserError(f"{engine} has inputs {[t.name for t in inputs]}, its manifest says [{info.input_name!r}]: {rebuild}")
+    inp = inputs[0]
+    if inp.dtype != "FLOAT" or len(inp.shape) != 4 or inp.shape[1:] != (3, h, w) or \
+            inp.shape[0] not in (-1, info.batch or -1):
+        raise UserError(f"{engine} takes {inp.dtype} {inp.shape}, its manifest says FLOAT "
+                        f"({info.batch or 'N'}, 3, {h}, {w}): {rebuild}")
+    if sorted(outputs) != sorted(info.output_names):
+        raise UserError(f"{engine} has outputs {sorted(outputs)}, its manifest says {sorted(info.output_names)}: {rebuild}")
+    for name, t in outputs.items():
+        want = (info.num_classes, h, w) if name == "logits" else (h, w)
+        if t.shape[1:] != want or t.dtype not in NP_DTYPES:
+            raise UserError(f"{engine} output {name} is {t.dtype} {t.shape}, expected (N, {', '.join(map(str, want))}) "
+                            f"of a supported type: {rebuild}")
 
 
 class TensorRTBackend(Backend):
@@ -56,8 +89,17 @@ class TensorRTBackend(Backend):
         self.engine: trt.ICudaEngine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self.engine is None:
             raise UserError(f"TensorRT could not deserialize {self.path} (corrupt file?); rebuild it")
+        check_engine_io(self.engine_io(), self.info, self.path)
         self._local = threading.local()
         self.outputs = list(self.info.output_names)
+
+    def engine_io(self) -> List[TensorIO]:
+        import tensorrt as trt
+
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        return [TensorIO(n, self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
+                         tuple(self.engine.get_tensor_shape(n)[i] for i in range(len(self.engine.get_tensor_shape(n)))),
+                         str(self.engine.get_tensor_dtype(n)).split(".")[-1]) for n in names]
 
     # -- per-thread execution state ------------------------------------------------------------
     def _context(self) -> trt.IExecutionContext:
@@ -77,8 +119,7 @@ class TensorRTBackend(Backend):
         if bufs is not None and bufs["batch"] == batch:
             return bufs
         if bufs is not None:
-            for ptr in bufs["device"].values():
-                cuda.free(ptr)
+            self._free(bufs)
         h, w = self.info.input_size
         host = {self.info.input_name: np.empty((batch, 3, h, w), np.float32)}
         for name in self.outputs:
@@ -103,11 +144,14 @@ class TensorRTBackend(Backend):
                 raise UserError(f"this engine has outputs {self.outputs}: pass a dict of pointers")
             output_ptrs = {self.outputs[0]: output_ptrs}
         n = batch or self.info.batch or 1
-        if self.info.batch is None:
-            ctx.set_input_shape(self.info.input_name, (n, 3, *self.info.input_size))
-        ctx.set_tensor_address(self.info.input_name, int(input_ptr))
-        for name, ptr in output_ptrs.items():
-            ctx.set_tensor_address(name, int(ptr))
+        if self.info.batch is None and not ctx.set_input_shape(self.info.input_name, (n, 3, *self.info.input_size)):
+            raise UserError(f"batch {n} is outside the engine's optimization profile; rebuild with --max-batch {n}")
+        missing = [name for name in self.outputs if name not in output_ptrs]
+        if missing:
+            raise UserError(f"no output pointer for {missing}: the engine writes {self.outputs}")
+        for name, ptr in {self.info.input_name: input_ptr, **output_ptrs}.items():
+            if not ctx.set_tensor_address(name, int(ptr)):
+                raise UserError(f"TensorRT refused the address for {name!r} (unknown tensor, or misaligned pointer)")
         if not ctx.execute_async_v3(int(stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed")
 
@@ -128,18 +172,42 @@ class TensorRTBackend(Backend):
 
     def run_dlpack(self, images: Any, outputs: Dict[str, Any], stream: int = 0) -> None:
         """Zero-copy on CUDA tensors: ``images`` and each of ``outputs`` expose ``data_ptr()`` (torch) or
-        ``__cuda_array_interface__`` (CuPy, Numba); shapes and dtypes must be the engine's."""
-        self.infer_device(_pointer(images), {k: _pointer(v) for k, v in outputs.items()}, stream,
-                          int(images.shape[0]))
+        ``__cuda_array_interface__`` (CuPy, Numba); shapes and dtypes must be the engine's, memory
+        contiguous (checked). ``stream``: the producer's stream (torch: ``torch.cuda.current_stream().cuda_stream``)."""
+        n = int(images.shape[0])
+        h, w = self.info.input_size
+        _check_tensor(images, (n, 3, h, w), "float32", "images")
+        for name, t in outputs.items():
+            shape = (n, self.info.num_classes, h, w) if name == "logits" else (n, h, w)
+            _check_tensor(t, shape, np.dtype(self._dtype(name)).name if name in self.outputs else "?", name)
+        self.infer_device(_pointer(images), {k: _pointer(v) for k, v in outputs.items()}, stream, n)
 
-    def close(self) -> None:
+    def _free(self, bufs: Dict[str, Any]) -> None:
         from ..trt import cuda
 
+        for ptr in bufs["device"].values():
+            cuda.free(ptr)
+        cuda.stream_destroy(bufs["stream"])
+
+    def close(self) -> None:
+        """Free this thread's buffers and stream (other threads' are freed by their own close())."""
         bufs = getattr(self._local, "buffers", None)
         if bufs is not None:
-            for ptr in bufs["device"].values():
-                cuda.free(ptr)
+            self._free(bufs)
             self._local.buffers = None
+
+
+def _check_tensor(t: Any, shape: Tuple[int, ...], dtype: str, name: str) -> None:
+    """Shape, dtype and contiguity of a torch/CuPy tensor handed to run_dlpack (a permuted view would run silently)."""
+    got_shape = tuple(int(d) for d in t.shape)
+    got_dtype = str(t.dtype).replace("torch.", "")
+    if hasattr(t, "is_contiguous"):  # torch
+        contiguous = bool(t.is_contiguous())
+    else:  # CuPy / numpy-like
+        contiguous = bool(getattr(getattr(t, "flags", None), "c_contiguous", True))
+    if got_shape != shape or got_dtype != dtype or not contiguous:
+        raise UserError(f"run_dlpack: {name} is {got_dtype} {got_shape}{'' if contiguous else ' (not contiguous)'}, "
+                        f"the engine needs contiguous {dtype} {shape}")
 
 
 def _pointer(tensor: Any) -> int:

@@ -177,6 +177,9 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, cfg: BuildC
 
         if info is None:
             raise UserError("implicit INT8 calibration needs the ONNX's metadata (input size, normalisation)")
+        if (info.batch or cfg.max_batch) != 1:  # the calibrator feeds one image per batch
+            raise UserError("implicit INT8 calibration (--calibration) supports batch-1 engines only: quantize the "
+                            "ONNX with `pspnet-trt quantize` (explicit Q/DQ, any batch) instead")
         config.int8_calibrator = entropy_calibrator(cfg.calibration, info)
         if profile is not None:
             config.set_calibration_profile(profile)

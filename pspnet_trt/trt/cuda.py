@@ -58,6 +58,10 @@ def stream_create() -> int:
     return int(check(runtime().cudaStreamCreate()))
 
 
+def stream_destroy(stream: int) -> None:
+    check(runtime().cudaStreamDestroy(stream))
+
+
 def stream_sync(stream: int) -> None:
     check(runtime().cudaStreamSynchronize(stream))
 
