@@ -216,3 +216,17 @@ def test_cpu_target_uses_uint8_activations(tiny_onnx, calib, tmp_path):
         check_placement(model)
     with pytest.raises(UserError, match="--target"):
         quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "x.onnx", target="gpu")
+
+
+def test_mixed_precision_honours_the_cpu_target(tiny_onnx, calib, tmp_path):
+    from pspnet_trt.data import open_dataset
+    from pspnet_trt.quant.sensitivity import mixed_precision
+
+    ds = open_dataset("camvid", SAMPLE, "train")
+    result = mixed_precision(tiny_onnx, CalibrationList.read(calib), ds, budget=100.0, out=tmp_path / "m.onnx",
+                             num_images=1, target="cpu")
+    assert not result.kept_float and not result.sensitivity  # budget met by all-INT8: no search
+    model = onnx.load(tmp_path / "m.onnx")
+    inits = {i.name: i for i in model.graph.initializer}
+    zps = [inits[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zps and set(zps) == {onnx.TensorProto.UINT8}

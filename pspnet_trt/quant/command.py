@@ -68,7 +68,8 @@ def _quantize(args: argparse.Namespace) -> int:
     spec = get_spec(read_onnx_info(args.onnx).model)
     split = "val" if spec.eval_split != "val" else "train"  # never tune on the split we report on
     result = mixed_precision(args.onnx, calibration, dataset_for_spec(spec, args.data, split), args.mixed_budget,
-                             args.out, args.method, args.mixed_images, args.max_float, float_dtype=args.float_dtype)
+                             args.out, args.method, args.mixed_images, args.max_float, float_dtype=args.float_dtype,
+                             target=args.target)
     out = Path(args.out)
     write_json(out.with_suffix(".mixed.json"), result.to_dict())
     with atomic_open(out.with_suffix(".mixed.md"), "w") as f:

@@ -83,11 +83,11 @@ def score(path: Union[str, Path], samples: Sequence[Any], reference: Sequence[An
 
 def mixed_precision(fp32_onnx: Union[str, Path], calibration: CalibrationList, dataset: SegDataset, budget: float,
                     out: Union[str, Path], method: str = "entropy", num_images: int = 8,
-                    max_float: Optional[int] = None, float_dtype: str = "fp16") -> MixedResult:
+                    max_float: Optional[int] = None, float_dtype: str = "fp16", target: str = "tensorrt") -> MixedResult:
     """Write the mixed INT8/float ONNX to ``out`` and return what was kept in float and why.
 
     ``max_float`` caps how many layers may stay out of INT8 (None: as many as the budget needs);
-    they run in ``float_dtype``.
+    they run in ``float_dtype``. ``target``: as in :func:`.qdq.quantize_onnx`.
     """
     import onnx
 
@@ -98,7 +98,7 @@ def mixed_precision(fp32_onnx: Union[str, Path], calibration: CalibrationList, d
 
         def variant(path: Union[str, Path], keep: Sequence[str], **kwargs: Any) -> Path:
             return quantize_onnx(fp32_onnx, calibration, path, method, keep_float=keep, cache=cache,
-                                 float_dtype=float_dtype, **kwargs)
+                                 float_dtype=float_dtype, target=target, **kwargs)
 
         full = variant(Path(tmp) / "all.onnx", [])
         base = score(full, samples, ref["preds"])
