@@ -230,3 +230,15 @@ def test_mixed_precision_honours_the_cpu_target(tiny_onnx, calib, tmp_path):
     inits = {i.name: i for i in model.graph.initializer}
     zps = [inits[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
     assert zps and set(zps) == {onnx.TensorProto.UINT8}
+
+
+def test_fp16_islands_change_nothing_when_refused(tiny_onnx):
+    from pspnet_trt.quant.qdq import fp16_islands
+
+    model = onnx.load(tiny_onnx)
+    before = model.SerializeToString()
+    for names, message in ((["/backbone_net/stem/stem.0/Conv", "/nope/Conv"], "no such nodes"),
+                           (["/backbone_net/stem/stem.0/Conv", "/backbone_net/layer1/layer1.0/Add"], "not a float Conv")):
+        with pytest.raises(UserError, match=message):
+            fp16_islands(model, names)
+        assert model.SerializeToString() == before

@@ -32,6 +32,7 @@ and CuPy into the environment.
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 import time
@@ -104,15 +105,29 @@ def _branch_depths(tensor: str, producers: Dict[str, Any], limit: int = 64) -> D
     return depths
 
 
+def _uses(graph: Any) -> Dict[str, int]:
+    """How many node inputs read each tensor."""
+    uses: Dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    return uses
+
+
+def _replace_nodes(graph: Any, nodes: Sequence[Any]) -> None:
+    """Make ``nodes`` (topologically ordered) the graph's node list; copies first, as clearing the list
+    may invalidate messages still referenced from it in some protobuf implementations."""
+    nodes = [copy.deepcopy(n) for n in nodes]
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+
+
 def residual_adds(model: Any) -> int:
     """For each residual Add whose inputs are both quantized, drop the Q/DQ pair on its main-branch
     input (the longer path back to the fork; produced by a Conv), in place. Returns how many."""
     graph = model.graph
     producers = {o: n for n in graph.node for o in n.output}
-    uses: Dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            uses[i] = uses.get(i, 0) + 1
+    uses = _uses(graph)
     dropped = set()
     for add in graph.node:
         dqs = [producers.get(i) for i in add.input]
@@ -135,51 +150,47 @@ def residual_adds(model: Any) -> int:
             continue
         add.input[main] = floats[main]
         dropped.update((dqs[main].output[0], qs[main].output[0]))
-    kept = [n for n in graph.node if n.output[0] not in dropped]
-    graph.ClearField("node")
-    graph.node.extend(kept)
+    _replace_nodes(graph, [n for n in graph.node if n.output[0] not in dropped])
     return len(dropped) // 2
 
 
 def fp16_islands(model: Any, names: Sequence[str]) -> List[str]:
     """Turn the float Convs ``names`` of ``model`` (in place) into ``Cast(fp16) -> Conv -> Cast(fp32)``
-    with FP16 weights and bias; returns the names changed. Raises if a name is not a float Conv."""
+    with FP16 weights and bias; returns the names changed. Raises, changing nothing, if a name is not
+    a float Conv with weights of its own."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    consumers: Dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers[i] = consumers.get(i, 0) + 1
-    wanted, nodes = set(names), []
-    for node in graph.node:
-        if node.name not in wanted:
-            nodes.append(node)
-            continue
-        wanted.discard(node.name)
+    uses = _uses(graph)
+    by_name = {n.name: n for n in graph.node}
+    missing = sorted(set(names) - set(by_name))
+    if missing:
+        raise UserError(f"no such nodes in the graph: {missing}")
+    for name in names:
+        node = by_name[name]
         params = node.input[1:]
         if node.op_type != "Conv" or any(p not in inits or inits[p].data_type != TensorProto.FLOAT for p in params):
-            raise UserError(f"{node.name} is not a float Conv with constant weights; only those can run in FP16")
-        inputs = [f"{node.name}/fp16_in"]
-        nodes.append(helper.make_node("Cast", [node.input[0]], inputs, name=f"{node.name}/CastToFp16",
-                                      to=TensorProto.FLOAT16))
-        for p in params:
-            if consumers[p] > 1:
-                raise UserError(f"{node.name}: weight {p} is shared with another node; cannot make it FP16 alone")
+            raise UserError(f"{name} is not a float Conv with constant weights; only those can run in FP16")
+        shared = [p for p in params if uses[p] > 1]
+        if shared:
+            raise UserError(f"{name}: weights {shared} are shared with another node; cannot make them FP16 alone")
+    nodes = []
+    for node in graph.node:
+        if node.name not in names:
+            nodes.append(node)
+            continue
+        for p in node.input[1:]:
             inits[p].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[p]).astype(np.float16), p))
-            inputs.append(p)
-        out = node.output[0]
-        node.input[:] = inputs
-        node.output[0] = f"{node.name}/fp16_out"
-        nodes.append(node)
-        nodes.append(helper.make_node("Cast", [node.output[0]], [out], name=f"{node.name}/CastToFp32",
-                                      to=TensorProto.FLOAT))
-    if wanted:
-        raise UserError(f"no such nodes in the graph: {sorted(wanted)}")
-    graph.ClearField("node")
-    graph.node.extend(nodes)
+        island = copy.deepcopy(node)
+        island.input[0], island.output[0] = f"{node.name}/fp16_in", f"{node.name}/fp16_out"
+        nodes += [helper.make_node("Cast", [node.input[0]], [island.input[0]], name=f"{node.name}/CastToFp16",
+                                   to=TensorProto.FLOAT16),
+                  island,
+                  helper.make_node("Cast", [island.output[0]], [node.output[0]], name=f"{node.name}/CastToFp32",
+                                   to=TensorProto.FLOAT)]
+    _replace_nodes(graph, nodes)
     return list(names)
 
 
