@@ -66,6 +66,9 @@ def test_list_records_input_size_and_quantize_refuses_another(tiny_onnx, tmp_pat
     with pytest.raises(UserError, match=r"made for input size 360x480 but .*tiny.onnx takes 64x128.*--input-size 64x128"):
         quantize_onnx(tiny_onnx, cal, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
+    listed.write_text(listed.read_text().replace("360x480", "360x"))
+    with pytest.raises(UserError, match="bad header line '# input-size: 360x'"):
+        CalibrationList.read(listed)
 
 
 def test_balanced_selection_prefers_rare_classes():

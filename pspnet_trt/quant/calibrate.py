@@ -45,8 +45,11 @@ class CalibrationList:
             if line.startswith("# root:"):
                 header_root = line.split(":", 1)[1].strip()
             elif line.startswith("# input-size:"):
-                h, w = line.split(":", 1)[1].strip().split("x")
-                size = (int(h), int(w))
+                try:
+                    h, w = line.split(":", 1)[1].strip().split("x")
+                    size = (int(h), int(w))
+                except ValueError:
+                    raise UserError(f"{path}: bad header line {line!r} (expected '# input-size: HxW')") from None
             elif line.strip() and not line.startswith("#"):
                 rel.append(line.strip())
         base = Path(root or header_root or path.parent)
