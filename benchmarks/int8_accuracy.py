@@ -67,7 +67,9 @@ def main() -> int:
         calib = CalibrationList.read(make_calibration_list(MODEL, args.data, "train", 64, 0, out=work / "cal.txt"))
         graphs = {"fp32": fp32, "int8": quantize_onnx(fp32, calib, work / "int8.onnx", args.method)}
         result["quantize_s"] = round(time.perf_counter() - t, 1)
-        with mock.patch("pspnet_trt.quant.qdq.residual_adds", lambda m: 0):  # the previous placement
+        # the previous placement, which check_placement now refuses for TensorRT
+        with mock.patch("pspnet_trt.quant.qdq.residual_adds", lambda m: 0), \
+                mock.patch("pspnet_trt.quant.qdq.check_placement", lambda m, t: None):
             graphs["int8-both-adds"] = quantize_onnx(fp32, calib, work / "both.onnx", args.method)
         t = time.perf_counter()
         mixed = mixed_precision(fp32, calib, val, args.budget, work / "mixed.onnx", args.method, num_images=8)
