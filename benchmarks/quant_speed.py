@@ -2,6 +2,7 @@
 same threads, medians of one run) and the wall time of calibration + quantization with 64 images.
 
     python benchmarks/quant_speed.py [--model r50_os8_cityscapes] [--size 512x1024] [--images 64] [--runs 5]
+        [--latency-only | --calibration-only]
 
 Random weights (latency does not depend on them); calibration images are CamVid training images
 ($CAMVID_ROOT, else the committed sample) resized to the input size, as Cityscapes is not available here.
@@ -50,7 +51,10 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--method", default="entropy")
-    ap.add_argument("--latency-only", action="store_true", help="minmax on 4 images: latency ratios only")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--latency-only", action="store_true", help="minmax on 4 images: latency ratios only")
+    mode.add_argument("--calibration-only", action="store_true",
+                      help="only the wall time of calibration + quantization (TensorRT graph, --images images)")
     args = ap.parse_args()
     spec, size = get_spec(args.model), parse_size(args.size)
     root = Path(os.environ.get("CAMVID_ROOT") or ROOT / "samples" / "camvid")
@@ -66,6 +70,9 @@ def main() -> int:
         int8 = {"tensorrt": quantize_onnx(fp32, calib, Path(tmp) / "int8.onnx", method)}
         result["calibration_quantization_s"] = round(time.perf_counter() - t, 1)
         result["calibration_images"], result["method"] = len(calib.images), method
+        result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        if args.calibration_only:
+            return report(result, "_calibration")
         int8["cpu"] = quantize_onnx(fp32, calib, Path(tmp) / "int8_cpu.onnx", method, target="cpu")
         x = np.random.default_rng(0).standard_normal((1, 3, *size)).astype(np.float32)
         backends = {"fp32": OrtBackend(fp32, threads=args.threads)}
@@ -77,10 +84,20 @@ def main() -> int:
         result["median_ms"] = {k: statistics.median(v) for k, v in times.items()}
         result["speedup_vs_fp32"] = {k: result["median_ms"]["fp32"] / v for k, v in result["median_ms"].items()}
         result["mb"] = {"fp32": fp32.stat().st_size / 1e6, **{k: v.stat().st_size / 1e6 for k, v in int8.items()}}
-    suffix = "_latency" if args.latency_only else ""
+    return report(result, "_latency" if args.latency_only else "")
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def report(result: dict, suffix: str) -> int:
     out = ROOT / "benchmarks" / "results" / f"quant_speed{suffix}_{result['host']}_{datetime.date.today()}.json"
     write_json(out, result)
-    print({k: result[k] for k in ("median_ms", "speedup_vs_fp32", "calibration_quantization_s")})
+    print({k: v for k, v in result.items() if k in ("median_ms", "speedup_vs_fp32", "calibration_quantization_s",
+                                                    "calibration_images", "peak_rss_mb")})
     print(out)
     return 0
 
