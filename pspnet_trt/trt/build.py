@@ -91,7 +91,7 @@ def has_fp16_layers(info: Optional[DeployInfo]) -> bool:
 
 def precision_flags(cfg: BuildConfig, caps: Capabilities, strongly_typed: bool,
                     info: Optional[DeployInfo] = None) -> List[trt.BuilderFlag]:
-    """Builder flags for the weakly typed path (TensorRT < 10.12); none when strongly typed.
+    """Builder flags for the weakly typed path (TensorRT < 11; deprecated from 10.12); none when strongly typed.
     An INT8 graph with FP16 islands also gets FP16, else TensorRT would run those layers in FP32."""
     import tensorrt as trt
 
