@@ -37,7 +37,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from ..deploy import DeployInfo, read_onnx_info
 from ..deps import require
@@ -154,9 +154,9 @@ def residual_adds(model: Any) -> int:
     return len(dropped) // 2
 
 
-def fp16_islands(model: Any, names: Sequence[str]) -> List[str]:
+def fp16_islands(model: Any, names: Sequence[str]) -> None:
     """Turn the float Convs ``names`` of ``model`` (in place) into ``Cast(fp16) -> Conv -> Cast(fp32)``
-    with FP16 weights and bias; returns the names changed. Raises, changing nothing, if a name is not
+    with FP16 weights and bias. Raises, changing nothing, if a name is not
     a float Conv with weights of its own."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -191,7 +191,6 @@ def fp16_islands(model: Any, names: Sequence[str]) -> List[str]:
                   helper.make_node("Cast", [island.output[0]], [node.output[0]], name=f"{node.name}/CastToFp32",
                                    to=TensorProto.FLOAT)]
     _replace_nodes(graph, nodes)
-    return list(names)
 
 
 def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out: Union[str, Path],
@@ -224,7 +223,8 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
     calibration.check_input_size(info.input_size, onnx_path)
     model = onnx.load(str(onnx_path))
     start = time.perf_counter()
-    exclude = sorted(set(excluded_nodes(model)) | set(keep_float))
+    by_rule = excluded_nodes(model)
+    exclude = sorted(set(by_rule) | set(keep_float))
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "q.onnx"
         quantize_static(
@@ -254,7 +254,7 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
     seconds = time.perf_counter() - start
     extra = {**info.extra, "quantization": {
         "tool": "onnxruntime.quantization", "method": method, "target": target, "calibration_images": len(calibration.images),
-        "kept_float": list(keep_float), "kept_float_dtype": float_dtype, "excluded_by_rule": excluded_nodes(model),
+        "kept_float": list(keep_float), "kept_float_dtype": float_dtype, "excluded_by_rule": by_rule,
         "seconds": round(seconds, 1), **(calibration_info or {})}}
     attach_metadata(quantized, info.with_(precision="int8", extra=extra))
     check_placement(quantized, target)

@@ -96,10 +96,13 @@ class TensorRTBackend(Backend):
     def engine_io(self) -> List[TensorIO]:
         import tensorrt as trt
 
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        return [TensorIO(n, self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
-                         tuple(self.engine.get_tensor_shape(n)[i] for i in range(len(self.engine.get_tensor_shape(n)))),
-                         str(self.engine.get_tensor_dtype(n)).split(".")[-1]) for n in names]
+        io = []
+        for i in range(self.engine.num_io_tensors):
+            n = self.engine.get_tensor_name(i)
+            dims = self.engine.get_tensor_shape(n)
+            io.append(TensorIO(n, self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT,
+                               tuple(dims[k] for k in range(len(dims))), str(self.engine.get_tensor_dtype(n)).split(".")[-1]))
+        return io
 
     # -- per-thread execution state ------------------------------------------------------------
     def _context(self) -> trt.IExecutionContext:
@@ -177,9 +180,12 @@ class TensorRTBackend(Backend):
         n = int(images.shape[0])
         h, w = self.info.input_size
         _check_tensor(images, (n, 3, h, w), "float32", "images")
+        unknown = sorted(set(outputs) - set(self.outputs))
+        if unknown:
+            raise UserError(f"run_dlpack: no output named {unknown}; the engine writes {self.outputs}")
         for name, t in outputs.items():
             shape = (n, self.info.num_classes, h, w) if name == "logits" else (n, h, w)
-            _check_tensor(t, shape, np.dtype(self._dtype(name)).name if name in self.outputs else "?", name)
+            _check_tensor(t, shape, np.dtype(self._dtype(name)).name, name)
         self.infer_device(_pointer(images), {k: _pointer(v) for k, v in outputs.items()}, stream, n)
 
     def _free(self, bufs: Dict[str, Any]) -> None:
