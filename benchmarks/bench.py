@@ -1,7 +1,7 @@
 """Latency p50/p90/p99 and throughput of engines, ONNX files and PyTorch; results as files.
 
     python benchmarks/bench.py --model r18_os8_camvid --onnx a.onnx --onnx b.onnx [--engine e.engine] [--torch]
-        [--threads 2] [--iters 20] [--warmup 3] [--tegrastats] [--out benchmarks/results]
+        [--device auto] [--threads 2] [--iters 20] [--warmup 3] [--tegrastats] [--out benchmarks/results]
 
 Writes benchmarks/results/bench_<host>_<date>.json, a markdown table beside it and a PNG plot.
 On a Jetson, --tegrastats samples board power while each backend is timed.
@@ -46,8 +46,8 @@ class Tegrastats:
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     from pspnet_trt.runtime import open_backend
 
-    backends = [(p, lambda p=p: open_backend(p, threads=args.threads)) for p in args.onnx]
-    backends += [(p, lambda p=p: open_backend(p, device="cuda")) for p in args.engine]
+    backends = [(p, lambda p=p: open_backend(p, device=args.device, threads=args.threads)) for p in args.onnx]
+    backends += [(p, lambda p=p: open_backend(p, device=args.device)) for p in args.engine]
     if args.torch:
         from pspnet_trt.export import parse_size
         from pspnet_trt.runtime.torch_backend import TorchBackend
@@ -62,9 +62,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
             spec = get_spec(args.model)
             size = parse_size(args.input_size) if args.input_size else spec.deploy_size
-            device = "cuda" if torch.cuda.is_available() else "cpu"
             return TorchBackend(zoo_model(args.model, args.checkpoint), DeployInfo.from_spec(spec, input_size=size,
-                                output="labels"), device=device)
+                                output="labels"), device=args.device)
 
         backends.append(("pytorch", torch_backend))
     rows = []
@@ -116,7 +115,9 @@ def plot(data: Dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    from pspnet_trt.runtime.device import DEVICE_HELP
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--onnx", action="append", default=[])
@@ -129,7 +130,12 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--tegrastats", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = ap.parse_args()
+    ap.add_argument("--device", default="auto", help=DEVICE_HELP)
+    return ap
+
+
+def main() -> int:
+    args = parser().parse_args()
     data = run(args)
     stem = Path(args.out) / f"bench_{data['host']}_{datetime.date.today()}_{args.model}"
     write_json(f"{stem}.json", data)

@@ -64,15 +64,15 @@ def gpu_latency(backend: Any, iterations: int = 50, warmup: int = 10) -> float:
     from .trt import cuda
 
     cudart = cuda.runtime()
-    bufs = backend._buffers(backend.info.batch or 1)  # noqa: SLF001  (the backend's own device buffers)
-    stream = bufs["stream"]
-    inp = bufs["device"][backend.info.input_name]
-    outs = {n: bufs["device"][n] for n in backend.outputs}
+    bufs = backend.device_buffers()  # the backend's own device buffers, at its batch
+    stream = bufs.stream
+    inp = bufs.device[backend.info.input_name]
+    outs = {n: bufs.device[n] for n in backend.outputs}
     start, end = cuda.check(cudart.cudaEventCreate()), cuda.check(cudart.cudaEventCreate())
     times = []
     for i in range(warmup + iterations):
         cuda.check(cudart.cudaEventRecord(start, stream))
-        backend.infer_device(inp, outs, stream)
+        backend.infer_device(inp, outs, stream, bufs.batch)
         cuda.check(cudart.cudaEventRecord(end, stream))
         cuda.check(cudart.cudaEventSynchronize(end))
         if i >= warmup:

@@ -38,3 +38,8 @@ def require(module: str, purpose: str = "") -> ModuleType:
         if root == "torch":
             hint += " (or a torch wheel for your platform, e.g. NVIDIA's on Jetson)"
         raise MissingDependency(f"{pip_name} is needed{what} but is not installed ({e}). Install it with: {hint}") from e
+
+
+def import_tensorrt() -> ModuleType:
+    """``tensorrt``, or a :class:`MissingDependency` saying how to install it (used by build and runtime alike)."""
+    return require("tensorrt", "building and running TensorRT engines")

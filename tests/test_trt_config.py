@@ -287,20 +287,20 @@ def test_engine_io_must_match_its_manifest(tiny_info):
 
 def test_dlpack_tensors_are_checked_before_use():
     torch = pytest.importorskip("torch")
-    from pspnet_trt.runtime.tensorrt import _check_tensor
+    from pspnet_trt.runtime.tensorrt import check_dlpack_tensor
 
-    _check_tensor(torch.zeros(2, 3, 64, 128), (2, 3, 64, 128), "float32", "images")
+    check_dlpack_tensor(torch.zeros(2, 3, 64, 128), (2, 3, 64, 128), "float32", "images")
     with pytest.raises(UserError, match="not contiguous"):
-        _check_tensor(torch.zeros(2, 64, 128, 3).permute(0, 3, 1, 2), (2, 3, 64, 128), "float32", "images")
+        check_dlpack_tensor(torch.zeros(2, 64, 128, 3).permute(0, 3, 1, 2), (2, 3, 64, 128), "float32", "images")
     with pytest.raises(UserError, match="images is float16"):
-        _check_tensor(torch.zeros(2, 3, 64, 128, dtype=torch.float16), (2, 3, 64, 128), "float32", "images")
+        check_dlpack_tensor(torch.zeros(2, 3, 64, 128, dtype=torch.float16), (2, 3, 64, 128), "float32", "images")
     with pytest.raises(UserError, match="labels is uint8 \\(2, 64, 127\\)"):
-        _check_tensor(torch.zeros(2, 64, 127, dtype=torch.uint8), (2, 64, 128), "uint8", "labels")
+        check_dlpack_tensor(torch.zeros(2, 64, 127, dtype=torch.uint8), (2, 64, 128), "uint8", "labels")
     import numpy as np  # CuPy-like flags
 
-    _check_tensor(np.zeros((2, 64, 128), np.uint8), (2, 64, 128), "uint8", "labels")
+    check_dlpack_tensor(np.zeros((2, 64, 128), np.uint8), (2, 64, 128), "uint8", "labels")
     with pytest.raises(UserError, match="not contiguous"):
-        _check_tensor(np.zeros((2, 128, 64), np.uint8).transpose(0, 2, 1), (2, 64, 128), "uint8", "labels")
+        check_dlpack_tensor(np.zeros((2, 128, 64), np.uint8).transpose(0, 2, 1), (2, 64, 128), "uint8", "labels")
 
 
 def test_implicit_calibration_is_refused_for_batches_above_one(monkeypatch, tmp_path, tiny_info):

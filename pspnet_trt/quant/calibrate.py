@@ -12,67 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
+from ..calibration import CalibrationList  # noqa: F401  (re-exported: the list format lives in core)
 from ..data import SegDataset, dataset_for_spec
-from ..deploy import DeployInfo
 from ..errors import UserError
 from ..files import atomic_open
-from ..preprocess import make_batch, read_image
 from ..zoo import get_spec
 
 log = logging.getLogger(__name__)
 CALIBRATION_DIR = Path("calibration")
-
-
-@dataclass
-class CalibrationList:
-    root: Path
-    images: List[Path]  # absolute
-    input_size: Optional[Tuple[int, int]] = None  # deploy size it was made for (H, W), if stated
-
-    @classmethod
-    def read(cls, path: Union[str, Path], root: Optional[Union[str, Path]] = None) -> CalibrationList:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"calibration list {path} does not exist; make one with `pspnet-trt calibrate`")
-        header_root, rel, size = None, [], None
-        for line in path.read_text().splitlines():
-            if line.startswith("# root:"):
-                header_root = line.split(":", 1)[1].strip()
-            elif line.startswith("# input-size:"):
-                try:
-                    h, w = line.split(":", 1)[1].strip().split("x")
-                    size = (int(h), int(w))
-                except ValueError:
-                    raise UserError(f"{path}: bad header line {line!r} (expected '# input-size: HxW')") from None
-            elif line.strip() and not line.startswith("#"):
-                rel.append(line.strip())
-        base = Path(root or header_root or path.parent)
-        images = [p if p.is_absolute() else base / p for p in map(Path, rel)]
-        missing = [str(p) for p in images if not p.is_file()]
-        if missing:
-            raise UserError(f"{path}: {len(missing)} images are missing, e.g. {missing[0]} "
-                            "(pass the dataset root with --data if it moved)")
-        if not images:
-            raise UserError(f"calibration list {path} lists no images")
-        return cls(base, images, size)
-
-    def check_input_size(self, size: Tuple[int, int], onnx_path: Union[str, Path]) -> None:
-        """Refuse an ONNX whose input size differs from the one this list was made for."""
-        if self.input_size is not None and tuple(size) != tuple(self.input_size):
-            made, want = "x".join(map(str, self.input_size)), "x".join(map(str, size))
-            raise UserError(f"the calibration list was made for input size {made} but {onnx_path} takes {want}: "
-                            f"run `pspnet-trt calibrate ... --input-size {want}` or quantize the {made} export")
-
-    def batches(self, info: DeployInfo) -> Iterator[np.ndarray]:
-        """Each image preprocessed exactly as at deploy time (the artifact's own metadata)."""
-        for p in self.images:
-            yield make_batch([read_image(str(p))], info.input_size, info.normalization)
 
 
 def select_balanced(dataset: SegDataset, n: int, seed: int, num_classes: int) -> List[int]:

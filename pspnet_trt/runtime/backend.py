@@ -2,7 +2,8 @@
 
 ``run(batch)`` takes an Nx3xHxW float32 batch, already resized to ``info.input_size`` and
 normalised (see :mod:`pspnet_trt.preprocess`), and returns the artifact's outputs by name:
-``"logits"`` (NxCxHxW float32, upsampled to the input size) and/or ``"labels"`` (NxHxW uint8).
+``"logits"`` (NxCxHxW float32, upsampled to the input size) and/or ``"labels"`` (NxHxW uint8, whatever
+the artifact's own label type: TensorRT 8.x engines write int32, see :func:`as_uint8_labels`).
 """
 
 from __future__ import annotations
@@ -45,9 +46,20 @@ class Backend(abc.ABC):
         return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-def open_backend(source: Union[str, Path], device: str = "cpu", checkpoint: Optional[Union[str, Path]] = None,
+def as_uint8_labels(labels: np.ndarray) -> np.ndarray:
+    """Label maps as uint8 (TensorRT 8.5/8.6 engines give int32). A value outside 0..255 becomes 255, which is
+    no class (classes are < 255), rather than wrapping around onto a valid class (300 would become 44)."""
+    if labels.dtype == np.uint8:
+        return labels
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        labels = np.where((labels < 0) | (labels > 255), 255, labels)
+    return labels.astype(np.uint8)
+
+
+def open_backend(source: Union[str, Path], device: str = "auto", checkpoint: Optional[Union[str, Path]] = None,
                  **kwargs: Any) -> Backend:
-    """A backend for ``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``) or a zoo name."""
+    """A backend for ``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``) or a zoo name.
+    ``device``: auto, cpu, cuda or cuda:N; ``auto`` is resolved per artifact (see :mod:`.device`)."""
     path = Path(source)
     if path.suffix == ".onnx":
         from .ort import OrtBackend

@@ -9,7 +9,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment images with an .onnx, an engine or a zoo model")
     p.add_argument("--model", required=True, help=".onnx, .engine (with its manifest) or zoo name")
     p.add_argument("--checkpoint", help="checkpoint for a zoo name (PyTorch backend)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N (see Segmenter.open)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("images", nargs="+", help="image files")

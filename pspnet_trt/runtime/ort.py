@@ -15,20 +15,23 @@ import numpy as np
 from ..deploy import METADATA_KEY, DeployInfo
 from ..deps import require
 from ..errors import UserError
-from .backend import Backend
+from .backend import Backend, as_uint8_labels
+from .device import resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def _providers(ort: Any, device: str) -> List[str]:
+def _providers(ort: Any, device: str) -> List[Any]:
+    """Execution providers for ``device`` (auto: CUDA where this onnxruntime has it, i.e. onnxruntime-gpu)."""
     available = ort.get_available_providers()
-    if device.startswith("cuda"):
+    dev = resolve_device(device, lambda: "CUDAExecutionProvider" in available)
+    if dev.is_cuda:
         if "CUDAExecutionProvider" not in available:
             raise UserError(
                 f"device {device!r} asked for, but this onnxruntime has no CUDA provider (available: {available}); "
                 "install onnxruntime-gpu instead of onnxruntime, or use device='cpu'"
             )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": dev.index}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
@@ -63,7 +66,7 @@ class OrtBackend(Backend):
         values = self.session.run(self.output_names, {self.info.input_name: batch})
         out = dict(zip(self.output_names, values))
         if "labels" in out:
-            out["labels"] = out["labels"].astype(np.uint8, copy=False)
+            out["labels"] = as_uint8_labels(out["labels"])
         if "logits" in out:
             out["logits"] = out["logits"].astype(np.float32, copy=False)
         return out

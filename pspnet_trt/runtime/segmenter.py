@@ -23,7 +23,7 @@ import numpy as np
 from ..deploy import DeployInfo
 from ..errors import UserError
 from ..preprocess import check_image, logits_to_labels, make_batch, overlay, resize_labels
-from .backend import Backend, open_backend
+from .backend import Backend, as_uint8_labels, open_backend
 
 
 class Segmenter:
@@ -32,10 +32,12 @@ class Segmenter:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, source: Union[str, Path], device: str = "cpu", checkpoint: Optional[Union[str, Path]] = None,
+    def open(cls, source: Union[str, Path], device: str = "auto", checkpoint: Optional[Union[str, Path]] = None,
              **kwargs: Any) -> Segmenter:
         """``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``, manifest beside it) or a zoo name
-        (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``cpu`` or ``cuda[:N]``."""
+        (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``auto`` (an engine on CUDA; an .onnx
+        on CUDA when onnxruntime-gpu is installed; a zoo model on CUDA when torch sees a GPU; else the CPU),
+        ``cpu``, ``cuda`` or ``cuda:N``."""
         return cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs))
 
     # -- what the artifact says about itself ------------------------------------------------------
@@ -76,6 +78,8 @@ class Segmenter:
                 batch = np.concatenate([batch, np.repeat(batch[-1:], self.info.batch - len(chunk), axis=0)])
             with self._lock:
                 out = self.backend.run(batch)
+            if "labels" in out:  # uint8 from every backend (TensorRT 8.x engines write int32)
+                out["labels"] = as_uint8_labels(out["labels"])
             for i, image in enumerate(chunk):
                 size = image.shape[:2]
                 if "logits" in out:  # bilinear logits to the image size, then argmax (sssegmentation's way)
@@ -88,16 +92,17 @@ class Segmenter:
         """The label map in the artifact's palette blended over the image."""
         return overlay(image_bgr, labels, self.palette, alpha)
 
-    def infer_device(self, input_ptr: int, output_ptr: Any, stream: int = 0) -> None:
+    def infer_device(self, input_ptr: int, output_ptr: Any, stream: int = 0, batch: Optional[int] = None) -> None:
         """Run on raw CUDA device pointers (Nx3xHxW float32 in, the artifact's outputs out) on ``stream``.
 
         For apps that keep their data on the GPU (C++ next to Python): no host copies. TensorRT only.
+        ``batch``: N (a static-batch engine takes only its own, the default; a dynamic one 1..max, default 1).
         """
         fn = getattr(self.backend, "infer_device", None)
         if fn is None:
             raise UserError(f"infer_device needs the TensorRT backend; this Segmenter runs on {self.backend.name}")
         with self._lock:
-            fn(input_ptr, output_ptr, stream)
+            fn(input_ptr, output_ptr, stream, batch)
 
     def close(self) -> None:
         self.backend.close()

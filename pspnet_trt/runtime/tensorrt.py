@@ -2,9 +2,15 @@
 
 * ``run(batch)``: numpy in and out (the common Backend call shape); copies through device buffers
   it owns, on its own CUDA stream.
-* ``infer_device(input_ptr, output_ptrs, stream)``: raw CUDA device pointers and a stream handle,
+* ``infer_device(input_ptr, output_ptrs, stream, batch)``: raw CUDA device pointers and a stream handle,
   for apps whose data already lives on the GPU (C++ next to Python): no host copies at all.
 * ``run_dlpack(tensor)``: any ``__dlpack__`` / torch CUDA tensor, zero-copy, via its data pointer.
+
+Batch: a static-batch engine runs exactly its batch, a dynamic one 1..``--max-batch`` (see
+:func:`engine_batch`); anything else is refused before TensorRT reads or writes a byte.
+Device: ``cuda:N`` is the GPU the manifest is checked against, the engine is deserialized on, and
+every call makes current (CUDA's current device is per thread). Labels: ``run`` returns uint8;
+``infer_device``/``run_dlpack`` write the engine's own label type (int32 on TensorRT 8.5/8.6).
 
 Threads: an execution context is not thread-safe. Each thread that calls ``run``/``infer_device``
 gets its own context (``threading.local``) sharing the one engine; the numpy path's device buffers
@@ -15,15 +21,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..deploy import DeployInfo
+from ..deps import import_tensorrt
 from ..errors import UserError
-from ..trt.manifest import GpuInfo, check_manifest, read_manifest
-from .backend import Backend
+from ..trt.manifest import GpuInfo, check_engine_file, check_manifest, read_manifest
+from .backend import Backend, as_uint8_labels
+from .device import resolve_device
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -65,28 +74,63 @@ def check_engine_io(io: Sequence[TensorIO], info: DeployInfo, engine: Union[str,
                             f"of a supported type: {rebuild}")
 
 
+def engine_batch(requested: Optional[int], static: Optional[int], max_batch: Optional[int]) -> int:
+    """The batch to run: a static-batch engine runs exactly ``static`` images (also when ``requested`` is None),
+    a dynamic one ``requested`` (default 1) within 1..``max_batch`` (its optimization profile; None = unknown,
+    TensorRT's profile check decides). Anything else is refused: the engine would read and write past the
+    caller's buffers."""
+    if static is not None:
+        if requested is not None and requested != static:
+            raise UserError(f"this engine was built for a static batch of {static}, got {requested}: pass exactly "
+                            f"{static} images (pad the last chunk, as Segmenter does), or export with "
+                            "--dynamic-batch and build with --max-batch")
+        return static
+    n = 1 if requested is None else int(requested)
+    if n < 1 or (max_batch is not None and n > max_batch):
+        raise UserError(f"batch {n} is outside this engine's range 1..{max_batch or 'max'}: "
+                        f"{'rebuild with --max-batch ' + str(n) if n > 1 else 'pass at least one image'}")
+    return n
+
+
+@dataclass
+class DeviceBuffers:
+    """The numpy path's host and device buffers of one thread, at one batch size."""
+
+    batch: int
+    host: Dict[str, np.ndarray]
+    device: Dict[str, int]  # CUDA device pointers by tensor name
+    stream: int  # CUDA stream handle
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, path: Union[str, Path], device: str = "cuda") -> None:
+    def __init__(self, path: Union[str, Path], device: str = "auto") -> None:
+        """``device``: auto or cuda (GPU 0), or cuda:N; cpu is refused (open the .onnx for the CPU)."""
         from ..trt import cuda
-        from ..trt.build import import_tensorrt
 
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"engine {self.path} does not exist; build it with `pspnet-trt build`")
-        if device == "cpu":
+        dev = resolve_device(device, lambda: True)
+        if not dev.is_cuda:
             raise UserError("TensorRT engines run on an NVIDIA GPU (device='cuda'); open the .onnx for the CPU")
-        manifest = read_manifest(self.path)  # before touching TensorRT: the clearest error first
+        self.device_index = dev.index
+        manifest = read_manifest(self.path)  # before touching TensorRT: the clearest errors first
+        data = self.path.read_bytes()
+        check_engine_file(manifest, data, self.path)
         import_tensorrt()  # a clear message if it is missing
         import tensorrt as trt
 
-        name, cc = cuda.device_info()
+        cuda.set_device(self.device_index)  # the manifest is checked against, and the engine lives on, this GPU
+        name, cc = cuda.device_info(self.device_index)
         check_manifest(manifest, self.path, str(trt.__version__), GpuInfo(name, cc))
         self.info = manifest.info
         self.manifest = manifest
+        max_batch = manifest.build_flags.get("max_batch")
+        self.max_batch: Optional[int] = None if self.info.batch is not None or max_batch is None else int(max_batch)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine: trt.ICudaEngine = runtime.deserialize_cuda_engine(self.path.read_bytes())
+        self.engine: trt.ICudaEngine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise UserError(f"TensorRT could not deserialize {self.path} (corrupt file?); rebuild it")
         check_engine_io(self.engine_io(), self.info, self.path)
@@ -115,11 +159,16 @@ class TensorRTBackend(Backend):
     def _dtype(self, name: str) -> Any:
         return NP_DTYPES[str(self.engine.get_tensor_dtype(name)).split(".")[-1]]
 
-    def _buffers(self, batch: int) -> Dict[str, Any]:
+    def device_buffers(self, batch: Optional[int] = None) -> DeviceBuffers:
+        """This thread's host and device buffers for ``batch`` images (default: the engine's batch, or 1), made
+        on first use and kept until the batch changes or :meth:`close`. ``run`` copies through them;
+        benchmarks time ``infer_device`` on them."""
         from ..trt import cuda
 
-        bufs: Optional[Dict[str, Any]] = getattr(self._local, "buffers", None)
-        if bufs is not None and bufs["batch"] == batch:
+        batch = engine_batch(batch, self.info.batch, self.max_batch)
+        cuda.make_current(self.device_index)  # the copies on this thread go to this engine's GPU
+        bufs: Optional[DeviceBuffers] = getattr(self._local, "buffers", None)
+        if bufs is not None and bufs.batch == batch:
             return bufs
         if bufs is not None:
             self._free(bufs)
@@ -128,8 +177,7 @@ class TensorRTBackend(Backend):
         for name in self.outputs:
             shape = (batch, self.info.num_classes, h, w) if name == "logits" else (batch, h, w)
             host[name] = np.empty(shape, self._dtype(name))
-        bufs = {"batch": batch, "host": host, "device": {k: cuda.malloc(v.nbytes) for k, v in host.items()},
-                "stream": cuda.stream_create()}
+        bufs = DeviceBuffers(batch, host, {k: cuda.malloc(v.nbytes) for k, v in host.items()}, cuda.stream_create())
         self._local.buffers = bufs
         return bufs
 
@@ -138,15 +186,20 @@ class TensorRTBackend(Backend):
                      batch: Optional[int] = None) -> None:
         """Enqueue inference on ``stream`` reading ``input_ptr`` (Nx3xHxW float32) and writing the outputs.
 
-        ``output_ptrs``: one pointer (single-output engines) or {output name: pointer}. Returns after
-        enqueueing; synchronise ``stream`` before reading the outputs.
+        ``output_ptrs``: one pointer (single-output engines) or {output name: pointer}. ``batch``: N; a
+        static-batch engine takes only its own (the default), a dynamic one 1..max batch (default 1).
+        Makes this engine's GPU current on the calling thread. Returns after enqueueing; synchronise
+        ``stream`` before reading the outputs.
         """
-        ctx = self._context()
+        from ..trt import cuda
+
+        n = engine_batch(batch, self.info.batch, self.max_batch)
         if isinstance(output_ptrs, int):
             if len(self.outputs) != 1:
                 raise UserError(f"this engine has outputs {self.outputs}: pass a dict of pointers")
             output_ptrs = {self.outputs[0]: output_ptrs}
-        n = batch or self.info.batch or 1
+        cuda.make_current(self.device_index)
+        ctx = self._context()
         if self.info.batch is None and not ctx.set_input_shape(self.info.input_name, (n, 3, *self.info.input_size)):
             raise UserError(f"batch {n} is outside the engine's optimization profile; rebuild with --max-batch {n}")
         missing = [name for name in self.outputs if name not in output_ptrs]
@@ -162,8 +215,8 @@ class TensorRTBackend(Backend):
         from ..trt import cuda
 
         batch = self.check_batch(batch)
-        bufs = self._buffers(batch.shape[0])
-        host, device, stream = bufs["host"], bufs["device"], bufs["stream"]
+        bufs = self.device_buffers(batch.shape[0])
+        host, device, stream = bufs.host, bufs.device, bufs.stream
         np.copyto(host[self.info.input_name], batch)
         cuda.memcpy_htod(device[self.info.input_name], host[self.info.input_name].ctypes.data,
                          host[self.info.input_name].nbytes, stream)
@@ -171,29 +224,33 @@ class TensorRTBackend(Backend):
         for name in self.outputs:
             cuda.memcpy_dtoh(host[name].ctypes.data, device[name], host[name].nbytes, stream)
         cuda.stream_sync(stream)
-        return {name: host[name].copy() for name in self.outputs}
+        out = {name: host[name].copy() for name in self.outputs}
+        if "labels" in out:  # uint8 from every backend (TensorRT 8.x engines write int32)
+            out["labels"] = as_uint8_labels(out["labels"])
+        return out
 
     def run_dlpack(self, images: Any, outputs: Dict[str, Any], stream: int = 0) -> None:
         """Zero-copy on CUDA tensors: ``images`` and each of ``outputs`` expose ``data_ptr()`` (torch) or
         ``__cuda_array_interface__`` (CuPy, Numba); shapes and dtypes must be the engine's, memory
         contiguous (checked). ``stream``: the producer's stream (torch: ``torch.cuda.current_stream().cuda_stream``)."""
-        n = int(images.shape[0])
+        n = engine_batch(int(images.shape[0]), self.info.batch, self.max_batch)
         h, w = self.info.input_size
-        _check_tensor(images, (n, 3, h, w), "float32", "images")
+        check_dlpack_tensor(images, (n, 3, h, w), "float32", "images")
         unknown = sorted(set(outputs) - set(self.outputs))
         if unknown:
             raise UserError(f"run_dlpack: no output named {unknown}; the engine writes {self.outputs}")
         for name, t in outputs.items():
             shape = (n, self.info.num_classes, h, w) if name == "logits" else (n, h, w)
-            _check_tensor(t, shape, np.dtype(self._dtype(name)).name, name)
+            check_dlpack_tensor(t, shape, np.dtype(self._dtype(name)).name, name)
         self.infer_device(_pointer(images), {k: _pointer(v) for k, v in outputs.items()}, stream, n)
 
-    def _free(self, bufs: Dict[str, Any]) -> None:
+    def _free(self, bufs: DeviceBuffers) -> None:
         from ..trt import cuda
 
-        for ptr in bufs["device"].values():
+        cuda.make_current(self.device_index)
+        for ptr in bufs.device.values():
             cuda.free(ptr)
-        cuda.stream_destroy(bufs["stream"])
+        cuda.stream_destroy(bufs.stream)
 
     def close(self) -> None:
         """Free this thread's buffers and stream (other threads' are freed by their own close())."""
@@ -203,7 +260,7 @@ class TensorRTBackend(Backend):
             self._local.buffers = None
 
 
-def _check_tensor(t: Any, shape: Tuple[int, ...], dtype: str, name: str) -> None:
+def check_dlpack_tensor(t: Any, shape: Tuple[int, ...], dtype: str, name: str) -> None:
     """Shape, dtype and contiguity of a torch/CuPy tensor handed to run_dlpack (a permuted view would run silently)."""
     got_shape = tuple(int(d) for d in t.shape)
     got_dtype = str(t.dtype).replace("torch.", "")

@@ -14,6 +14,7 @@ import numpy as np
 from ..deploy import DeployInfo
 from ..deps import require
 from .backend import Backend
+from .device import resolve_device
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,11 +24,11 @@ class TorchBackend(Backend):
     name = "pytorch"
 
     def __init__(self, model: nn.Module, info: DeployInfo, device: str = "cpu", threads: Optional[int] = None) -> None:
-        """``threads``: CPU threads for PyTorch. Note: torch's setting is process-wide, unlike ONNX Runtime's."""
+        """``device``: auto (CUDA if torch sees a GPU), cpu, cuda or cuda:N. ``threads``: CPU threads for PyTorch. Note: torch's setting is process-wide, unlike ONNX Runtime's."""
         self.torch = require("torch", "the PyTorch backend")
         if threads:
             self.torch.set_num_threads(threads)
-        self.device = self.torch.device(device)
+        self.device = self.torch.device(str(resolve_device(device, self.torch.cuda.is_available)))
         self.model = model.eval().to(self.device)
         self.info = info
 

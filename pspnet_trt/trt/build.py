@@ -13,13 +13,15 @@ the implicit INT8 calibrator only on TensorRT < 11 and only when asked for (``--
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 from ..deploy import DeployInfo
+from ..deps import import_tensorrt
 from ..errors import UserError
 from ..files import atomic_path, sha256_file
 from .manifest import Manifest, write_manifest
@@ -49,13 +51,6 @@ class BuildConfig:
             raise UserError(f"--opt-level must be 0..5, got {self.opt_level}")
         if self.max_batch < 1:
             raise UserError(f"--max-batch must be >= 1, got {self.max_batch}")
-
-
-def import_tensorrt() -> Any:
-    """``tensorrt``, or a UserError saying how to install it."""
-    from ..deps import require
-
-    return require("tensorrt", "building and running TensorRT engines")
 
 
 def use_strong_typing(caps: Capabilities, cfg: BuildConfig) -> bool:
@@ -206,8 +201,11 @@ def save_timing_cache(config: trt.IBuilderConfig, path: Union[str, Path]) -> Non
 
 
 def save_engine(data: bytes, out: Union[str, Path], manifest: Manifest) -> Path:
-    """Engine and manifest, each written atomically (engine first: a manifest never points at nothing)."""
+    """Engine and manifest, each written atomically (engine first: a manifest never points at nothing).
+    The manifest records the engine's sha256 and size: a crash between the two writes leaves an engine
+    beside an older manifest, and loading refuses that pair."""
     out = Path(out)
+    manifest = replace(manifest, engine_sha256=hashlib.sha256(data).hexdigest(), engine_bytes=len(data))
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
     write_manifest(out, manifest)

@@ -21,7 +21,7 @@ def entropy_calibrator(calibration_list: str, info: DeployInfo) -> trt.IInt8Cali
     """An ``IInt8EntropyCalibrator2`` over ``calibration_list`` (defined here: its base class is TensorRT's)."""
     import tensorrt as trt
 
-    from ..quant.calibrate import CalibrationList
+    from ..calibration import CalibrationList
     from . import cuda
 
     calib = CalibrationList.read(calibration_list)

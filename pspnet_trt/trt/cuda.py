@@ -9,7 +9,7 @@ Polygraphy for ten functions.
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from ..deps import require
 from ..errors import UserError
@@ -33,14 +33,36 @@ def check(result: Tuple[Any, ...]) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def device_info() -> Tuple[str, str]:
-    """(name, compute capability "major.minor") of the current device, or a UserError without a GPU."""
-    cudart = runtime()
-    err, count = cudart.cudaGetDeviceCount()
+def device_count() -> int:
+    """Visible CUDA devices, or a UserError without a GPU."""
+    err, count = runtime().cudaGetDeviceCount()
     if int(err) != 0 or count == 0:
         raise UserError("no CUDA GPU is visible (cudaGetDeviceCount failed or returned 0): TensorRT engines need an "
                         "NVIDIA GPU with its driver; use the ONNX Runtime backend (.onnx) on this machine")
-    device = check(cudart.cudaGetDevice())
+    return int(count)
+
+
+def set_device(index: int) -> None:
+    """Make GPU ``index`` current for this thread (CUDA's current device is per thread), or a UserError naming
+    how many GPUs there are."""
+    count = device_count()
+    if not 0 <= index < count:
+        raise UserError(f"device cuda:{index} asked for, but {count} CUDA GPU{'s are' if count > 1 else ' is'} "
+                        f"visible (cuda:0..cuda:{count - 1}; CUDA_VISIBLE_DEVICES renumbers them)")
+    check(runtime().cudaSetDevice(index))
+
+
+def make_current(index: int) -> None:
+    """``cudaSetDevice(index)`` without the visibility check of :func:`set_device` (the hot path)."""
+    check(runtime().cudaSetDevice(index))
+
+
+def device_info(index: Optional[int] = None) -> Tuple[str, str]:
+    """(name, compute capability "major.minor") of GPU ``index`` (default: the current device), or a UserError
+    without a GPU."""
+    cudart = runtime()
+    device_count()
+    device = check(cudart.cudaGetDevice()) if index is None else index
     props = check(cudart.cudaGetDeviceProperties(device))
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return name.rstrip("\x00"), f"{props.major}.{props.minor}"

@@ -8,6 +8,7 @@ loading compares the manifest with the running TensorRT and GPU *before* deseria
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,8 @@ class Manifest:
     outputs: List[str]
     onnx: str
     onnx_sha256: str
+    engine_sha256: str = ""  # of the engine file this manifest was written with ("" = older pspnet-trt)
+    engine_bytes: int = 0
     build_flags: Dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
 
@@ -80,6 +83,23 @@ def read_manifest(engine: Union[str, Path]) -> Manifest:
         return Manifest.from_dict(json.loads(path.read_text()))
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e}); rebuild the engine") from None
+
+
+def check_engine_file(manifest: Manifest, data: bytes, engine: Union[str, Path]) -> None:
+    """Refuse an engine file that is not the one its manifest was written with (a build interrupted between
+    the engine and the manifest, or a file copied over another): every number the runtime uses comes from
+    the manifest."""
+    if not manifest.engine_sha256:
+        log.warning("%s: its manifest records no engine sha256 (written by an older pspnet-trt), so it cannot be "
+                    "checked against the engine; rebuild it to record one", manifest_path(engine))
+        return
+    sha = hashlib.sha256(data).hexdigest()
+    if len(data) != manifest.engine_bytes or sha != manifest.engine_sha256:
+        raise UserError(f"{engine} does not match its manifest {manifest_path(engine)} (engine: {len(data)} bytes, "
+                        f"sha256 {sha[:12]}; manifest: {manifest.engine_bytes} bytes, sha256 "
+                        f"{manifest.engine_sha256[:12]}): they were not written together (an interrupted build or a "
+                        f"copied file); rebuild it with `pspnet-trt build --onnx {manifest.onnx} --precision "
+                        f"{manifest.precision} --out {engine}`")
 
 
 def check_manifest(manifest: Manifest, engine: Union[str, Path], running_trt: str, gpu: Optional[GpuInfo]) -> None:

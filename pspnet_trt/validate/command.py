@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("whole", "slide"), default="whole",
                    help="whole: image resized to the input size; slide: crops of the input size (logits outputs only)")
     p.add_argument("--stride", help="HxW step of slide mode (default: 2/3 of the input size)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (default: per artifact, CUDA where it can run), cpu, cuda[:N]")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: their own choice)")
     p.add_argument("--report", required=True, help="report folder (report.json, report.md, iou_per_class.png)")
     p.set_defaults(func=_validate)

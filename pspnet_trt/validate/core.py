@@ -242,7 +242,7 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
 
 def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: Union[str, Path], *,
                        split: Optional[str] = None, checkpoint: Optional[Union[str, Path]] = None,
-                       device: str = "cpu", input_size: Optional[Tuple[int, int]] = None,
+                       device: str = "auto", input_size: Optional[Tuple[int, int]] = None,
                        num_classes: Optional[int] = None, threads: Optional[int] = None,
                        **kwargs: Any) -> ValidationReport:
     """Open everything from names and paths, then :func:`validate` (what ``pspnet-trt validate`` runs).
