@@ -287,6 +287,9 @@ def test_torch_backend_resolves_auto_and_the_index(tiny_model, tiny_info):
 
     expected = "cuda:0" if torch.cuda.is_available() else "cpu"
     assert str(TorchBackend(tiny_model, tiny_info, device="auto").device) == expected
+    beyond = torch.cuda.device_count()
+    with pytest.raises(UserError, match=f"cuda:{beyond} asked for, but this torch sees {beyond} CUDA GPU"):
+        TorchBackend(tiny_model, tiny_info, device=f"cuda:{beyond}")
 
 
 # -- item 8: device="auto" is the default ----------------------------------------------------------

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..deploy import DeployInfo
 from ..deps import require
+from ..errors import UserError
 from .backend import Backend
 from .device import resolve_device
 
@@ -24,11 +25,17 @@ class TorchBackend(Backend):
     name = "pytorch"
 
     def __init__(self, model: nn.Module, info: DeployInfo, device: str = "cpu", threads: Optional[int] = None) -> None:
-        """``device``: auto (CUDA if torch sees a GPU), cpu, cuda or cuda:N. ``threads``: CPU threads for PyTorch. Note: torch's setting is process-wide, unlike ONNX Runtime's."""
+        """``device``: auto (CUDA if torch sees a GPU), cpu, cuda or cuda:N. ``threads``: CPU threads for PyTorch.
+        Note: torch's setting is process-wide, unlike ONNX Runtime's."""
         self.torch = require("torch", "the PyTorch backend")
         if threads:
             self.torch.set_num_threads(threads)
-        self.device = self.torch.device(str(resolve_device(device, self.torch.cuda.is_available)))
+        dev = resolve_device(device, self.torch.cuda.is_available)
+        count = self.torch.cuda.device_count() if dev.is_cuda else 0
+        if dev.is_cuda and dev.index >= count:
+            raise UserError(f"device {dev} asked for, but this torch sees {count} CUDA GPU(s)"
+                            f"{'' if count else ' (a CPU-only torch build, or no driver)'}: use device='auto' or 'cpu'")
+        self.device = self.torch.device(str(dev))
         self.model = model.eval().to(self.device)
         self.info = info
 
