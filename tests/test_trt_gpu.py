@@ -38,3 +38,30 @@ def test_engine_matches_onnxruntime(tmp_path, tiny_model, tiny_info, precision):
     x = np.random.default_rng(0).standard_normal((1, 3, *tiny_info.input_size)).astype(np.float32)
     ours, ref = TensorRTBackend(engine).run(x), OrtBackend(onnx).run(x)
     assert (ours["labels"] == ref["labels"]).mean() > 0.999
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def test_engine_runtime_contracts_on_a_real_gpu(tmp_path, tiny_model, tiny_info):
+    """Issue 14 items 6, 7, 9, 10 on a real engine: manifest pairs with the engine, cuda:0 explicit, uint8 labels,
+    a batch the static engine was not built for is refused."""
+    import hashlib
+    import json
+
+    from pspnet_trt.errors import UserError
+    from pspnet_trt.export import export_onnx
+    from pspnet_trt.runtime import Segmenter
+    from pspnet_trt.runtime.tensorrt import TensorRTBackend
+    from pspnet_trt.trt import BuildConfig, build_engine
+
+    onnx = export_onnx(tiny_model, tiny_info, tmp_path / "m.onnx")
+    engine = build_engine(onnx, tmp_path / "m.engine", BuildConfig(precision="fp32", timing_cache=None))
+    record = json.loads((tmp_path / "m.engine.json").read_text())
+    assert record["engine_sha256"] == hashlib.sha256(engine.read_bytes()).hexdigest()
+    with Segmenter.open(engine) as seg:  # device="auto": CUDA
+        labels = seg.predict(np.zeros((100, 150, 3), np.uint8))
+        assert labels.dtype == np.uint8 and labels.shape == (100, 150)
+    backend = TensorRTBackend(engine, device="cuda:0")
+    bufs = backend.device_buffers()
+    with pytest.raises(UserError, match="static batch of 1, got 2"):
+        backend.infer_device(bufs.device["images"], {n: bufs.device[n] for n in backend.outputs}, bufs.stream, 2)
+    backend.close()
