@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pspnet_trt.deploy import METADATA_KEY, DeployInfo
-from pspnet_trt.export import check_export, export_onnx, parse_size
+from pspnet_trt.export import check_export, export_onnx
 from pspnet_trt.export.deploy_model import DeployPSPNet
 from pspnet_trt.export.onnx_export import FORBIDDEN_OPS, graph_summary
 from pspnet_trt.export.pools import FixedAdaptiveAvgPool2d, adaptive_windows, uniform_kernel
@@ -119,6 +119,8 @@ def test_export_check_cli_detects_other_weights(tmp_path):
 
 
 def test_parse_size_errors():
+    from pspnet_trt.sizes import parse_size
+
     assert parse_size("512x1024") == (512, 1024)
     with pytest.raises(Exception, match="HxW"):
         parse_size("512")

@@ -179,17 +179,6 @@ def zoo_model(name: str, checkpoint: Optional[Union[str, Path]] = None, num_clas
     return randomize_(model, random_seed)
 
 
-def parse_size(text: str) -> Tuple[int, int]:
-    """``"512x1024"`` -> (512, 1024) (H x W)."""
-    try:
-        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise UserError(f"size must look like HxW (e.g. 512x1024), got {text!r}") from None
-    if h < 32 or w < 32:
-        raise UserError(f"input size {h}x{w} is too small: PSPNet needs at least 32x32 (output stride 8/16)")
-    return h, w
-
-
 def graph_summary(model: onnx.ModelProto) -> Any:
     """Op-type histogram of a graph (for reports and tests)."""
     from collections import Counter

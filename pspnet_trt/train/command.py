@@ -33,7 +33,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..deps import require
 
     require("torch", "training")
-    from ..export import parse_size
+    from ..sizes import parse_size
     from . import TrainConfig, train
 
     cfg = TrainConfig(

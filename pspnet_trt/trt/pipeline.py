@@ -31,7 +31,8 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
                 input_size: Optional[str] = None, data: Optional[Union[str, Path]] = None,
                 validate_images: int = 20, out_dir: Union[str, Path] = "engines") -> int:
     from ..checkpoints import fetch_checkpoint
-    from ..export import export_zoo, parse_size
+    from ..export import export_zoo
+    from ..sizes import parse_size
     from ..zoo import get_spec
 
     spec = get_spec(model)
