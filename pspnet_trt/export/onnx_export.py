@@ -121,12 +121,20 @@ def save_onnx(model: onnx.ModelProto, out: Union[str, Path]) -> Path:
     return out
 
 
+def check_batch(batch: Optional[int]) -> None:
+    """A static batch must be a positive integer (None: dynamic)."""
+    if batch is not None and batch < 1:
+        raise UserError(f"--batch must be a positive number of images, got {batch}: pass --batch 1 (or N >= 1), or "
+                        "--dynamic-batch for a batch chosen at run time")
+
+
 def export_onnx(model: nn.Module, info: DeployInfo, out: Union[str, Path], precision: Optional[str] = None,
                 opset: int = OPSET, labels_dtype: str = "uint8", slim: bool = True) -> Path:
     """Export ``model`` (an eval PSPNet) for ``info.input_size``/``info.output``/``info.batch`` to ``out``.
 
     ``precision`` (``fp32`` or ``fp16``) overrides ``info.precision``. Returns ``out``.
     """
+    check_batch(info.batch)
     precision = precision or info.precision
     if precision not in ("fp32", "fp16"):
         raise UserError(f"export writes fp32 or fp16 graphs, got {precision!r} (INT8: `pspnet-trt quantize`)")
@@ -153,6 +161,7 @@ def export_zoo(name: str, out: Union[str, Path], checkpoint: Optional[Union[str,
     from ..files import sha256_file
     from ..zoo import get_spec
 
+    check_batch(batch)
     spec = get_spec(name)
     model = zoo_model(name, checkpoint, num_classes=num_classes, random_seed=random_seed)
     sha = sha256_file(checkpoint) if checkpoint is not None else None
