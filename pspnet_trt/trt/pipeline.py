@@ -55,7 +55,7 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
             from ..quant import CalibrationList, make_calibration_list, quantize_onnx
 
             calib = make_calibration_list(model, data, spec.train_split, 64, 0)
-            onnx = quantize_onnx(fp32, CalibrationList.read(calib), out / f"{tag}_int8.onnx")
+            onnx = quantize_onnx(fp32, CalibrationList.read(calib, data), out / f"{tag}_int8.onnx")
     from .build import build_engine
 
     engine = build_engine(onnx, out / f"{tag}_{cfg.precision}.engine", cfg)
