@@ -42,7 +42,7 @@ zoo: install
 	$(CLI) zoo
 
 demo: install
-	$(CLI) demo $(if $(DEMO_FAST),--fast) $(if $(DATA),--data $(DATA))
+	$(CLI) demo $(if $(DEMO_FAST),--fast) $(if $(DATA),--data $(DATA)) $(if $(TRAIN_FROM_SCRATCH),--from-scratch)
 
 train: install
 	$(if $(DATA),,$(error set DATA=<dataset root> (or CAMVID_ROOT)))
