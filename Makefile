@@ -42,22 +42,27 @@ zoo: install
 	$(CLI) zoo
 
 demo: install
-	$(CLI) demo $(if $(DEMO_FAST),--fast) $(if $(DATA),--data $(DATA))
+	$(CLI) demo $(if $(DEMO_FAST),--fast) $(if $(DATA),--data $(DATA)) $(if $(TRAIN_FROM_SCRATCH),--from-scratch)
 
 train: install
 	$(if $(DATA),,$(error set DATA=<dataset root> (or CAMVID_ROOT)))
 	$(CLI) train --model $(MODEL) --data $(DATA) --work-dir $(WORK) --resume
 
-EXPORT_PRECISION = $(if $(filter fp16,$(PRECISION)),fp16,fp32)
+# export writes the FP32 graph (what quantize reads) and, with PRECISION=fp16 (the default), the FP16 graph too.
+# The calibration list's image paths are relative to the dataset root: quantize takes it from DATA.
+FP32_ONNX = engines/$(MODEL)_fp32.onnx
+CALIBRATION ?= calibration/$(MODEL)_train_n64_s0.txt
 export: install
-	$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision $(EXPORT_PRECISION) --out engines/$(MODEL)_$(EXPORT_PRECISION).onnx
+	$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision fp32 --out $(FP32_ONNX)
+	$(if $(filter fp16,$(PRECISION)),$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision fp16 --out engines/$(MODEL)_fp16.onnx)
 
 calibrate: install
 	$(if $(DATA),,$(error set DATA=<dataset root>))
-	$(CLI) calibrate --model $(MODEL) --data $(DATA) --split train --num-images 64 --seed 0
+	$(CLI) calibrate --model $(MODEL) --data $(DATA) --split train --num-images 64 --seed 0 --out $(CALIBRATION)
 
 quantize: install
-	$(CLI) quantize --onnx engines/$(MODEL)_fp32.onnx --calibration calibration/$(MODEL)_train_n64_s0.txt $(if $(DATA),--data $(DATA)) --out engines/$(MODEL)_int8.onnx
+	$(if $(DATA),,$(error set DATA=<dataset root>: the calibration list's paths are relative to it))
+	$(CLI) quantize --onnx $(FP32_ONNX) --calibration $(CALIBRATION) --data $(DATA) --out engines/$(MODEL)_int8.onnx
 
 # make engine MODEL=r50_os8_cityscapes PRECISION=fp16 : download -> export -> (quantize) -> build -> quick validation
 engine: install

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     backends = [(p, lambda p=p: open_backend(p, device=args.device, threads=args.threads)) for p in args.onnx]
     backends += [(p, lambda p=p: open_backend(p, device=args.device)) for p in args.engine]
     if args.torch:
-        from pspnet_trt.export import parse_size
         from pspnet_trt.runtime.torch_backend import TorchBackend
+        from pspnet_trt.sizes import parse_size
 
         def torch_backend() -> Any:
             import torch

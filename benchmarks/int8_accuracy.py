@@ -64,7 +64,8 @@ def main() -> int:
         work = Path(tmp)
         fp32 = export_onnx(model, info, work / "fp32.onnx")
         t = time.perf_counter()
-        calib = CalibrationList.read(make_calibration_list(MODEL, args.data, "train", 64, 0, out=work / "cal.txt"))
+        calib = CalibrationList.read(make_calibration_list(MODEL, args.data, "train", 64, 0, out=work / "cal.txt"),
+                                     args.data)
         graphs = {"fp32": fp32, "int8": quantize_onnx(fp32, calib, work / "int8.onnx", args.method)}
         result["quantize_s"] = round(time.perf_counter() - t, 1)
         # the previous placement, which check_placement now refuses for TensorRT

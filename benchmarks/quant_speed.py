@@ -24,10 +24,11 @@ import numpy as np
 
 from pspnet_trt.bench import host
 from pspnet_trt.deploy import DeployInfo
-from pspnet_trt.export import export_onnx, parse_size, zoo_model
+from pspnet_trt.export import export_onnx, zoo_model
 from pspnet_trt.files import write_json
 from pspnet_trt.quant import CalibrationList, quantize_onnx
 from pspnet_trt.runtime.ort import OrtBackend
+from pspnet_trt.sizes import parse_size
 from pspnet_trt.zoo import get_spec
 
 ROOT = Path(__file__).resolve().parents[1]

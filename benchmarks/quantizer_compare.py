@@ -119,7 +119,8 @@ def main() -> int:
     model = zoo_model(MODEL, args.checkpoint)
     info = DeployInfo.from_spec(spec, output="labels")
     fp32 = export_onnx(model, info, work / "fp32.onnx")
-    calib_list = CalibrationList.read(make_calibration_list(MODEL, args.data, "train", 64, 0, out=work / "calibration.txt"))
+    calib_list = CalibrationList.read(make_calibration_list(MODEL, args.data, "train", 64, 0,
+                                                            out=work / "calibration.txt"), args.data)
     calib_npy = work / "calibration.npy"
     np.save(calib_npy, np.concatenate(list(calib_list.batches(info))))
 

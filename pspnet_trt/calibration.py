@@ -42,8 +42,12 @@ class CalibrationList:
                     raise UserError(f"{path}: bad header line {line!r} (expected '# input-size: HxW')") from None
             elif line.strip() and not line.startswith("#"):
                 rel.append(line.strip())
-        base = Path(root or header_root or path.parent)
-        images = [p if p.is_absolute() else base / p for p in map(Path, rel)]
+        paths = [Path(p) for p in rel]
+        if root is None and header_root is None and not all(p.is_absolute() for p in paths):
+            raise UserError(f"{path} lists image paths relative to the dataset root: pass the root with --data ROOT "
+                            "(API: CalibrationList.read(path, root))")
+        base = Path(root or header_root or path.parent)  # "# root:" header: lists written by older versions
+        images = [p if p.is_absolute() else base / p for p in paths]
         missing = [str(p) for p in images if not p.is_file()]
         if missing:
             raise UserError(f"{path}: {len(missing)} images are missing, e.g. {missing[0]} "

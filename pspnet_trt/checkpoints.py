@@ -9,6 +9,7 @@ sssegmentation silently retries with ``strict=False``, which leaves layers rando
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import pickle
@@ -18,10 +19,11 @@ import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import UserError
 from .files import PathLike, atomic_path, sha256_file
+from .zoo import MODEL_BASE_URL_ENV
 
 if TYPE_CHECKING:
     import torch
@@ -186,39 +188,72 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PSPNET_TRT_CACHE") or Path.home() / ".cache" / "pspnet_trt")
 
 
-def download(url: str, dest: PathLike, sha256: Optional[str] = None, progress: bool = True,
-             timeout: float = 30.0, retries: int = 2) -> Path:
+def download(url: Union[str, Sequence[str]], dest: PathLike, sha256: Optional[str] = None, progress: bool = True,
+             timeout: float = 30.0, retries: int = 2, hint: Optional[str] = None) -> Path:
     """Download ``url`` to ``dest``: resumable ``.part`` file, optional sha256, atomic rename.
 
-    An interrupted download keeps its ``.part`` file and resumes with an HTTP Range request;
-    ``dest`` appears only once complete and verified.
+    ``url`` is one URL or several tried in order (the first a server holds is fetched; the log
+    says which). An interrupted download keeps its ``.part`` file and resumes with an HTTP Range
+    request; a body shorter than its Content-Length is resumed, never taken as complete; a range
+    the server refuses (HTTP 416) restarts from zero. ``dest`` appears only once complete and
+    verified. On failure, one line names every URL tried and what each answered; ``hint`` says
+    what to do instead (default: fetch it elsewhere and pass ``--checkpoint PATH``).
     """
     from tqdm import tqdm
 
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise ValueError("download needs at least one URL")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    failures: List[Tuple[str, str]] = []
+    for candidate in urls:
+        problem = _fetch_one(candidate, part, timeout, retries, progress, tqdm)
+        if problem is None:
+            if sha256:
+                got = sha256_file(part)
+                if got != sha256.lower():
+                    part.unlink()
+                    raise DownloadError(f"{candidate}: sha256 mismatch (expected {sha256}, got {got}); the partial "
+                                        "file was removed")
+            os.replace(part, dest)
+            log.info("fetched %s -> %s", candidate, dest)
+            return dest
+        failures.append((candidate, problem))
+    tried = "; ".join(f"{u} ({problem})" for u, problem in failures)
+    offline = all(problem.startswith(NO_ANSWER) for _, problem in failures)
+    hint = hint or f"Download the file elsewhere and pass it with --checkpoint PATH, or copy it to {dest}."
+    raise DownloadError(f"cannot download {dest.name}: tried {tried}. " + ("Are you offline? " if offline else "")
+                        + hint)
+
+
+NO_ANSWER = "no answer"
+
+
+class _Incomplete(Exception):
+    """The server sent less than it announced (or answered a range from the wrong byte)."""
+
+
+def _fetch_one(url: str, part: Path, timeout: float, retries: int, progress: bool, tqdm: Any) -> Optional[str]:
+    """Fetch ``url`` into ``part`` with retries: None when complete, else what the server (or network) said."""
+    problem = ""
     for attempt in range(retries + 1):
         try:
             _download_part(url, part, timeout, progress, tqdm)
-            break
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
-            if isinstance(e, urllib.error.HTTPError) and e.code < 500:
-                raise DownloadError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
-            if attempt == retries:
-                raise DownloadError(
-                    f"cannot download {url} ({getattr(e, 'reason', e)}). Are you offline? Download the file "
-                    f"elsewhere and pass it with --checkpoint PATH, or copy it to {dest}."
-                ) from None
-            log.warning("download of %s failed (%s); retrying", url, e)
+            return None
+        except urllib.error.HTTPError as e:
+            problem = f"HTTP {e.code} {e.reason}"
+            if e.code < 500:  # 404 & co: the file is not there, retrying will not change that
+                return problem
+        except _Incomplete as e:
+            problem = str(e)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
+            problem = f"{NO_ANSWER}: {getattr(e, 'reason', None) or e}"
+        if attempt < retries:
+            log.warning("download of %s failed (%s); retrying", url, problem)
             time.sleep(0.5 * (attempt + 1))
-    if sha256:
-        got = sha256_file(part)
-        if got != sha256.lower():
-            part.unlink()
-            raise DownloadError(f"{url}: sha256 mismatch (expected {sha256}, got {got}); the partial file was removed")
-    os.replace(part, dest)
-    return dest
+    return problem
 
 
 def _download_part(url: str, part: Path, timeout: float, progress: bool, tqdm: Any) -> None:
@@ -229,44 +264,81 @@ def _download_part(url: str, part: Path, timeout: float, progress: bool, tqdm: A
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # range not satisfiable: the part file is already complete
-            return
+        if e.code == 416 and have:  # the server refused the range (e.g. a stale, longer part file): restart
+            log.warning("%s: the server refused the range bytes=%d- (HTTP 416); downloading it again from the start",
+                        url, have)
+            part.unlink()
+            return _download_part(url, part, timeout, progress, tqdm)
         raise
     with response:
         if have and response.status != 206:  # server ignored Range: start over
             have = 0
+        if have:
+            first = response.headers.get("Content-Range", "").replace("bytes", "").strip().split("-")[0]
+            if first.isdigit() and int(first) != have:
+                part.unlink()
+                raise _Incomplete(f"the server answered the range bytes={have}- from byte {first}")
         length = response.headers.get("Content-Length")
-        total = int(length) + have if length is not None else None
+        expected = int(length) if length is not None and length.isdigit() else None
+        total = expected + have if expected is not None else None
+        reader = _Progress(response, None)
         with open(part, "ab" if have else "wb") as f, tqdm(
             total=total, initial=have, unit="B", unit_scale=True, desc=part.name[: -len(".part")], disable=not progress
         ) as bar:
-            shutil.copyfileobj(_Progress(response, bar), f, 1 << 20)
+            reader.bar = bar
+            shutil.copyfileobj(reader, f, 1 << 20)
+    if expected is not None and reader.count != expected:  # the part file keeps what came: the retry resumes
+        raise _Incomplete(f"the server sent {reader.count} of the {expected} bytes its Content-Length announced")
 
 
 class _Progress:
-    """File-like wrapper that advances a tqdm bar as it is read."""
+    """File-like wrapper that advances a tqdm bar as it is read and counts the bytes."""
 
     def __init__(self, raw: Any, bar: Any) -> None:
-        self.raw, self.bar = raw, bar
+        self.raw, self.bar, self.count = raw, bar, 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
+        self.count += len(data)
         self.bar.update(len(data))
         return data
 
 
+def _offline_hint(files: Sequence[str], fix: str) -> str:
+    return (f"Point {MODEL_BASE_URL_ENV} at a mirror of the folder that holds {' or '.join(files)}, or download the "
+            f"file elsewhere and {fix}.")
+
+
 def fetch_checkpoint(name: str, progress: bool = True) -> Path:
-    """Path of the published checkpoint of zoo entry ``name``, downloaded into :func:`cache_dir` once."""
+    """Path of the published checkpoint of zoo entry ``name``, downloaded into :func:`cache_dir` once.
+
+    Both names sssegmentation has published it under are tried, in the order of ``spec.urls``; the
+    cached copy keeps the first name whichever URL served it."""
     from .zoo import get_spec
 
     spec = get_spec(name)
-    if not spec.url:
+    if not spec.urls:
         raise DownloadError(
             f"{name} has no published checkpoint: train one (`make demo` or `pspnet-trt train --model {name}`) "
             "and pass it with --checkpoint PATH"
         )
-    dest = cache_dir() / Path(spec.url).name
+    dest = cache_dir() / spec.checkpoint_files[0]
     if dest.is_file():
         return dest
-    log.info("downloading %s -> %s", spec.url, dest)
-    return download(spec.url, dest, sha256=spec.sha256, progress=progress)
+    log.info("downloading %s -> %s", " or ".join(spec.urls), dest)
+    return download(spec.urls, dest, sha256=spec.sha256, progress=progress,
+                    hint=_offline_hint(spec.checkpoint_files, f"pass it with --checkpoint PATH (or copy it to {dest})"))
+
+
+def fetch_training_log(name: str, progress: bool = True) -> Path:
+    """The published training log of zoo entry ``name`` (both names tried), downloaded into :func:`cache_dir` once."""
+    from .zoo import get_spec
+
+    spec = get_spec(name)
+    if not spec.log_urls:
+        raise DownloadError(f"{name} has no published training log")
+    dest = cache_dir() / spec.log_files[0]
+    if dest.is_file():
+        return dest
+    return download(spec.log_urls, dest, progress=progress,
+                    hint=_offline_hint(spec.log_files, f"copy it to {dest}"))

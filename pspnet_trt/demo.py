@@ -4,9 +4,10 @@ train (short) -> export FP32 / FP16 -> calibrate + quantize INT8 -> validate eac
 -> CPU benchmark -> one table, plus JSON, markdown, plots and colour overlays in the report folder.
 Where TensorRT and a GPU are present it also builds and validates the engines.
 
-Each stage is skipped when its stamp says it already ran on the same inputs (hashes of the input
-files and the stage's settings); every artifact is written atomically, so Ctrl-C leaves no
-half-written file and the next run resumes at the interrupted stage.
+Each stage is skipped when its stamp says it already ran on the same inputs: content hashes of its
+input files and folders, of the stage's settings and of this package's own source files. Every
+artifact is written atomically, so Ctrl-C leaves no half-written file and the next run resumes at
+the interrupted stage.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 log = logging.getLogger(__name__)
 
 MODEL = "r18_os8_camvid"
-SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "camvid"
+PACKAGE = Path(__file__).resolve().parent
+SAMPLE = PACKAGE.parent / "samples" / "camvid"
+# A trained r18_os8_camvid (sssegmentation format, fp16 weights): the demo fine-tunes it briefly instead of
+# training from scratch, so that its overlays show a model that segments. Absent: train from scratch.
+SHIPPED_CHECKPOINT = PACKAGE.parent / "samples" / f"{MODEL}_camvid.pth"
+FINETUNE_MINUTES = 2.0  # time budget of the fine-tuning from a start checkpoint ...
+FINETUNE_ITERS_FAST = 20  # ... or its fixed iterations in the --fast (CI) run
+FINETUNE_LR = 0.001  # a tenth of the recipe's rate: adapt to the sample, do not undo the training
 
 
 @dataclass(frozen=True)
@@ -43,32 +51,84 @@ class DemoConfig:
     calib_images: int = 16
     bench_iters: int = 10
     checkpoint: Optional[Path] = None  # a trained model: skip the training stage
+    start_from: Optional[Path] = None  # fine-tune from these weights (train --load-from) instead of from scratch
+    lr: Optional[float] = None  # None: the recipe's
 
     @classmethod
-    def make(cls, data: Optional[str], work: str, report: str, fast: bool, checkpoint: Optional[str] = None
-             ) -> DemoConfig:
+    def make(cls, data: Optional[str], work: str, report: str, fast: bool, checkpoint: Optional[str] = None,
+             start_from: Optional[str] = None, from_scratch: bool = False) -> DemoConfig:
+        from .errors import UserError
+
         root = Path(data) if data else SAMPLE
         ckpt = Path(checkpoint) if checkpoint else None
+        start: Optional[Path] = None
+        if start_from and not Path(start_from).is_file():
+            raise UserError(f"--start-from {start_from} does not exist: pass a trained {MODEL} checkpoint, or "
+                            "--from-scratch")
+        if not from_scratch and not ckpt:
+            start = Path(start_from) if start_from else (SHIPPED_CHECKPOINT if SHIPPED_CHECKPOINT.is_file() else None)
+        finetune: Dict[str, Any] = {}
+        if start is not None:
+            finetune = dict(start_from=start, lr=FINETUNE_LR, train_minutes=FINETUNE_MINUTES)
+            if fast:
+                finetune["train_iters"] = FINETUNE_ITERS_FAST
         if fast:
             # fixed iterations, no time budget: CI gets the same model, and so the same gates, on every run
             # (a time-boxed 2-minute model differed per run: its INT8 delta was -0.04 in one CI run, -0.31 in another)
-            return cls(root, Path(work), Path(report), True, input_size=(180, 240), train_iters=200, crop=(120, 160),
-                       batch_size=4, eval_images=6, calib_images=8, bench_iters=3, checkpoint=ckpt)
-        return cls(root, Path(work), Path(report), checkpoint=ckpt)
+            return cls(root, Path(work), Path(report), True, input_size=(180, 240), crop=(120, 160),
+                       batch_size=4, eval_images=6, calib_images=8, bench_iters=3, checkpoint=ckpt,
+                       **{"train_iters": 200, **finetune})
+        return cls(root, Path(work), Path(report), checkpoint=ckpt, **finetune)
+
+
+def tree_hash(root: Path, patterns: Sequence[str] = ("*",)) -> str:
+    """sha256 over the relative path and content of every file under ``root`` matching ``patterns``."""
+    import hashlib
+
+    from .files import sha256_file
+
+    h = hashlib.sha256()
+    files = sorted({p for pattern in patterns for p in root.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts})
+    for path in files:
+        h.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return h.hexdigest()
+
+
+def source_hash(root: Path = PACKAGE) -> str:
+    """Content hash of the package's own source files (code and the data files it reads)."""
+    return tree_hash(root, ("*.py", "*.json"))
 
 
 class Stages:
-    """Runs a stage unless its stamp matches the hash of its inputs and its outputs exist."""
+    """Runs a stage unless its stamp matches the content hash of its inputs and its outputs exist.
 
-    def __init__(self, folder: Path) -> None:
+    A stage's key covers the content of every input file, every file inside an input folder (a
+    dataset), its other settings, and the package's source files (``source_root``): changed data or
+    changed code re-run the stage, a moved file with the same content does not."""
+
+    def __init__(self, folder: Path, source_root: Path = PACKAGE) -> None:
         self.folder = folder
+        self.source_root = source_root
+        self._hashes: Dict[Path, str] = {}  # per run: a dataset folder is hashed once
+
+    def content_key(self, value: Any) -> str:
+        from .files import sha256_file
+
+        if isinstance(value, Path) and value.is_file():
+            return sha256_file(value)
+        if isinstance(value, Path) and value.is_dir():
+            path = value.resolve()
+            if path not in self._hashes:
+                self._hashes[path] = "tree:" + tree_hash(path)
+            return self._hashes[path]
+        return str(value)
 
     def run(self, name: str, inputs: Dict[str, Any], outputs: Sequence[Path], fn: Callable[[], Any]) -> Any:
-        from . import __version__
-        from .files import sha256_file, sha256_json, write_json
+        from .files import sha256_json, write_json
 
-        key_data = {"version": __version__, **{k: (sha256_file(v) if isinstance(v, Path) and v.is_file() else str(v))
-                                               for k, v in inputs.items()}}
+        if self.source_root not in self._hashes:
+            self._hashes[self.source_root] = source_hash(self.source_root)
+        key_data = {"source": self._hashes[self.source_root], **{k: self.content_key(v) for k, v in inputs.items()}}
         key = sha256_json(key_data)
         stamp = self.folder / f"{name}.json"
         if stamp.is_file() and all(Path(p).exists() for p in outputs):
@@ -92,11 +152,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", default="reports/demo", help="report folder")
     p.add_argument("--fast", action="store_true", help="reduced run for CI (<= 5 min)")
     p.add_argument("--checkpoint", help="a trained r18_os8_camvid checkpoint: skip the short training")
+    p.add_argument("--start-from", help=f"fine-tune from this checkpoint (default: {SHIPPED_CHECKPOINT.relative_to(PACKAGE.parent)}"
+                                        " when present)")
+    p.add_argument("--from-scratch", action="store_true", help="train from scratch, not from the shipped checkpoint")
     p.set_defaults(func=run_demo)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    cfg = DemoConfig.make(args.data, args.work, args.report, args.fast, args.checkpoint)
+    cfg = DemoConfig.make(args.data, args.work, args.report, args.fast, args.checkpoint,
+                          start_from=args.start_from, from_scratch=args.from_scratch)
     rows = demo(cfg)
     print()
     print(format_table(rows))
@@ -108,56 +172,35 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     """Run every stage (or reuse it), write the report folder, return the table rows."""
     from .bench import measure
     from .data import open_dataset
-    from .deploy import DeployInfo
-    from .export import export_onnx, zoo_model
     from .files import write_json
     from .quant import CalibrationList, make_calibration_list, quantize_onnx
     from .runtime.ort import OrtBackend
     from .runtime.torch_backend import TorchBackend
-    from .train import TrainConfig, train
     from .validate import validate
     from .zoo import get_spec
 
     spec = get_spec(MODEL)
     work, report_dir = cfg.work, cfg.report
     stages = Stages(work / "stamps")
-    train_set = open_dataset(spec.dataset, cfg.data, spec.train_split)
     eval_set = open_dataset(spec.dataset, cfg.data, spec.eval_split)
-    log.info("data: %s (%d train, %d %s images)", cfg.data, len(train_set), len(eval_set), spec.eval_split)
+    log.info("data: %s (%d train, %d %s images)", cfg.data, len(open_dataset(spec.dataset, cfg.data, spec.train_split)),
+             len(eval_set), spec.eval_split)
 
-    # 1. train (short): sssegmentation's recipe at the CPU-sized crop, stopped by the time budget
-    ckpt = work / f"{MODEL}.pth"
+    # 1. train: fine-tune the shipped checkpoint briefly, or (from scratch) sssegmentation's recipe at the CPU crop
+    ckpt, train_summary = train_stage(cfg, stages)
 
-    def do_train() -> Dict[str, Any]:
-        if cfg.checkpoint:
-            copy_atomic(cfg.checkpoint, ckpt)
-            return {"checkpoint": str(cfg.checkpoint)}
-        budget = {"iters": cfg.train_iters} if cfg.train_iters else {"max_minutes": cfg.train_minutes, "epochs": 1000}
-        last = train(TrainConfig(model=MODEL, data=cfg.data, work_dir=work / "train", **budget, crop=cfg.crop, batch_size=cfg.batch_size, eval_every=0,
-                                 eval_limit=cfg.eval_images, workers=1))
-        copy_atomic(last, ckpt)
-        return dict(json.loads((work / "train" / "summary.json").read_text()))
-
-    train_summary = stages.run("train", {"data": cfg.data, "minutes": cfg.train_minutes, "iters": cfg.train_iters,
-                                         "crop": cfg.crop,
-                                         "checkpoint": cfg.checkpoint or "-"}, [ckpt], do_train)
-
-    # 2. export FP32 / FP16 (labels output: HxW uint8 from the graph)
-    model = zoo_model(MODEL, ckpt)
-    info = DeployInfo.from_spec(spec, input_size=cfg.input_size, output="labels")
-    onnx = {p: work / f"{MODEL}_{p}.onnx" for p in ("fp32", "fp16", "int8")}
-    for precision in ("fp32", "fp16"):
-        stages.run(f"export_{precision}", {"checkpoint": ckpt, "size": cfg.input_size}, [onnx[precision]],
-                   lambda p=precision: str(export_onnx(model, info, onnx[p], precision=p)))
+    # 2. export FP32 / FP16 (labels output: HxW from the graph, in the dtype the engines of this TensorRT need)
+    no_engines, labels_dtype = engine_plan()
+    model, info, onnx = export_stage(cfg, stages, ckpt, labels_dtype)
 
     # 3. INT8: calibration list from the training split, explicit Q/DQ
     calib = work / "calibration.txt"
     stages.run("quantize", {"onnx": onnx["fp32"], "data": cfg.data, "images": cfg.calib_images}, [onnx["int8"], calib],
                lambda: str(quantize_onnx(onnx["fp32"], CalibrationList.read(make_calibration_list(
-                   MODEL, cfg.data, spec.train_split, cfg.calib_images, 0, out=calib)), onnx["int8"])))
+                   MODEL, cfg.data, spec.train_split, cfg.calib_images, 0, out=calib), cfg.data), onnx["int8"])))
 
-    # 4. TensorRT engines where TensorRT and a GPU exist
-    engines = build_engines(onnx, work)
+    # 4. TensorRT engines where TensorRT and a usable GPU exist
+    engines = build_engines(onnx, work, no_engines)
 
     # 5. validate everything against PyTorch on the same images, and time each backend
     reference = TorchBackend(model, info)  # same deploy head as the artifacts: agreement shows numerics only
@@ -173,12 +216,96 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     from .files import atomic_open
 
     with atomic_open(report_dir / "report.md", "w") as f:
-        trained = (f"Checkpoint {cfg.checkpoint}" if cfg.checkpoint else
-                   f"Trained {train_summary.get('iterations')} iterations ({train_summary.get('seconds')} s)")
-        f.write(f"# pspnet-trt demo: {MODEL}\n\n{trained} on {cfg.data}; validated on {report.images} "
+        trained = training_sentence(cfg, train_summary, rows[0].get("miou"))
+        log.info("%s", trained)
+        f.write(f"# pspnet-trt demo: {MODEL}\n\n{trained}; validated on {report.images} "
                 f"{spec.eval_split} images at {cfg.input_size[0]}x{cfg.input_size[1]}.\n\n{table}\n\n"
                 "Per-class IoU: validation/report.md, validation/iou_per_class.png. Overlays: overlays/.\n")
     return rows
+
+
+def train_stage(cfg: DemoConfig, stages: Stages) -> Tuple[Path, Dict[str, Any]]:
+    """Checkpoint ``work/r18_os8_camvid.pth`` and the training summary: copied from ``--checkpoint``, fine-tuned
+    from ``cfg.start_from`` (its mIoU before the fine-tuning recorded as ``started_from``), or trained from scratch."""
+    from .files import sha256_file
+    from .train import TrainConfig, train
+
+    work = cfg.work
+    ckpt = work / f"{MODEL}.pth"
+
+    def do_train() -> Dict[str, Any]:
+        if cfg.checkpoint:
+            copy_atomic(cfg.checkpoint, ckpt)
+            return {"checkpoint": str(cfg.checkpoint)}
+        started: Dict[str, Any] = {}
+        if cfg.start_from:
+            started = {"path": str(cfg.start_from), "sha256": sha256_file(cfg.start_from),
+                       "miou": start_miou(cfg, cfg.start_from)}
+        budget = {"iters": cfg.train_iters} if cfg.train_iters else {"max_minutes": cfg.train_minutes, "epochs": 1000}
+        rate = {"lr": cfg.lr} if cfg.lr else {}  # else the recipe's
+        last = train(TrainConfig(model=MODEL, data=cfg.data, work_dir=work / "train", **budget, **rate, crop=cfg.crop,
+                                 batch_size=cfg.batch_size, eval_every=0, eval_limit=cfg.eval_images, workers=1,
+                                 load_from=cfg.start_from))
+        copy_atomic(last, ckpt)
+        summary = dict(json.loads((work / "train" / "summary.json").read_text()))
+        return {**summary, "started_from": started} if started else summary
+
+    summary = stages.run("train", {"data": cfg.data, "minutes": cfg.train_minutes, "iters": cfg.train_iters,
+                                   "crop": cfg.crop, "lr": cfg.lr, "checkpoint": cfg.checkpoint or "-",
+                                   "start_from": cfg.start_from or "-"}, [ckpt], do_train)
+    return ckpt, summary
+
+
+def start_miou(cfg: DemoConfig, checkpoint: Path) -> float:
+    """mIoU (points) of ``checkpoint`` in PyTorch on the images and at the size the demo validates with."""
+    from .data import open_dataset
+    from .deploy import DeployInfo
+    from .export import zoo_model
+    from .metrics import SegMetrics
+    from .runtime.torch_backend import TorchBackend
+    from .validate import predict_whole
+    from .zoo import get_spec
+
+    spec = get_spec(MODEL)
+    backend = TorchBackend(zoo_model(MODEL, checkpoint), DeployInfo.from_spec(spec, input_size=cfg.input_size))
+    data = open_dataset(spec.dataset, cfg.data, spec.eval_split)
+    metrics = SegMetrics(spec.num_classes)
+    for i in range(min(cfg.eval_images, len(data))):
+        s = data[i]
+        metrics.update(predict_whole(backend, s.image, s.label.shape[:2]), s.label)
+    return round(100 * metrics.miou, 2)
+
+
+def training_sentence(cfg: DemoConfig, summary: Dict[str, Any], miou: Optional[float]) -> str:
+    """What the training stage did, for the report: which checkpoint it started from and what the minutes did."""
+    if cfg.checkpoint:
+        return f"Checkpoint {cfg.checkpoint} (no training) on {cfg.data}"
+    done = f"{summary.get('iterations')} iterations ({summary.get('seconds')} s) on {cfg.data}"
+    start = summary.get("started_from")
+    if not start:
+        return f"Trained from scratch: {done}"
+    after = f"{miou:.2f} % ({miou - start['miou']:+.2f} points)" if miou is not None else "see the table"
+    return (f"Started from {start['path']} (sha256 {start['sha256'][:12]}, {start['miou']:.2f} % mIoU in PyTorch on "
+            f"the images below); fine-tuned {done} at lr {cfg.lr}: {after}")
+
+
+def export_stage(cfg: DemoConfig, stages: Stages, ckpt: Path, labels_dtype: str
+                 ) -> Tuple[Any, Any, Dict[str, Path]]:
+    """(model, DeployInfo, ONNX paths): FP32 and FP16 graphs that carry ``ckpt``'s sha256; INT8's path for later."""
+    from .deploy import DeployInfo
+    from .export import export_onnx, zoo_model
+    from .files import sha256_file
+    from .zoo import get_spec
+
+    model = zoo_model(MODEL, ckpt)
+    info = DeployInfo.from_spec(get_spec(MODEL), input_size=cfg.input_size, output="labels",
+                                checkpoint_sha256=sha256_file(ckpt))
+    onnx = {p: cfg.work / f"{MODEL}_{p}.onnx" for p in ("fp32", "fp16", "int8")}
+    for precision in ("fp32", "fp16"):
+        stages.run(f"export_{precision}", {"checkpoint": ckpt, "size": cfg.input_size, "labels": labels_dtype},
+                   [onnx[precision]],
+                   lambda p=precision: str(export_onnx(model, info, onnx[p], precision=p, labels_dtype=labels_dtype)))
+    return model, info, onnx
 
 
 def copy_atomic(src: Path, dst: Path) -> None:
@@ -190,12 +317,34 @@ def copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def build_engines(onnx: Dict[str, Path], work: Path) -> List[Any]:
-    """FP16 and INT8 engines when TensorRT and a GPU are present; nothing (with a log line) otherwise."""
-    import importlib.util
+def engine_plan() -> Tuple[Optional[str], str]:
+    """(why no engine can be built here, or None; the labels dtype the engines need: int32 before TensorRT 10)."""
+    try:
+        import tensorrt
+    except ImportError:
+        return "TensorRT is not installed", "uint8"
+    except Exception as e:  # noqa: BLE001  (a broken install: missing libnvinfer, wrong CUDA)
+        return f"TensorRT cannot be imported ({type(e).__name__}: {e})", "uint8"
+    version = str(getattr(tensorrt, "__version__", "?"))
+    try:
+        from .trt import cuda
 
-    if importlib.util.find_spec("tensorrt") is None:
-        log.info("TensorRT is not installed: engines not built (CPU-only machine; see README, GPU path)")
+        cuda.device_info()
+    except Exception as e:  # noqa: BLE001  (no GPU, no driver, no cuda-python: all mean "no engines here")
+        return f"TensorRT {version} is installed but there is no usable GPU ({e})", "uint8"
+    from .trt.pipeline import labels_dtype
+
+    return None, labels_dtype()
+
+
+def build_engines(onnx: Dict[str, Path], work: Path, no_engines: Optional[str] = "") -> List[Any]:
+    """FP16 and INT8 engines when TensorRT and a usable GPU are present; nothing, with one log line, otherwise.
+
+    ``no_engines``: :func:`engine_plan`'s reason (None: build); "" asks :func:`engine_plan` here."""
+    if no_engines == "":
+        no_engines = engine_plan()[0]
+    if no_engines:
+        log.info("engines not built: %s (CPU-only machine; see README, GPU path)", no_engines)
         return []
     from .runtime.tensorrt import TensorRTBackend
     from .trt import BuildConfig, build_engine

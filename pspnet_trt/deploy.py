@@ -65,7 +65,7 @@ class DeployInfo:
         names, palette = spec.class_names, spec.palette
         if num_classes is not None and num_classes != spec.num_classes:
             names = tuple(f"class_{i}" for i in range(num_classes))
-            palette = tuple(_fallback_colour(i) for i in range(num_classes))
+            palette = tuple(fallback_colour(i) for i in range(num_classes))
         return cls(model=spec.name, input_size=tuple(input_size or spec.deploy_size), class_names=names,  # type: ignore[arg-type]
                    palette=palette, normalization=spec.normalization, **kwargs)
 
@@ -107,7 +107,7 @@ class DeployInfo:
         return cls.from_dict(json.loads(text))
 
 
-def _fallback_colour(i: int) -> Tuple[int, int, int]:
+def fallback_colour(i: int) -> Tuple[int, int, int]:
     """Pascal-VOC-style bit-interleaved colour map, for models fine-tuned to unnamed classes."""
     r = g = b = 0
     for bit in range(8):

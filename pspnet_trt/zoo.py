@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -29,7 +30,20 @@ IMAGENET_STD_255: Tuple[float, float, float] = (58.395, 57.12, 57.375)
 # datasets map every "void" label to 255 so that labels fit in uint8).
 IGNORE_INDEX = 255
 
-MODELSTORE_URL = "https://github.com/SegmentationBLWX/modelstore/releases/download/ssseg_pspnet/{config}.pth"
+# The release folder that holds sssegmentation's PSPNet files. PSPNET_TRT_MODEL_BASE_URL replaces it (a mirror).
+DEFAULT_MODEL_BASE_URL = "https://github.com/SegmentationBLWX/modelstore/releases/download/ssseg_pspnet"
+MODEL_BASE_URL_ENV = "PSPNET_TRT_MODEL_BASE_URL"
+
+
+def model_base_url() -> str:
+    """``$PSPNET_TRT_MODEL_BASE_URL`` (a mirror of the release folder), else :data:`DEFAULT_MODEL_BASE_URL`."""
+    return (os.environ.get(MODEL_BASE_URL_ENV) or DEFAULT_MODEL_BASE_URL).rstrip("/")
+
+
+def published_names(config: str, suffix: str) -> Tuple[str, ...]:
+    """Both names sssegmentation has published a file under: ``<config><suffix>`` (its docs since the
+    "format model zoo links" commit, 2023-11-22), then ``<config>_train<suffix>`` (the older model-zoo page)."""
+    return f"{config}{suffix}", f"{config}_train{suffix}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,8 @@ class ModelSpec:
     normalization: Normalization = field(default_factory=Normalization)
     config: Optional[str] = None  # sssegmentation config name, for published entries
     published_miou: Optional[float] = None
-    url: Optional[str] = None
+    checkpoint_files: Tuple[str, ...] = ()  # published file names, tried in this order under model_base_url()
+    log_files: Tuple[str, ...] = ()  # the training log's published names
     sha256: Optional[str] = None  # sssegmentation publishes none
     # training schedule (sssegmentation's recipe; batch is the total over all GPUs)
     lr: float = 0.01
@@ -125,6 +140,20 @@ class ModelSpec:
         return self.data.palette
 
     @property
+    def urls(self) -> Tuple[str, ...]:
+        """Every URL the published checkpoint may be at, in the order a download tries them."""
+        return tuple(f"{model_base_url()}/{name}" for name in self.checkpoint_files)
+
+    @property
+    def url(self) -> Optional[str]:
+        """The first of :attr:`urls` (None: no published checkpoint)."""
+        return self.urls[0] if self.urls else None
+
+    @property
+    def log_urls(self) -> Tuple[str, ...]:
+        return tuple(f"{model_base_url()}/{name}" for name in self.log_files)
+
+    @property
     def backbone_channels(self) -> Tuple[int, int]:
         """Channels of (layer3, layer4): the auxiliary head's and the PPM's inputs."""
         expansion = 4 if self.depth >= 50 else 1
@@ -148,7 +177,8 @@ def _published(depth: int, os: int, dataset: str, miou: float) -> ModelSpec:
         dataset=dataset,
         config=config,
         published_miou=miou,
-        url=MODELSTORE_URL.format(config=config),
+        checkpoint_files=published_names(config, ".pth"),
+        log_files=published_names(config, ".log"),
         **sizes,  # type: ignore[arg-type]
         **schedule,  # type: ignore[arg-type]
     )

@@ -180,8 +180,9 @@ def test_fetch_checkpoint_uses_cache_dir(server, tmp_path, monkeypatch):
     from pspnet_trt import zoo
 
     monkeypatch.setenv("PSPNET_TRT_CACHE", str(tmp_path / "cache"))
-    spec = dataclasses.replace(zoo.ZOO["r50_os8_voc"], url=f"{server}/ok.pth")
+    spec = dataclasses.replace(zoo.ZOO["r50_os8_voc"], checkpoint_files=("ok.pth",))
     monkeypatch.setitem(zoo.ZOO, "r50_os8_voc", spec)
+    monkeypatch.setenv("PSPNET_TRT_MODEL_BASE_URL", server)
     path = ck.fetch_checkpoint("r50_os8_voc", progress=False)
     assert path == tmp_path / "cache" / "ok.pth" and path.read_bytes() == PAYLOAD
     RangeHandler.ranges.clear()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pspnet_trt.deploy import METADATA_KEY, DeployInfo
-from pspnet_trt.export import check_export, export_onnx, parse_size
+from pspnet_trt.export import check_export, export_onnx
 from pspnet_trt.export.deploy_model import DeployPSPNet
 from pspnet_trt.export.onnx_export import FORBIDDEN_OPS, graph_summary
 from pspnet_trt.export.pools import FixedAdaptiveAvgPool2d, adaptive_windows, uniform_kernel
@@ -119,6 +119,8 @@ def test_export_check_cli_detects_other_weights(tmp_path):
 
 
 def test_parse_size_errors():
+    from pspnet_trt.sizes import parse_size
+
     assert parse_size("512x1024") == (512, 1024)
     with pytest.raises(Exception, match="HxW"):
         parse_size("512")
@@ -136,3 +138,36 @@ def test_failed_export_leaves_no_file(tiny_model, tiny_info, tmp_path, monkeypat
     with pytest.raises(RuntimeError):
         export_onnx(tiny_model, tiny_info, tmp_path / "x.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("size,bins", [(1, 2), (1, 3), (1, 6), (2, 6), (3, 6), (5, 6)])
+def test_fixed_pool_is_exact_when_the_feature_map_is_smaller_than_the_bins(size, bins):
+    """Issue 14 item 19: a 1-pixel side gave AveragePool stride 0 (a crash); every window is then that pixel."""
+    x = torch.randn(2, 3, size, 9)
+    ours = FixedAdaptiveAvgPool2d(bins, (size, 9))
+    torch.testing.assert_close(ours(x), nn.AdaptiveAvgPool2d(bins)(x), rtol=1e-6, atol=1e-6)
+    y = torch.randn(1, 2, size, size)
+    torch.testing.assert_close(FixedAdaptiveAvgPool2d(bins, (size, size))(y), nn.AdaptiveAvgPool2d(bins)(y))
+
+
+def test_export_with_a_one_pixel_feature_map_matches_pytorch(tiny_model, tmp_path):
+    """8x64 input at output stride 8: the PPM sees a 1x8 feature map."""
+    import onnxruntime as ort
+
+    info = DeployInfo.from_spec(get_spec("r18_os8_camvid"), input_size=(8, 64), output="logits")
+    out = export_onnx(tiny_model, info, tmp_path / "thin.onnx")
+    x = torch.randn(1, 3, 8, 64)
+    with torch.no_grad():
+        ref = DeployPSPNet(tiny_model, (8, 64), output="logits")(x)["logits"].numpy()
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("batch", ["0", "-2"])
+def test_export_refuses_a_batch_below_one_in_one_line(batch, tmp_path):
+    """Issue 14 item 12."""
+    run = subprocess.run([sys.executable, "-m", "pspnet_trt", "export", "--model", "r18_os8_camvid", "--input-size",
+                          "64x64", "--batch", batch, "--out", str(tmp_path / "b.onnx")], capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.strip().count("\n") == 0 and "--batch" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "b.onnx").exists()

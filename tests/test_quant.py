@@ -30,7 +30,7 @@ def calib(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def int8(tiny_onnx, calib, tmp_path_factory):
-    return quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path_factory.mktemp("q") / "int8.onnx", "entropy")
+    return quantize_onnx(tiny_onnx, CalibrationList.read(calib, SAMPLE), tmp_path_factory.mktemp("q") / "int8.onnx", "entropy")
 
 
 def test_calibration_list_is_deterministic_from_train_and_reviewable(calib, tmp_path):
@@ -39,7 +39,7 @@ def test_calibration_list_is_deterministic_from_train_and_reviewable(calib, tmp_
     other = make_calibration_list("r18_os8_camvid", SAMPLE, "train", 6, seed=1, out=tmp_path / "other.txt")
     assert other.read_text() != calib.read_text()
     lines = calib.read_text().splitlines()
-    assert lines[0].startswith("# pspnet-trt calibration list") and any(line.startswith("# root:") for line in lines)
+    assert lines[0].startswith("# pspnet-trt calibration list") and not any(line.startswith("# root:") for line in lines)
     images = [line for line in lines if not line.startswith("#")]
     assert len(images) == len(set(images)) == 6 and all(p.startswith("train/") for p in images)
     with pytest.raises(UserError, match="refusing to calibrate"):
@@ -61,14 +61,14 @@ def test_calibration_names_an_unreadable_label_map(tmp_path):
 def test_list_records_input_size_and_quantize_refuses_another(tiny_onnx, tmp_path):
     listed = make_calibration_list("r18_os8_camvid", SAMPLE, "train", 2, out=tmp_path / "c.txt", input_size=(360, 480))
     assert "# input-size: 360x480" in listed.read_text()
-    cal = CalibrationList.read(listed)
+    cal = CalibrationList.read(listed, SAMPLE)
     assert cal.input_size == (360, 480)
     with pytest.raises(UserError, match=r"made for input size 360x480 but .*tiny.onnx takes 64x128.*--input-size 64x128"):
         quantize_onnx(tiny_onnx, cal, tmp_path / "x.onnx")
     assert not (tmp_path / "x.onnx").exists()
     listed.write_text(listed.read_text().replace("360x480", "360x"))
     with pytest.raises(UserError, match="bad header line '# input-size: 360x'"):
-        CalibrationList.read(listed)
+        CalibrationList.read(listed, SAMPLE)
 
 
 def test_balanced_selection_prefers_rare_classes():
@@ -137,7 +137,7 @@ def test_int8_agrees_with_fp32_and_keeps_metadata(int8, tiny_onnx):
 
 def test_quantize_refuses_non_fp32_and_missing_lists(int8, calib, tmp_path):
     with pytest.raises(UserError, match="int8 graph"):
-        quantize_onnx(int8, CalibrationList.read(calib), tmp_path / "x.onnx")
+        quantize_onnx(int8, CalibrationList.read(calib, SAMPLE), tmp_path / "x.onnx")
     with pytest.raises(UserError, match="does not exist"):
         CalibrationList.read(tmp_path / "nope.txt")
 
@@ -147,7 +147,7 @@ def test_mixed_precision_keeps_layers_in_float_for_a_tiny_budget(tiny_onnx, cali
     from pspnet_trt.quant.sensitivity import mixed_precision
 
     ds = open_dataset("camvid", SAMPLE, "train")
-    result = mixed_precision(tiny_onnx, CalibrationList.read(calib), ds, budget=-100.0, out=tmp_path / "m.onnx",
+    result = mixed_precision(tiny_onnx, CalibrationList.read(calib, SAMPLE), ds, budget=-100.0, out=tmp_path / "m.onnx",
                              num_images=2, max_float=3)
     # a negative budget can never be met: nodes go to float most sensitive first, up to max_float
     assert len(result.kept_float) == 3 and len(result.sensitivity) > 3
@@ -155,7 +155,7 @@ def test_mixed_precision_keeps_layers_in_float_for_a_tiny_budget(tiny_onnx, cali
     assert result.kept_float == ranked[:len(result.kept_float)]
     model = onnx.load(tmp_path / "m.onnx")
     summary = qdq_summary(model)
-    baseline = qdq_summary(onnx.load(quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "a.onnx")))
+    baseline = qdq_summary(onnx.load(quantize_onnx(tiny_onnx, CalibrationList.read(calib, SAMPLE), tmp_path / "a.onnx")))
     assert summary["quantized"]["Conv"] == baseline["quantized"]["Conv"] - 3
     fp16_convs = {n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0].endswith("/fp16_in")}
     assert fp16_convs == set(result.kept_float)  # kept out of INT8 = FP16 islands (the default)
@@ -172,7 +172,7 @@ def test_fp16_islands_run_in_fp16_and_agree(tiny_onnx, calib, tmp_path, tiny_inf
     from pspnet_trt.preprocess import make_batch, read_image
     from pspnet_trt.quant.qdq import fp16_islands
 
-    cal = CalibrationList.read(calib)
+    cal = CalibrationList.read(calib, SAMPLE)
     keep = ["/backbone_net/stem/stem.3/Conv", "/backbone_net/layer4/layer4.1/conv2/Conv"]
     f32 = quantize_onnx(tiny_onnx, cal, tmp_path / "f32.onnx", keep_float=keep, float_dtype="fp32")
     f16 = quantize_onnx(tiny_onnx, cal, tmp_path / "f16.onnx", keep_float=keep)
@@ -208,7 +208,7 @@ def test_fp16_islands_run_in_fp16_and_agree(tiny_onnx, calib, tmp_path, tiny_inf
 
 
 def test_cpu_target_uses_uint8_activations(tiny_onnx, calib, tmp_path):
-    path = quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "cpu.onnx", "minmax", target="cpu")
+    path = quantize_onnx(tiny_onnx, CalibrationList.read(calib, SAMPLE), tmp_path / "cpu.onnx", "minmax", target="cpu")
     model = onnx.load(path)
     inits = {i.name: i for i in model.graph.initializer}
     zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
@@ -218,7 +218,7 @@ def test_cpu_target_uses_uint8_activations(tiny_onnx, calib, tmp_path):
     with pytest.raises(RuntimeError, match="feeds Relu|both inputs of"):  # CPU graph chains INT8 outputs: not for TensorRT
         check_placement(model)
     with pytest.raises(UserError, match="--target"):
-        quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "x.onnx", target="gpu")
+        quantize_onnx(tiny_onnx, CalibrationList.read(calib, SAMPLE), tmp_path / "x.onnx", target="gpu")
 
 
 def test_mixed_precision_honours_the_cpu_target(tiny_onnx, calib, tmp_path):
@@ -226,7 +226,7 @@ def test_mixed_precision_honours_the_cpu_target(tiny_onnx, calib, tmp_path):
     from pspnet_trt.quant.sensitivity import mixed_precision
 
     ds = open_dataset("camvid", SAMPLE, "train")
-    result = mixed_precision(tiny_onnx, CalibrationList.read(calib), ds, budget=100.0, out=tmp_path / "m.onnx",
+    result = mixed_precision(tiny_onnx, CalibrationList.read(calib, SAMPLE), ds, budget=100.0, out=tmp_path / "m.onnx",
                              num_images=1, target="cpu")
     assert not result.kept_float and not result.sensitivity  # budget met by all-INT8: no search
     model = onnx.load(tmp_path / "m.onnx")

@@ -179,9 +179,9 @@ def cityscapes(root: Path, split: str) -> SegDataset:
 
 def voc_colormap() -> np.ndarray:
     """The 256-entry VOC colour map (RGB) of the palette PNGs in SegmentationClass/ (index 255 = boundary)."""
-    from ..deploy import _fallback_colour  # the bit-interleaved VOC colour map, written once
+    from ..deploy import fallback_colour  # the bit-interleaved VOC colour map, written once
 
-    return np.array([_fallback_colour(i) for i in range(256)], np.uint8)
+    return np.array([fallback_colour(i) for i in range(256)], np.uint8)
 
 
 def voc_label_map(num_classes: int) -> LabelMap:

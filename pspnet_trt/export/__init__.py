@@ -7,7 +7,6 @@ from .onnx_export import (
     attach_metadata,
     export_onnx,
     export_zoo,
-    parse_size,
     save_onnx,
     simplify,
     to_fp16,
@@ -17,6 +16,6 @@ from .onnx_export import (
 )
 
 __all__ = [
-    "attach_metadata", "export_onnx", "export_zoo", "parse_size", "save_onnx", "simplify", "to_fp16", "trace_onnx",
+    "attach_metadata", "export_onnx", "export_zoo", "save_onnx", "simplify", "to_fp16", "trace_onnx",
     "verify_graph", "zoo_model", "ParityReport", "check_export",
 ]

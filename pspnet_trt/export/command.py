@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from . import export_zoo, parse_size
+    from ..sizes import parse_size
+    from . import export_zoo
 
     out = export_zoo(
         args.model, args.out, checkpoint=args.checkpoint,

@@ -121,12 +121,20 @@ def save_onnx(model: onnx.ModelProto, out: Union[str, Path]) -> Path:
     return out
 
 
+def check_batch(batch: Optional[int]) -> None:
+    """A static batch must be a positive integer (None: dynamic)."""
+    if batch is not None and batch < 1:
+        raise UserError(f"--batch must be a positive number of images, got {batch}: pass --batch 1 (or N >= 1), or "
+                        "--dynamic-batch for a batch chosen at run time")
+
+
 def export_onnx(model: nn.Module, info: DeployInfo, out: Union[str, Path], precision: Optional[str] = None,
                 opset: int = OPSET, labels_dtype: str = "uint8", slim: bool = True) -> Path:
     """Export ``model`` (an eval PSPNet) for ``info.input_size``/``info.output``/``info.batch`` to ``out``.
 
     ``precision`` (``fp32`` or ``fp16``) overrides ``info.precision``. Returns ``out``.
     """
+    check_batch(info.batch)
     precision = precision or info.precision
     if precision not in ("fp32", "fp16"):
         raise UserError(f"export writes fp32 or fp16 graphs, got {precision!r} (INT8: `pspnet-trt quantize`)")
@@ -153,6 +161,7 @@ def export_zoo(name: str, out: Union[str, Path], checkpoint: Optional[Union[str,
     from ..files import sha256_file
     from ..zoo import get_spec
 
+    check_batch(batch)
     spec = get_spec(name)
     model = zoo_model(name, checkpoint, num_classes=num_classes, random_seed=random_seed)
     sha = sha256_file(checkpoint) if checkpoint is not None else None
@@ -177,17 +186,6 @@ def zoo_model(name: str, checkpoint: Optional[Union[str, Path]] = None, num_clas
     log.warning("no checkpoint given: %s gets RANDOM weights (seed %d): fine for plumbing and speed, "
                 "meaningless predictions", name, random_seed)
     return randomize_(model, random_seed)
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """``"512x1024"`` -> (512, 1024) (H x W)."""
-    try:
-        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise UserError(f"size must look like HxW (e.g. 512x1024), got {text!r}") from None
-    if h < 32 or w < 32:
-        raise UserError(f"input size {h}x{w} is too small: PSPNet needs at least 32x32 (output stride 8/16)")
-    return h, w
 
 
 def graph_summary(model: onnx.ModelProto) -> Any:

@@ -6,7 +6,8 @@ Two lowerings, chosen per pool:
 * **uniform windows** (every window has the same length k and window i starts at i*s; e.g. H
   divisible by b, but also H=45, b=2: k=23, s=22): one ``AveragePool(kernel, stride)``, TensorRT's
   native pooling layer, which INT8/FP16 kernels handle without reformatting.
-* **otherwise** (H=64, b=3 or b=6): ``P_h @ X @ P_w^T`` with constant averaging matrices
+* **otherwise** (H=64, b=3 or b=6; or a side shorter than b, e.g. a 1-pixel feature map, whose
+  windows repeat): ``P_h @ X @ P_w^T`` with constant averaging matrices
   (``P[i, j] = 1/len_i`` inside window i). Two constant MatMuls are static, exact (up to float
   summation order), free of Gather/Where/Shape ops, and TensorRT runs them as plain GEMMs. The
   alternative, per-bin Slice+ReduceMean+Concat, needs b^2 slices per pool (36 for b=6) and breaks
@@ -34,6 +35,8 @@ def uniform_kernel(size: int, bins: int) -> Optional[Tuple[int, int]]:
     windows = adaptive_windows(size, bins)
     kernel = windows[0][1] - windows[0][0]
     stride = windows[1][0] - windows[0][0] if bins > 1 else 1
+    if stride < 1:  # a side smaller than the bins (e.g. 1 pixel): windows repeat, which no pooling stride expresses
+        return None
     if all(end - start == kernel and start == i * stride for i, (start, end) in enumerate(windows)):
         return kernel, stride
     return None

@@ -2,8 +2,9 @@
 
 A common tool calibrates on the val images it then reports mIoU on; we refuse the evaluation split
 unless forced. The list is a reviewable text file in ``calibration/``: a header of ``#`` lines
-(how it was made, the data root, the deploy input size if one was given) and one image path per
-line, relative to that root. Images are preprocessed at quantize time from the ONNX's own metadata
+(how it was made, the deploy input size if one was given) and one image path per line, relative
+to the dataset root, which is given when the list is read (``--data``): nothing in the file
+belongs to the machine that wrote it. Images are preprocessed at quantize time from the ONNX's own metadata
 (size, mean/std, colour order), exactly as the runtime does; a list made for another input size
 is refused there.
 """
@@ -70,7 +71,7 @@ def make_calibration_list(model: str, data: Union[str, Path], split: str = "trai
     with atomic_open(out, "w") as f:
         f.write(f"# pspnet-trt calibration list: {model}, split {split}, {num_images} images, seed {seed}\n")
         f.write("# selection: greedy class-balanced (rare classes first), training split only\n")
-        f.write(f"# root: {root}\n")
+        f.write("# paths: relative to the dataset root (pass it with --data)\n")
         if input_size:
             f.write(f"# input-size: {input_size[0]}x{input_size[1]}\n")
         for i in chosen:

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from ..export import parse_size
+    from ..sizes import parse_size
     from .calibrate import make_calibration_list
 
     size = parse_size(args.input_size) if args.input_size else None

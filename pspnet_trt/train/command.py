@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=10, help="evaluate every N epochs (0: at the end only)")
     p.add_argument("--eval-limit", type=int, help="evaluation images")
     p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--load-from", help="start from this checkpoint's weights (strict; fp16 cast to fp32) with a fresh "
+                                       "optimizer at iteration 0, e.g. to fine-tune; --resume takes precedence")
     p.add_argument("--ppm-channels", type=int, help=argparse.SUPPRESS)  # width overrides for tests
     p.add_argument("--aux-channels", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=_train)
@@ -33,7 +35,9 @@ def _train(args: argparse.Namespace) -> int:
     from ..deps import require
 
     require("torch", "training")
-    from ..export import parse_size
+    from pathlib import Path
+
+    from ..sizes import parse_size
     from . import TrainConfig, train
 
     cfg = TrainConfig(
@@ -42,6 +46,7 @@ def _train(args: argparse.Namespace) -> int:
         workers=args.workers, seed=args.seed, resume=args.resume, max_minutes=args.max_minutes,
         limit_images=args.limit_images, eval_every=args.eval_every, eval_limit=args.eval_limit, threads=args.threads,
         ppm_channels=args.ppm_channels, aux_channels=args.aux_channels,
+        load_from=Path(args.load_from) if args.load_from else None,
     )
     print(train(cfg))
     return 0

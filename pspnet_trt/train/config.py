@@ -41,6 +41,8 @@ class TrainConfig:
     aux_weight: float = 0.4
     ppm_channels: Optional[int] = None  # width overrides (experiments, tests)
     aux_channels: Optional[int] = None
+    # start from these weights (strict load, fp16 cast to fp32); the optimizer and iteration count start fresh
+    load_from: Optional[Path] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -73,4 +75,5 @@ class TrainConfig:
         d = asdict(self)
         d["data"], d["work_dir"] = str(self.data), str(self.work_dir)
         d["crop"] = list(self.crop)
+        d["load_from"] = str(self.load_from) if self.load_from else None
         return d

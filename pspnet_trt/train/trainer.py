@@ -87,9 +87,16 @@ def setup_distributed() -> Tuple[int, int, torch.device]:
 
 def build(cfg: TrainConfig) -> PSPNet:
     spec = cfg.spec
-    return PSPNet(num_classes=spec.num_classes, depth=spec.depth, output_stride=spec.output_stride,
-                  ppm_channels=cfg.ppm_channels or spec.ppm_channels, aux_channels=cfg.aux_channels or spec.aux_channels,
-                  dropout=spec.dropout, pool_scales=spec.pool_scales)
+    model = PSPNet(num_classes=spec.num_classes, depth=spec.depth, output_stride=spec.output_stride,
+                   ppm_channels=cfg.ppm_channels or spec.ppm_channels, aux_channels=cfg.aux_channels or spec.aux_channels,
+                   dropout=spec.dropout, pool_scales=spec.pool_scales)
+    if cfg.load_from:  # weights only, strictly (fp16 files are cast to the model's fp32); optimizer and iteration fresh
+        from ..checkpoints import load_checkpoint
+        from ..files import sha256_file
+
+        load_checkpoint(model, cfg.load_from)
+        log.info("initialised from %s (sha256 %s)", cfg.load_from, sha256_file(cfg.load_from))
+    return model
 
 
 def state_hash(model: nn.Module) -> str:

@@ -42,6 +42,7 @@ class BuildConfig:
     opt_level: Optional[int] = None  # builder optimisation level 0-5 (default 3)
     dla_core: Optional[int] = None  # Jetson DLA, with GPU fallback
     calibration: Optional[str] = None  # implicit INT8 calibration list (TensorRT < 11 only)
+    calibration_root: Optional[str] = None  # dataset root the list's image paths are relative to
     max_batch: int = 1  # largest batch of a dynamic-batch ONNX (its optimization profile)
 
     def __post_init__(self) -> None:
@@ -175,7 +176,7 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, cfg: BuildC
         if (info.batch or cfg.max_batch) != 1:  # the calibrator feeds one image per batch
             raise UserError("implicit INT8 calibration (--calibration) supports batch-1 engines only: quantize the "
                             "ONNX with `pspnet-trt quantize` (explicit Q/DQ, any batch) instead")
-        config.int8_calibrator = entropy_calibrator(cfg.calibration, info)
+        config.int8_calibrator = entropy_calibrator(cfg.calibration, info, cfg.calibration_root)
         if profile is not None:
             config.set_calibration_profile(profile)
     if caps.progress_monitor:

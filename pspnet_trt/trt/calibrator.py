@@ -17,14 +17,15 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 
-def entropy_calibrator(calibration_list: str, info: DeployInfo) -> trt.IInt8Calibrator:
-    """An ``IInt8EntropyCalibrator2`` over ``calibration_list`` (defined here: its base class is TensorRT's)."""
+def entropy_calibrator(calibration_list: str, info: DeployInfo, root: Optional[str] = None) -> trt.IInt8Calibrator:
+    """An ``IInt8EntropyCalibrator2`` over ``calibration_list``, whose paths are relative to the dataset ``root``
+    (defined here: its base class is TensorRT's)."""
     import tensorrt as trt
 
     from ..calibration import CalibrationList
     from . import cuda
 
-    calib = CalibrationList.read(calibration_list)
+    calib = CalibrationList.read(calibration_list, root)
     calib.check_input_size(info.input_size, calibration_list)
     # scales belong to one model, input size and set of weights: the cache name says which
     weights = (info.checkpoint_sha256 or "random")[:12]

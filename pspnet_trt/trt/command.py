@@ -14,6 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     add_build_options(p)
     p.add_argument("--onnx", required=True)
     p.add_argument("--out", required=True, help="engines/NAME.engine (manifest written beside it)")
+    p.add_argument("--data", help="dataset root the --calibration list's image paths are relative to")
     p.set_defaults(func=_build)
 
     p = sub.add_parser("engine", help="zoo model -> validated engine: download, export, quantize, build, check")
@@ -42,7 +43,7 @@ def _config(args: argparse.Namespace) -> BuildConfig:
 
     return BuildConfig(precision=args.precision, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
                        opt_level=args.opt_level, dla_core=args.dla_core, calibration=args.calibration,
-                       max_batch=args.max_batch)
+                       calibration_root=args.data, max_batch=args.max_batch)
 
 
 def _build(args: argparse.Namespace) -> int:

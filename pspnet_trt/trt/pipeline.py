@@ -31,7 +31,8 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
                 input_size: Optional[str] = None, data: Optional[Union[str, Path]] = None,
                 validate_images: int = 20, out_dir: Union[str, Path] = "engines") -> int:
     from ..checkpoints import fetch_checkpoint
-    from ..export import export_zoo, parse_size
+    from ..export import export_zoo
+    from ..sizes import parse_size
     from ..zoo import get_spec
 
     spec = get_spec(model)
@@ -54,7 +55,7 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
             from ..quant import CalibrationList, make_calibration_list, quantize_onnx
 
             calib = make_calibration_list(model, data, spec.train_split, 64, 0)
-            onnx = quantize_onnx(fp32, CalibrationList.read(calib), out / f"{tag}_int8.onnx")
+            onnx = quantize_onnx(fp32, CalibrationList.read(calib, data), out / f"{tag}_int8.onnx")
     from .build import build_engine
 
     engine = build_engine(onnx, out / f"{tag}_{cfg.precision}.engine", cfg)

@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ..export import parse_size
+    from ..sizes import parse_size
     from . import markdown, validate_artifacts
 
     report = validate_artifacts(

@@ -1,0 +1,171 @@
+"""The demo's stage cache (keyed by content), its engine stage without a usable GPU, and its start from a
+shipped checkpoint (issue 14 items 20 and 22, issue 18 item 4)."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import json
+import logging
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from pspnet_trt import demo
+from pspnet_trt.demo import DemoConfig, Stages
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "camvid"
+
+
+def counting(out: Path):
+    calls = []
+
+    def work():
+        calls.append(1)
+        out.write_text(str(len(calls)))
+        return len(calls)
+
+    return calls, work
+
+
+def test_stage_reruns_when_a_file_inside_an_input_folder_changes(tmp_path):
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "train" / "a.png").write_bytes(b"one")
+    stages, out = Stages(tmp_path / "stamps"), tmp_path / "out"
+    calls, work = counting(out)
+    stages.run("s", {"data": data}, [out], work)
+    stages.run("s", {"data": data}, [out], work)
+    assert len(calls) == 1
+    (data / "train" / "a.png").write_bytes(b"two")  # same path, new content
+    Stages(tmp_path / "stamps").run("s", {"data": data}, [out], work)
+    assert len(calls) == 2
+    (data / "train" / "b.png").write_bytes(b"new file")
+    Stages(tmp_path / "stamps").run("s", {"data": data}, [out], work)
+    assert len(calls) == 3
+
+
+def test_stage_reruns_when_the_package_source_changes(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "mod.py").write_text("X = 1\n")
+    out = tmp_path / "out"
+    calls, work = counting(out)
+    Stages(tmp_path / "stamps", source_root=package).run("s", {"n": 1}, [out], work)
+    Stages(tmp_path / "stamps", source_root=package).run("s", {"n": 1}, [out], work)
+    assert len(calls) == 1
+    (package / "mod.py").write_text("X = 2\n")  # the code changed, the version string did not
+    Stages(tmp_path / "stamps", source_root=package).run("s", {"n": 1}, [out], work)
+    assert len(calls) == 2
+
+
+def test_source_hash_covers_the_real_package():
+    first = demo.source_hash()
+    assert first == demo.source_hash() and len(first) == 64
+
+
+@pytest.fixture(scope="module")
+def r18_checkpoint(tmp_path_factory):
+    """A randomly initialised r18_os8_camvid saved with fp16 weights, as the shipped checkpoint is."""
+    from pspnet_trt.checkpoints import save_checkpoint
+    from pspnet_trt.models import build_model, randomize_
+
+    model = randomize_(build_model("r18_os8_camvid"), 5)
+    path = tmp_path_factory.mktemp("ckpt") / "r18_os8_camvid_camvid.pth"
+    save_checkpoint(path, {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    return path
+
+
+def test_demo_onnx_files_carry_the_checkpoint_sha256(r18_checkpoint, tmp_path):
+    from pspnet_trt.deploy import read_onnx_info
+    from pspnet_trt.files import sha256_file
+
+    cfg = DemoConfig(SAMPLE, tmp_path / "work", tmp_path / "report", input_size=(64, 64))
+    stages = Stages(tmp_path / "work" / "stamps")
+    _, info, onnx = demo.export_stage(cfg, stages, r18_checkpoint, "uint8")
+    sha = sha256_file(r18_checkpoint)
+    assert info.checkpoint_sha256 == sha
+    assert {read_onnx_info(onnx[p]).checkpoint_sha256 for p in ("fp32", "fp16")} == {sha}
+
+
+def test_demo_config_starts_from_the_shipped_checkpoint_unless_told_otherwise(r18_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", r18_checkpoint)
+    cfg = DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False)
+    assert cfg.start_from == r18_checkpoint and cfg.train_minutes < 8.0 and cfg.lr is not None
+    assert DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=True).train_iters is not None
+    scratch = DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False, from_scratch=True)
+    assert scratch.start_from is None and scratch.train_minutes == 8.0 and scratch.lr is None
+    monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", tmp_path / "absent.pth")
+    assert DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False).start_from is None  # not shipped yet
+    from pspnet_trt.errors import UserError
+
+    with pytest.raises(UserError, match="absent.pth"):
+        DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False, start_from=str(tmp_path / "absent.pth"))
+
+
+def test_train_stage_fine_tunes_from_the_start_checkpoint(r18_checkpoint, tmp_path):
+    from pspnet_trt.files import sha256_file
+
+    cfg = DemoConfig(SAMPLE, tmp_path / "work", tmp_path / "report", train_iters=1, crop=(64, 64), batch_size=2,
+                     eval_images=1, input_size=(64, 64), start_from=r18_checkpoint, lr=0.001)
+    ckpt, summary = demo.train_stage(cfg, Stages(tmp_path / "work" / "stamps"))
+    assert ckpt.is_file() and summary["iterations"] == 1
+    assert summary["started_from"] == {"path": str(r18_checkpoint), "sha256": sha256_file(r18_checkpoint),
+                                       "miou": summary["started_from"]["miou"]}
+    assert 0.0 <= summary["started_from"]["miou"] <= 100.0
+    config = json.loads((tmp_path / "work" / "train" / "config.json").read_text())
+    assert config["load_from"] == str(r18_checkpoint) and config["lr"] == 0.001
+
+
+# --- issue 14 item 22: TensorRT importable, no usable GPU ---------------------------------------------
+
+
+def fake_tensorrt(monkeypatch, version: str) -> None:
+    module = types.ModuleType("tensorrt")
+    module.__version__ = version  # type: ignore[attr-defined]
+    module.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+
+
+def test_engine_stage_is_skipped_with_one_line_when_no_gpu_is_usable(monkeypatch, tmp_path, caplog):
+    fake_tensorrt(monkeypatch, "10.3.0")
+
+    def no_gpu():
+        from pspnet_trt.errors import UserError
+
+        raise UserError("no CUDA GPU is visible")
+
+    monkeypatch.setattr("pspnet_trt.trt.cuda.device_info", no_gpu)
+    with caplog.at_level(logging.INFO, logger="pspnet_trt"):
+        engines = demo.build_engines({"fp16": tmp_path / "a.onnx", "int8": tmp_path / "b.onnx"}, tmp_path)
+    assert engines == []
+    lines = [r.getMessage() for r in caplog.records if "engine" in r.getMessage().lower()]
+    assert len(lines) == 1 and "no usable GPU" in lines[0] and "10.3.0" in lines[0]
+
+
+@pytest.mark.parametrize("version,dtype", [("8.6.1", "int32"), ("10.3.0", "uint8")])
+def test_engines_get_the_labels_dtype_their_tensorrt_supports(monkeypatch, version, dtype):
+    fake_tensorrt(monkeypatch, version)
+    monkeypatch.setattr("pspnet_trt.trt.cuda.device_info", lambda: ("Orin", "8.7"))
+    assert demo.engine_plan() == (None, dtype)
+
+
+def test_engine_plan_without_tensorrt(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
+    reason, dtype = demo.engine_plan()
+    assert "not installed" in reason and dtype == "uint8"
+
+
+@pytest.mark.slow
+def test_tiny_demo_from_a_start_checkpoint_reports_where_it_started(r18_checkpoint, tmp_path):
+    """The whole demo at toy sizes: fine-tune 1 iteration, export, quantize (list relative to --data), validate."""
+    cfg = DemoConfig(SAMPLE, tmp_path / "work", tmp_path / "report", input_size=(64, 64), train_iters=1, crop=(64, 64),
+                     batch_size=2, eval_images=1, calib_images=2, bench_iters=1, start_from=r18_checkpoint, lr=0.001)
+    rows = demo.demo(cfg)
+    assert [r["precision"] for r in rows][1:4] == ["fp32", "fp16", "int8"]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"Started from {r18_checkpoint}" in report and "fine-tuned 1 iterations" in report
+    assert str(SAMPLE) not in (tmp_path / "work" / "calibration.txt").read_text()
+    stamps = sorted(p.name for p in (tmp_path / "work" / "stamps").iterdir())
+    assert stamps == ["export_fp16.json", "export_fp32.json", "quantize.json", "train.json"]
