@@ -1,8 +1,9 @@
 """Calibration image lists, the file format: read by ``pspnet-trt quantize`` (quant/) and by the implicit
 INT8 calibrator of ``pspnet-trt build --calibration`` (trt/), so it lives in core; quant/ makes the lists.
 
-A list is a reviewable text file: a header of ``#`` lines (how it was made, the data root, the deploy
-input size if one was given) and one image path per line, relative to that root. Images are
+A list is a reviewable text file: a header of ``#`` lines (how it was made, the deploy input size if
+one was given) and one image path per line, relative to the dataset root given when it is read
+(``--data``), so a committed list carries no machine's paths. Images are
 preprocessed from the artifact's own metadata (size, mean/std, colour order), exactly as at deploy time.
 """
 
