@@ -103,8 +103,8 @@ def failure_reason(log_text: str) -> str:
             errors.append(m.group(2))
     loads = [e for e in errors if "failed to load" in e]
     for candidates in (loads, [e for e in errors if "ddress already in use" in e or "Failed to" in e], errors):
-        if candidates:
-            return " ".join(candidates[0].replace("\\n", " ").split())
+        if candidates:  # the Python backend appends the stack ("At: file(line): ...") after the message
+            return " ".join(candidates[0].replace("\\n", " ").split(" At: ")[0].split())
     tail = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
     return tail[-1] if tail else "no output"
 
@@ -167,6 +167,8 @@ class TritonServer:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        package_root = str(Path(__file__).resolve().parents[2])  # model.py imports this pspnet_trt
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         if bundled.libs is not None:
             env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(bundled.libs), env.get("LD_LIBRARY_PATH")) if p)
         cmd = self.command(bundled, backend_dir)

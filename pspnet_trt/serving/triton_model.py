@@ -21,6 +21,8 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -51,8 +53,17 @@ def to_triton(name: str, array: np.ndarray) -> Any:
     return tensor
 
 
+def honour_pythonpath() -> None:
+    """The stub's embedded Python ignores PYTHONPATH; apply it (``pspnet-trt serve`` puts the pspnet_trt that
+    started the server first there, so the model runs the same code as the client that wrote it)."""
+    for entry in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+
+
 class TritonPythonModel:
     def initialize(self, args: Dict[str, Any]) -> None:
+        honour_pythonpath()
         from pspnet_trt.runtime import Segmenter
 
         config = json.loads(args["model_config"])
