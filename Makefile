@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0  # Triton server for the serving tests; --no-deps: it pins numpy<2
 	touch $@
 
 test: install

@@ -355,7 +355,7 @@ def model_readme(art: ArtifactIO, cfg: ModelConfig) -> str:
     first = cfg.inputs[0]
     if first[1] == "UINT8":
         call = ("frame = cv2.imread('street.png')  # BGR uint8 HxWx3\n"
-                f"labels = seg.predict(frame)       # uint8 HxW, classes in labels.txt")
+                "labels = seg.predict(frame)       # uint8 HxW, classes in labels.txt")
     else:
         call = ("frame = cv2.imread('street.png')  # BGR uint8; the client resizes and normalises as Segmenter does\n"
                 "labels = seg.predict(frame)")
