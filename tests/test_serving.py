@@ -234,6 +234,8 @@ def served(tmp_path_factory):
     onnx_path = export_zoo("r18_os8_camvid", tmp / "r18.onnx", input_size=(64, 128), batch=None)
     write_repository([onnx_path], tmp / "repo", RepoOptions(name="seg", backend="python", max_batch=8,
                                                             max_queue_delay_us=2000))
+    # the artifact's own tensors (float32 Nx3xHxW in), as a tensorrt_plan / onnxruntime_onnx model takes them
+    write_repository([onnx_path], tmp / "repo", RepoOptions(name="seg_tensors", backend="python", python_io="artifact"))
     http, grpc, metrics = ports()
     server = TritonServer(tmp / "repo", http_port=http, grpc_port=grpc, metrics_port=metrics,
                           log_file=tmp / "server.log", exit_timeout_s=5)
@@ -255,13 +257,16 @@ def test_triton_labels_equal_segmenter_bit_for_bit(served, protocol):
 
     server, onnx_path = served
     local = Segmenter.open(onnx_path)
-    remote = TritonSegmenter(server.http_url if protocol == "http" else server.grpc_url, "seg")
-    assert remote.frames and remote.class_names == local.class_names
+    url = server.http_url if protocol == "http" else server.grpc_url
+    frames, tensors = TritonSegmenter(url, "seg"), TritonSegmenter(url, "seg_tensors")
+    assert frames.frames and not tensors.frames  # the client preprocesses for the second, as Segmenter does
+    assert frames.class_names == tensors.class_names == local.class_names
     for image in camvid_images(6):
         expected = local.predict(image)
-        got = remote.predict(image)
-        assert got.dtype == np.uint8 and got.shape == image.shape[:2]
-        assert np.array_equal(got, expected)
+        for remote in (frames, tensors):
+            got = remote.predict(image)
+            assert got.dtype == np.uint8 and got.shape == image.shape[:2]
+            assert np.array_equal(got, expected), remote
     # The model ran under this interpreter's numpy (2.x here), where pb_utils.Tensor/as_numpy lose the data.
     assert f"(numpy {np.__version__})" in server.read_log()
 

@@ -18,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("auto", "python"), default="auto",
                    help="auto: tensorrt_plan for an engine, onnxruntime_onnx for an ONNX; python: model.py runs the "
                    "artifact through Segmenter (what the bundled CPU server runs)")
+    p.add_argument("--python-io", choices=("frames", "artifact"), default="frames",
+                   help="python backend: frames (UINT8 HxWx3 in, labels out) or artifact (the artifact's own tensors, "
+                   "as tensorrt_plan/onnxruntime_onnx serve it)")
     p.add_argument("--device", default="cpu", help="python backend over an ONNX: cpu or cuda (onnxruntime-gpu)")
     p.set_defaults(func=_triton)
 
@@ -36,7 +39,8 @@ def _triton(args: argparse.Namespace) -> int:
 
     opts = RepoOptions(name=args.name, max_batch=args.max_batch, instances=args.instances,
                        max_queue_delay_us=args.max_queue_delay_us, backend=args.backend,
-                       dynamic_batching=not args.no_dynamic_batching, device=args.device)
+                       dynamic_batching=not args.no_dynamic_batching, device=args.device,
+                       python_io=args.python_io)
     for model_dir in write_repository(args.artifacts, args.out, opts):
         print(model_dir)
     return 0

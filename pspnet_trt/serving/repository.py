@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 BACKENDS = ("auto", "python")
+PYTHON_IO = ("frames", "artifact")
 FRAMES_INPUT = "frames"
 LABELS_OUTPUT = "labels"
 DEFAULT_MAX_BATCH = 8
@@ -198,8 +199,13 @@ class RepoOptions:
     backend: str = "auto"  # auto (tensorrt_plan / onnxruntime_onnx) | python
     dynamic_batching: bool = True
     device: str = "cpu"  # python backend over an ONNX: onnxruntime device (cpu | cuda)
+    # python backend: "frames" (UINT8 frames in, labels out) or "artifact" (the artifact's own tensors, what a
+    # tensorrt_plan / onnxruntime_onnx model takes: lets a client of those be tested on the CPU server)
+    python_io: str = "frames"
 
     def __post_init__(self) -> None:
+        if self.python_io not in PYTHON_IO:
+            raise UserError(f"--python-io must be one of {PYTHON_IO}, got {self.python_io!r}")
         if self.backend not in BACKENDS:
             raise UserError(f"--backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.instances < 1:
@@ -273,20 +279,26 @@ def _max_batch(art: ArtifactIO, opts: RepoOptions, python: bool) -> int:
 
 def model_config(art: ArtifactIO, opts: RepoOptions, name: str) -> ModelConfig:
     python = opts.backend == "python"
-    mbs = _max_batch(art, opts, python)
+    frames = python and opts.python_io == "frames"
+    mbs = _max_batch(art, opts, frames)
     batching = mbs > 0
     params = {METADATA_KEY: art.info.to_json()}
+    kind = "KIND_GPU" if art.kind == "engine" or opts.device.startswith("cuda") else "KIND_CPU"
     if python:
+        params["artifact"] = _model_filename(art)
+        params["device"] = "cuda" if art.kind == "engine" else opts.device
+        params["io"] = opts.python_io
+    if frames:
         frame: Tuple[int, ...] = art.frame_size or (-1, -1)
         inputs = [(FRAMES_INPUT, "UINT8", (*frame, 3) if batching else (1, *frame, 3))]
         outputs = [(LABELS_OUTPUT, "UINT8", tuple(frame) if batching else (1, *frame))]
-        params["artifact"] = _model_filename(art)
-        params["device"] = "cuda" if art.kind == "engine" else opts.device
-        return ModelConfig(name, None, "python", mbs, inputs, outputs,
-                           "KIND_GPU" if art.kind == "engine" or opts.device.startswith("cuda") else "KIND_CPU",
-                           opts.instances, opts.dynamic_batching, opts.max_queue_delay_us, parameters=params)
+        return ModelConfig(name, None, "python", mbs, inputs, outputs, kind, opts.instances, opts.dynamic_batching,
+                           opts.max_queue_delay_us, parameters=params)
     ins = [(t.name, t.triton_dtype, _dims(t, batching)) for t in art.inputs]
     outs = [(t.name, t.triton_dtype, _dims(t, batching)) for t in art.outputs]
+    if python:
+        return ModelConfig(name, None, "python", mbs, ins, outs, kind, opts.instances, opts.dynamic_batching,
+                           opts.max_queue_delay_us, parameters=params)
     if art.kind == "engine":
         return ModelConfig(name, "tensorrt_plan", None, mbs, ins, outs, "KIND_GPU", opts.instances,
                            opts.dynamic_batching, opts.max_queue_delay_us, _model_filename(art), params)

@@ -75,9 +75,14 @@ class TritonPythonModel:
             device = f"cuda:{args['model_instance_device_id']}"
         self.segmenter = Segmenter.open(artifact, device=device)
         self.name = config["name"]
+        self.io = params.get("io", "frames")
+        self.inputs = [t["name"] for t in config["input"]]
+        self.outputs = [t["name"] for t in config["output"]]
         pb_utils.Logger.log_info(f"{self.name}: {self.segmenter!r} (numpy {np.__version__})")
 
     def execute(self, requests: List[Any]) -> List[Any]:
+        if self.io == "artifact":
+            return self.execute_artifact(requests)
         frames: List[np.ndarray] = []
         counts: List[int] = []
         for request in requests:
@@ -94,6 +99,21 @@ class TritonPythonModel:
             out = np.stack(labels[start:start + n]).astype(np.uint8, copy=False)
             responses.append(pb_utils.InferenceResponse(output_tensors=[to_triton("labels", out)]))
             start += n
+        return responses
+
+    def execute_artifact(self, requests: List[Any]) -> List[Any]:
+        """The artifact's own tensors (``backend.run``), as a tensorrt_plan / onnxruntime_onnx model serves it."""
+        batches = [to_numpy(pb_utils.get_input_tensor_by_name(r, self.inputs[0])) for r in requests]
+        try:
+            out = self.segmenter.backend.run(np.concatenate(batches) if len(batches) > 1 else batches[0])
+        except Exception as e:
+            error = pb_utils.TritonError(f"{self.name}: {type(e).__name__}: {e}")
+            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+        responses, start = [], 0
+        for b in batches:
+            tensors = [to_triton(n, out[n][start:start + len(b)]) for n in self.outputs]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            start += len(b)
         return responses
 
     def finalize(self) -> None:
