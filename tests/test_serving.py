@@ -370,26 +370,37 @@ def run_serve(repo: Path, http: int, grpc: int, metrics: int) -> subprocess.Pope
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def wait_gone(marker: str, timeout_s: float = 20.0) -> list:
+    deadline = time.monotonic() + timeout_s
+    while server_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return server_processes(marker)
+
+
 @pytest.mark.slow
 @needs_server
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_serve_stops_cleanly_on_a_signal(served, sig):
+    """SIGTERM/SIGINT: the server is stopped and `serve` exits 0; SIGKILL of `serve`: the server dies with it."""
     server, _ = served
     http, grpc, metrics = ports()
+    marker = f"--http-port {http}"
     proc = run_serve(server.repository, http, grpc, metrics)
     try:
         line = proc.stdout.readline()  # printed once every model is ready
         assert line.startswith("serving "), line + proc.stderr.read()
-        assert server_processes(f"--http-port {http}")
+        assert len(server_processes(marker)) >= 2  # `serve` and tritonserver
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
-    assert "stopped (Triton exit code 0)" in out
-    time.sleep(0.5)
-    assert server_processes(f"--http-port {http}") == []
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 0, err
+        assert "stopped (Triton exit code 0)" in out
+    assert wait_gone(marker) == []
 
 
 @pytest.mark.slow

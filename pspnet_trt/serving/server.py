@@ -109,6 +109,15 @@ def failure_reason(log_text: str) -> str:
     return tail[-1] if tail else "no output"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the process that started it dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class TritonServer:
     """``tritonserver`` on 127.0.0.1 serving ``repository``; use as a context manager or start()/stop()."""
 
@@ -175,7 +184,7 @@ class TritonServer:
         log.debug("starting %s", " ".join(cmd))
         with open(self.log_file, "wb") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=env, start_new_session=True)
+                                            env=env, start_new_session=True, preexec_fn=_die_with_parent)
         try:
             self._wait_ready(timeout_s)
         except BaseException:
