@@ -94,6 +94,16 @@ def test_dynamic_batch_onnx_batches_and_python_backend_takes_frames(tiny_model, 
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["dyn", "seg"]
 
 
+def test_onnx_io_is_read_with_onnxruntime_where_onnx_is_missing(tiny_onnx, monkeypatch):
+    from pspnet_trt.serving import read_artifact
+
+    with_onnx = read_artifact(tiny_onnx)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    without = read_artifact(tiny_onnx)
+    assert without == with_onnx and with_onnx.outputs[1].shape == (1, 64, 128)
+
+
 def write_engine(tmp_path: Path, input_shape, outputs=("labels",), max_batch=1, labels_dtype="uint8") -> Path:
     """A stand-in engine file (bytes are copied, never run) and the manifest `pspnet-trt build` writes beside it."""
     from pspnet_trt.trt.manifest import Manifest, write_manifest
@@ -377,15 +387,24 @@ def wait_gone(marker: str, timeout_s: float = 20.0) -> list:
     return server_processes(marker)
 
 
+def one_model_repo(server, tmp_path: Path) -> Path:
+    """A copy of the served repository with only the frames model (one stub to start)."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(server.repository / "seg", repo / "seg")
+    return repo
+
+
 @pytest.mark.slow
 @needs_server
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_serve_stops_cleanly_on_a_signal(served, sig):
+def test_serve_stops_cleanly_on_a_signal(served, sig, tmp_path):
     """SIGTERM/SIGINT: the server is stopped and `serve` exits 0; SIGKILL of `serve`: the server dies with it."""
     server, _ = served
     http, grpc, metrics = ports()
     marker = f"--http-port {http}"
-    proc = run_serve(server.repository, http, grpc, metrics)
+    proc = run_serve(one_model_repo(server, tmp_path), http, grpc, metrics)
     try:
         line = proc.stdout.readline()  # printed once every model is ready
         assert line.startswith("serving "), line + proc.stderr.read()
@@ -406,11 +425,9 @@ def test_serve_stops_cleanly_on_a_signal(served, sig):
 @pytest.mark.slow
 @needs_server
 def test_serve_names_the_reason_a_model_fails_to_load(served, tmp_path):
-    import shutil
 
     server, _ = served
-    repo = tmp_path / "repo"
-    shutil.copytree(server.repository, repo)
+    repo = one_model_repo(server, tmp_path)
     (repo / "seg" / "1" / "model.onnx").write_bytes(b"not an onnx file")
     http, grpc, metrics = ports()
     proc = run_serve(repo, http, grpc, metrics)

@@ -98,11 +98,11 @@ class ArtifactIO:
 
 def _onnx_tensors(path: Path) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
     """Graph inputs/outputs of an ONNX (onnx if installed, else onnxruntime)."""
-    try:
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is not None:
         import onnx
-    except ImportError:
-        onnx = None
-    if onnx is not None:
+
         try:
             model = onnx.load_model(str(path), load_external_data=False)
         except Exception as e:  # onnx raises DecodeError and friends
