@@ -21,11 +21,14 @@ WORK ?= work/$(MODEL)
 install: $(STAMP)
 
 # torch is pinned to the CPU wheel that lies on this machine's disk; a looser pin pulls a CUDA build.
+# nvidia-pytriton brings the Triton server for `pspnet-trt serve` and its tests (an x86_64 glibc >= 2.35 wheel);
+# --no-deps because its metadata pins numpy<2 and only its server binary is used.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0 || echo "nvidia-pytriton is not available here: the Triton server tests will skip"
 	touch $@
 
 test: install

@@ -1,0 +1,439 @@
+"""Triton serving: model repositories from artifacts, and a real Triton server (the one bundled in
+nvidia-pytriton) serving the Python-backend model on the CPU.
+
+The repository tests parse each config.pbtxt with Triton's own ModelConfig protobuf (from tritonclient).
+The server tests (marked slow) start and stop the server themselves on free ports; they need the
+``[serve]`` extra (tritonclient) and nvidia-pytriton, and skip with a reason without them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pspnet_trt.cli import main as cli
+from pspnet_trt.deploy import DeployInfo, read_onnx_info
+from pspnet_trt.errors import UserError
+from pspnet_trt.serving import RepoOptions, write_repository
+from pspnet_trt.serving.server import free_port
+from pspnet_trt.zoo import get_spec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = REPO_ROOT / "samples" / "camvid"
+
+
+def parse_config(model_dir: Path):
+    """config.pbtxt as Triton's ModelConfig message (fails on anything Triton would not parse)."""
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'pspnet-trt[serve]')")
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+
+
+def dims(t) -> list:
+    return list(t.dims)
+
+
+def io(t) -> tuple:
+    """(name, Triton type without TYPE_, dims) of a config input/output."""
+    from tritonclient.grpc import model_config_pb2
+
+    return t.name, model_config_pb2.DataType.Name(t.data_type).replace("TYPE_", ""), list(t.dims)
+
+
+# -- repositories (no server) --------------------------------------------------------------------
+
+def test_onnx_gives_onnxruntime_config_with_every_number_from_the_artifact(tiny_onnx, tiny_info, tmp_path):
+    (model_dir,) = write_repository([tiny_onnx], tmp_path / "repo", RepoOptions(name="tiny", instances=2))
+    cfg = parse_config(model_dir)
+    assert cfg.name == "tiny" and cfg.platform == "onnxruntime_onnx" and cfg.default_model_filename == "model.onnx"
+    assert cfg.max_batch_size == 0  # a static batch of 1: Triton sends the declared shape as it is
+    assert not cfg.HasField("dynamic_batching")
+    assert [io(t) for t in cfg.input] == [("images", "FP32", [1, 3, 64, 128])]
+    assert sorted(io(t) for t in cfg.output) == [("labels", "UINT8", [1, 64, 128]), ("logits", "FP32", [1, 11, 64, 128])]
+    assert cfg.instance_group[0].count == 2
+    stored = DeployInfo.from_json(cfg.parameters["pspnet_trt"].string_value)
+    assert stored == read_onnx_info(tiny_onnx) and stored.class_names == tiny_info.class_names
+    assert (model_dir / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
+    assert (model_dir / "labels.txt").read_text().splitlines() == list(tiny_info.class_names)
+    readme = (model_dir / "README.md").read_text()
+    assert 'TritonSegmenter("http://127.0.0.1:8000", "tiny")' in readme and "pspnet-trt serve" in readme
+
+
+def test_dynamic_batch_onnx_batches_and_python_backend_takes_frames(tiny_model, tmp_path):
+    from pspnet_trt.export import export_onnx
+
+    info = DeployInfo.from_spec(get_spec("r18_os8_camvid"), input_size=(64, 128), output="labels", batch=None)
+    onnx_path = export_onnx(tiny_model, info, tmp_path / "dyn.onnx")
+    opts = RepoOptions(max_batch=4, max_queue_delay_us=750)
+    (ort_dir,) = write_repository([onnx_path], tmp_path / "repo", opts)
+    cfg = parse_config(ort_dir)
+    assert cfg.max_batch_size == 4 and cfg.dynamic_batching.max_queue_delay_microseconds == 750
+    assert dims(cfg.input[0]) == [3, 64, 128] and dims(cfg.output[0]) == [64, 128]  # labels dims from the metadata
+
+    opts = RepoOptions(name="seg", backend="python")
+    (py_dir,) = write_repository([onnx_path], tmp_path / "repo", opts)
+    cfg = parse_config(py_dir)
+    assert cfg.backend == "python" and cfg.max_batch_size == 8 and cfg.HasField("dynamic_batching")
+    assert [io(t) for t in cfg.input] == [("frames", "UINT8", [-1, -1, 3])]
+    assert [io(t) for t in cfg.output] == [("labels", "UINT8", [-1, -1])]
+    assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_CPU
+    assert cfg.parameters["artifact"].string_value == "model.onnx"
+    assert (py_dir / "1" / "model.py").read_text() == (REPO_ROOT / "pspnet_trt/serving/triton_model.py").read_text()
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["dyn", "seg"]
+
+
+def test_onnx_io_is_read_with_onnxruntime_where_onnx_is_missing(tiny_onnx, monkeypatch):
+    from pspnet_trt.serving import read_artifact
+
+    with_onnx = read_artifact(tiny_onnx)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    without = read_artifact(tiny_onnx)
+    assert without == with_onnx and with_onnx.outputs[1].shape == (1, 64, 128)
+
+
+def write_engine(tmp_path: Path, input_shape, outputs=("labels",), max_batch=1, labels_dtype="uint8") -> Path:
+    """A stand-in engine file (bytes are copied, never run) and the manifest `pspnet-trt build` writes beside it."""
+    from pspnet_trt.trt.manifest import Manifest, write_manifest
+
+    info = DeployInfo.from_spec(get_spec("r18_os8_camvid"), input_size=(64, 128), output="labels",
+                                batch=None if input_shape[0] == -1 else input_shape[0], precision="fp16",
+                                extra={"labels_dtype": labels_dtype})
+    engine = tmp_path / "r18_fp16.engine"
+    engine.write_bytes(b"not a real plan")
+    write_manifest(engine, Manifest(deploy=info.to_dict(), tensorrt_version="10.3.0", gpu={"name": "Orin",
+                   "compute_capability": "8.7"}, precision="fp16", input_name="images", input_shape=list(input_shape),
+                   outputs=list(outputs), onnx="r18_fp16.onnx", onnx_sha256="0" * 64,
+                   build_flags={"max_batch": max_batch}))
+    return engine
+
+
+def test_engine_manifest_gives_tensorrt_plan_config(tmp_path):
+    engine = write_engine(tmp_path, [-1, 3, 64, 128], outputs=("logits", "labels"), max_batch=4, labels_dtype="int32")
+    (model_dir,) = write_repository([engine], tmp_path / "repo", RepoOptions(instances=3, max_queue_delay_us=50))
+    cfg = parse_config(model_dir)
+    assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
+    assert cfg.max_batch_size == 4  # the engine's optimisation profile
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 50
+    assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_GPU and cfg.instance_group[0].count == 3
+    assert [io(t) for t in cfg.input] == [("images", "FP32", [3, 64, 128])]
+    assert [io(t) for t in cfg.output] == [("logits", "FP32", [11, 64, 128]), ("labels", "INT32", [64, 128])]
+    assert (model_dir / "1" / "model.plan").read_bytes() == b"not a real plan"
+    assert json.loads((model_dir / "1" / "model.plan.json").read_text())["tensorrt_version"] == "10.3.0"
+    with pytest.raises(UserError, match="exceeds the engine's optimisation profile"):
+        write_repository([engine], tmp_path / "repo2", RepoOptions(max_batch=16))
+
+
+def test_static_and_raw_frame_engines_key_off_the_input_shape(tmp_path):
+    static = write_engine(tmp_path, [1, 3, 64, 128])
+    cfg = parse_config(write_repository([static], tmp_path / "a")[0])
+    assert cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
+    assert dims(cfg.input[0]) == [1, 3, 64, 128] and dims(cfg.output[0]) == [1, 64, 128]
+
+    raw = write_engine(tmp_path, [1, 360, 480, 3])  # uint8 NxHxWx3 camera frames in (preprocessing in the graph)
+    cfg = parse_config(write_repository([raw], tmp_path / "b")[0])
+    assert [io(t) for t in cfg.input] == [("images", "UINT8", [1, 360, 480, 3])]
+    assert dims(cfg.output[0]) == [1, 360, 480]  # labels at the frame size
+    cfg = parse_config(write_repository([raw], tmp_path / "c", RepoOptions(backend="python"))[0])
+    assert dims(cfg.input[0]) == [360, 480, 3] and dims(cfg.output[0]) == [360, 480]  # fixed frame size
+    assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_GPU and cfg.parameters["device"].string_value == "cuda"
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert cli(["triton", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.onnx: no such file" in err
+    (tmp_path / "x.pt").write_bytes(b"")
+    assert cli(["triton", str(tmp_path / "x.pt"), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown artifact type" in capsys.readouterr().err
+    assert cli(["serve", str(tmp_path / "nothing")]) == 2
+    assert "no such model repository" in capsys.readouterr().err
+
+
+def test_serve_without_the_wheel_says_how_to_install_it(tmp_path, capsys, monkeypatch, tiny_onnx):
+    write_repository([tiny_onnx], tmp_path / "repo", RepoOptions(backend="python"))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a))
+    ports = [str(free_port()) for _ in range(3)]
+    assert cli(["serve", str(tmp_path / "repo"), "--http-port", ports[0], "--grpc-port", ports[1],
+                "--metrics-port", ports[2]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nvidia-pytriton" in err and "pip install" in err
+
+
+def test_serve_on_a_busy_port_names_it(tmp_path, capsys, tiny_onnx):
+    import socket
+
+    write_repository([tiny_onnx], tmp_path / "repo", RepoOptions(backend="python"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli(["serve", str(tmp_path / "repo"), "--http-port", str(port), "--grpc-port", str(free_port()),
+                    "--metrics-port", str(free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"port {port}" in err and "busy" in err and "--http-port" in err
+
+
+# -- a real server -------------------------------------------------------------------------------
+
+def _server_reason():
+    if importlib.util.find_spec("tritonclient") is None:
+        return "tritonclient is not installed (pip install 'pspnet-trt[serve]')"
+    try:
+        from pspnet_trt.serving import find_bundled_server
+
+        find_bundled_server()
+    except UserError as e:
+        return str(e)
+    return None
+
+
+SERVER_REASON = _server_reason()
+needs_server = pytest.mark.skipif(SERVER_REASON is not None, reason=SERVER_REASON or "")
+
+
+def camvid_images(n: int):
+    import cv2
+
+    root = Path(os.environ["CAMVID_ROOT"]) if os.environ.get("CAMVID_ROOT") else SAMPLES
+    paths = sorted((root / "test").glob("*.*"))[:n] or sorted((SAMPLES / "test").glob("*.*"))[:n]
+    return [cv2.imread(str(p)) for p in paths]
+
+
+def ports():
+    chosen = set()
+    while len(chosen) < 3:
+        chosen.add(free_port())
+    return sorted(chosen)
+
+
+def server_processes(marker: str):
+    """pids whose command line contains ``marker`` (our server or its stubs)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmd and int(d.name) != os.getpid():
+                found.append(int(d.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """r18_os8_camvid (random weights, 64x128, dynamic batch) behind the Python backend, dynamic batching on."""
+    from pspnet_trt.export import export_zoo
+    from pspnet_trt.serving import TritonServer
+
+    tmp = tmp_path_factory.mktemp("triton")
+    onnx_path = export_zoo("r18_os8_camvid", tmp / "r18.onnx", input_size=(64, 128), batch=None)
+    write_repository([onnx_path], tmp / "repo", RepoOptions(name="seg", backend="python", max_batch=8,
+                                                            max_queue_delay_us=2000))
+    # the artifact's own tensors (float32 Nx3xHxW in), as a tensorrt_plan / onnxruntime_onnx model takes them
+    write_repository([onnx_path], tmp / "repo", RepoOptions(name="seg_tensors", backend="python", python_io="artifact"))
+    http, grpc, metrics = ports()
+    server = TritonServer(tmp / "repo", http_port=http, grpc_port=grpc, metrics_port=metrics,
+                          log_file=tmp / "server.log", exit_timeout_s=5)
+    server.start(timeout_s=120)
+    try:
+        yield server, onnx_path
+    finally:
+        pid = server.process.pid if server.process else None
+        assert server.stop() == 0
+        assert pid is None or not server_processes(f"--http-port {http}")
+
+
+@pytest.mark.slow
+@needs_server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_triton_labels_equal_segmenter_bit_for_bit(served, protocol):
+    from pspnet_trt.runtime import Segmenter
+    from pspnet_trt.serving import TritonSegmenter
+
+    server, onnx_path = served
+    local = Segmenter.open(onnx_path)
+    url = server.http_url if protocol == "http" else server.grpc_url
+    frames, tensors = TritonSegmenter(url, "seg"), TritonSegmenter(url, "seg_tensors")
+    assert frames.frames and not tensors.frames  # the client preprocesses for the second, as Segmenter does
+    assert frames.class_names == tensors.class_names == local.class_names
+    for image in camvid_images(6):
+        expected = local.predict(image)
+        for remote in (frames, tensors):
+            got = remote.predict(image)
+            assert got.dtype == np.uint8 and got.shape == image.shape[:2]
+            assert np.array_equal(got, expected), remote
+    # The model ran under this interpreter's numpy (2.x here), where pb_utils.Tensor/as_numpy lose the data.
+    assert f"(numpy {np.__version__})" in server.read_log()
+
+
+@pytest.mark.slow
+@needs_server
+def test_uint8_output_bytes_arrive(served):
+    """The numpy-2 pitfall, at the wire: the labels output carries H*W bytes, not 0."""
+    import tritonclient.http as th
+
+    server, _ = served
+    image = camvid_images(1)[0]
+    client = th.InferenceServerClient(server.http_url.split("://")[1])
+    inp = th.InferInput("frames", [1, *image.shape], "UINT8")
+    inp.set_data_from_numpy(image[None])
+    result = client.infer("seg", [inp], outputs=[th.InferRequestedOutput("labels", binary_data=True)])
+    (out,) = result.get_response()["outputs"]
+    assert out["datatype"] == "UINT8" and out["shape"] == [1, *image.shape[:2]]
+    assert out["parameters"]["binary_data_size"] == image.shape[0] * image.shape[1]
+    client.close()
+
+
+@pytest.mark.slow
+@needs_server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_wrong_dtype_or_shape_gets_tritons_error_and_the_server_keeps_serving(served, protocol):
+    import importlib
+
+    from pspnet_trt.serving import TritonSegmenter
+
+    tc = importlib.import_module(f"tritonclient.{protocol}")
+    from tritonclient.utils import InferenceServerException
+
+    server, onnx_path = served
+    url = server.http_url if protocol == "http" else server.grpc_url
+    client = tc.InferenceServerClient(url.split("://")[1])
+    bad = [("FP32", np.zeros((1, 64, 128, 3), np.float32), "data-type is 'FP32', but model 'seg' expects 'UINT8'"),
+           ("UINT8", np.zeros((1, 64, 128, 4), np.uint8), r"unexpected shape .* got \[1,64,128,4\]"),
+           ("UINT8", np.zeros((1, 64, 128), np.uint8), r"unexpected shape .* got \[1,64,128\]")]
+    for dtype, array, message in bad:
+        inp = tc.InferInput("frames", list(array.shape), dtype)
+        inp.set_data_from_numpy(array)
+        with pytest.raises(InferenceServerException, match=message):
+            client.infer("seg", [inp])
+    client.close()
+    image = camvid_images(1)[0]
+    assert TritonSegmenter(url, "seg").predict(image).shape == image.shape[:2]
+    assert server.alive()
+
+
+@pytest.mark.slow
+@needs_server
+def test_four_concurrent_clients_get_their_own_labels_through_dynamic_batches(served):
+    """4 clients x 25 requests, one image each: no error, every answer is its own image's (no mixing in a batch)."""
+    import tritonclient.grpc as tg
+
+    from pspnet_trt.runtime import Segmenter
+    from pspnet_trt.serving import TritonSegmenter
+
+    server, onnx_path = served
+    local = Segmenter.open(onnx_path)
+    images = [im[::4, ::4].copy() for im in camvid_images(4)]  # 90x120: same shape, so Triton can batch them
+    images = [np.roll(im, 17 * i, axis=1) for i, im in enumerate(images)]  # distinct even if fewer files exist
+    expected = [local.predict(im) for im in images]
+    assert all(not np.array_equal(expected[0], e) for e in expected[1:])
+    stats0 = tg.InferenceServerClient(server.grpc_url.split("://")[1]).get_inference_statistics("seg", as_json=True)
+    errors, wrong = [], []
+
+    def client(i: int) -> None:
+        url = server.grpc_url if i % 2 else server.http_url  # both protocols at once
+        seg = TritonSegmenter(url, "seg")
+        for _ in range(25):
+            try:
+                if not np.array_equal(seg.predict(images[i]), expected[i]):
+                    wrong.append(i)
+            except Exception as e:  # collected, asserted below
+                errors.append(f"client {i}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == [] and wrong == []
+    stats = tg.InferenceServerClient(server.grpc_url.split("://")[1]).get_inference_statistics("seg", as_json=True)
+
+    def counts(s):
+        m = s["model_stats"][0]
+        return int(m.get("inference_count", 0)), int(m.get("execution_count", 0))
+
+    (inf1, exe1), (inf0, exe0) = counts(stats), counts(stats0)
+    assert inf1 - inf0 == 100
+    assert exe1 - exe0 < 100, "no request was batched with another: dynamic batching did not act"
+
+
+def run_serve(repo: Path, http: int, grpc: int, metrics: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-m", "pspnet_trt", "serve", str(repo), "--http-port", str(http),
+                             "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--ready-timeout", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_gone(marker: str, timeout_s: float = 20.0) -> list:
+    deadline = time.monotonic() + timeout_s
+    while server_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return server_processes(marker)
+
+
+def one_model_repo(server, tmp_path: Path) -> Path:
+    """A copy of the served repository with only the frames model (one stub to start)."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(server.repository / "seg", repo / "seg")
+    return repo
+
+
+@pytest.mark.slow
+@needs_server
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_serve_stops_cleanly_on_a_signal(served, sig, tmp_path):
+    """SIGTERM/SIGINT: the server is stopped and `serve` exits 0; SIGKILL of `serve`: the server dies with it."""
+    server, _ = served
+    http, grpc, metrics = ports()
+    marker = f"--http-port {http}"
+    proc = run_serve(one_model_repo(server, tmp_path), http, grpc, metrics)
+    try:
+        line = proc.stdout.readline()  # printed once every model is ready
+        assert line.startswith("serving "), line + proc.stderr.read()
+        assert len(server_processes(marker)) >= 2  # `serve` and tritonserver
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 0, err
+        assert "stopped (Triton exit code 0)" in out
+    assert wait_gone(marker) == []
+
+
+@pytest.mark.slow
+@needs_server
+def test_serve_names_the_reason_a_model_fails_to_load(served, tmp_path):
+
+    server, _ = served
+    repo = one_model_repo(server, tmp_path)
+    (repo / "seg" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    http, grpc, metrics = ports()
+    proc = run_serve(repo, http, grpc, metrics)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "failed to load 'seg'" in lines[0] and "ONNX Runtime cannot load it" in lines[0]
+    assert server_processes(f"--http-port {http}") == []
