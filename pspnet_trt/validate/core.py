@@ -56,6 +56,7 @@ class BackendResult:
         row: Dict[str, Any] = {
             "backend": self.label, "precision": self.precision, "path": self.path, "output": info.output,
             "miou": miou, "pixel_accuracy": 100 * self.metrics.pixel_accuracy,
+            "invalid_pixels": self.metrics.invalid_pixels,  # predicted labels outside 0..C-1, any pixel
             "delta": None if is_reference else delta,
             "agreement": None if is_reference else 100 * self.agreement.value,
             "images_per_s": self.images / self.seconds if self.seconds else None,
@@ -64,8 +65,9 @@ class BackendResult:
             "iou": self.metrics.summary(info.class_names)["iou"],
         }
         if not is_reference:
-            # NaN (nothing scored) never passes; same weights as PyTorch: True/False, unknown: None
-            row["passed"] = bool(delta >= -tolerance)
+            # NaN (nothing scored) never passes, nor does one label outside 0..C-1 (a healthy artifact emits none);
+            # same weights as PyTorch: True/False, unknown: None
+            row["passed"] = bool(delta >= -tolerance) and self.metrics.invalid_pixels == 0
             known = info.checkpoint_sha256 and ref.checkpoint_sha256
             row["same_checkpoint"] = (info.checkpoint_sha256 == ref.checkpoint_sha256) if known else None
         return row
@@ -84,8 +86,20 @@ class ValidationReport:
     context: Dict[str, Any] = field(default_factory=dict)  # model, dataset, split, input size, stride, ...
 
     @property
+    def gated(self) -> bool:
+        """False when no artifact was compared (PyTorch evaluated alone): nothing passed or failed."""
+        return any("passed" in r for r in self.rows)
+
+    @property
     def passed(self) -> bool:
+        """Every artifact passed the gate (True when none was given: see :attr:`gated`)."""
         return all(r.get("passed", True) for r in self.rows)
+
+    @property
+    def verdict(self) -> str:
+        if not self.gated:
+            return "evaluation only, no artifact gated"
+        return "PASS" if self.passed else f"FAIL ({', '.join(self.failed)})"
 
     @property
     def failed(self) -> List[str]:
@@ -93,7 +107,8 @@ class ValidationReport:
         return [r["backend"] for r in self.rows if r.get("passed") is False]
 
     def to_dict(self) -> Dict[str, Any]:
-        return _finite({"passed": self.passed, "tolerance_miou_points": self.tolerance, "images": self.images,
+        return _finite({"passed": self.passed if self.gated else None, "gated": self.gated, "verdict": self.verdict,
+                        "tolerance_miou_points": self.tolerance, "images": self.images,
                         "mode": self.mode, "seconds": self.seconds, **self.context, "class_names": list(self.class_names),
                         "backends": self.rows})
 
@@ -227,9 +242,14 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
     }
     report = ValidationReport(rows, tolerance, n_images, mode, reference.info.class_names,
                               round(time.perf_counter() - start, 2), context)
+    if not artifacts:
+        log.info("pytorch: mIoU %.2f (evaluation only, no artifact gated)", rows[0]["miou"])
     for row in rows[1:]:
         log.info("%s: mIoU %.2f (%+.2f vs PyTorch %.2f), agreement %.3f %% -> %s", row["backend"], row["miou"],
                  row["delta"], rows[0]["miou"], row["agreement"], "pass" if row["passed"] else "FAIL")
+        if row["invalid_pixels"]:
+            log.error("%s predicted %d pixels outside the class range 0..%d: it fails the gate whatever its mIoU",
+                      row["backend"], row["invalid_pixels"], num_classes - 1)
         if row["same_checkpoint"] is False:
             log.warning("%s was exported from another checkpoint (sha256 %s...) than the reference's (%s...)",
                         row["backend"], str(row["checkpoint_sha256"])[:12], str(reference.info.checkpoint_sha256)[:12])
