@@ -167,8 +167,8 @@ def read_onnx_metadata(path: str | Path) -> Dict[str, str]:
         while pos < len(data):
             tag, pos = _varint(data, pos)
             field_no, wire = tag >> 3, tag & 7
-            if not 1 <= field_no <= _MODEL_PROTO_MAX_FIELD:
-                raise ValueError(f"field number {field_no}")
+            if not 1 <= field_no <= _MODEL_PROTO_MAX_FIELD or (not fields and _FIRST_FIELDS.get(field_no) != wire):
+                raise ValueError(f"field {field_no} of wire type {wire}")
             fields.add(field_no)
             if wire == 0:
                 _, pos = _varint(data, pos)
@@ -202,7 +202,9 @@ def read_onnx_metadata(path: str | Path) -> Dict[str, str]:
     return out
 
 
-_MODEL_PROTO_MAX_FIELD = 32  # ModelProto's field numbers are 1..25 today; anything far beyond is not ONNX
+_MODEL_PROTO_MAX_FIELD = 32  # ModelProto's field numbers are 1..26 today; anything far beyond is not ONNX
+# ModelProto fields (number: wire type) that a file can start with; anything else at byte 0 is not ONNX
+_FIRST_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
 
 
 def check_onnx_file(path: str | Path) -> None:
