@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pspnet_trt.deploy import DeployInfo, read_onnx_info
@@ -96,3 +97,120 @@ def test_bad_engine_manifest_names_the_file(tiny_info, tmp_path):
     (tmp_path / "m.engine.json").write_text(json.dumps(manifest)[:100])
     with pytest.raises(UserError, match=r"m\.engine\.json is truncated"):
         read_manifest(engine)
+
+
+# --- issue 14.5: validation records, `pspnet-trt info`, the warning at open ----------------------------------
+
+def fake_engine(tmp_path, info, name="m.engine"):
+    """An engine file (bytes only: nothing here runs it) and the manifest `pspnet-trt build` writes beside it."""
+    engine = tmp_path / name
+    engine.write_bytes(b"\0" * 64)
+    manifest = {"deploy": info.to_dict(), "tensorrt_version": "10.13.0",
+                "gpu": {"name": "NVIDIA Orin", "compute_capability": "8.7"}, "precision": "fp16",
+                "input_name": "images", "input_shape": [1, 3, *info.input_size], "outputs": list(info.output_names),
+                "onnx": "m.onnx", "onnx_sha256": "0" * 64, "build_flags": {"fp16": True}, "build_seconds": 1.0}
+    (tmp_path / f"{name}.json").write_text(json.dumps(manifest))
+    return engine
+
+
+def test_engine_record_goes_into_its_manifest_and_info_prints_it(tiny_info, tmp_path, capsys):
+    from pspnet_trt.records import read_record, write_record
+    from pspnet_trt.trt.manifest import read_manifest
+
+    engine = fake_engine(tmp_path, tiny_info)
+    assert read_record(engine) is None
+    assert cli("info", engine) == 0
+    out = capsys.readouterr().out
+    assert "r18_os8_camvid" in out and "64x128" in out and "TensorRT 10.13.0" in out and "never validated" in out
+    record = {"kind": "miou", "dataset": "camvid", "split": "test", "images": 233, "miou": 36.1, "delta": -0.1,
+              "agreement": 99.5, "tolerance": 0.5, "invalid_pixels": 0, "passed": True, "date": "2026-11-25T23:00:00+00:00"}
+    write_record(engine, record)
+    saved = json.loads((tmp_path / "m.engine.json").read_text())
+    assert saved["validation"]["miou"] == 36.1 and saved["tensorrt_version"] == "10.13.0"  # the rest is kept
+    assert read_manifest(engine).validation["passed"] is True
+    assert read_record(engine)["dataset"] == "camvid"
+    assert cli("info", engine) == 0
+    out = capsys.readouterr().out
+    assert "validation: PASS" in out and "camvid test" in out and "36.10" in out and "-0.10" in out
+
+
+def test_validate_cli_writes_records_and_info_shows_them(cli_records, tmp_path, capsys):
+    root, ckpt_a, onnx_a, onnx_b = cli_records
+    from pspnet_trt.cli import main
+
+    assert main(["validate", "--model", "r18_os8_camvid", "--checkpoint", str(ckpt_a), "--data", str(root),
+                 "--split", "test", "--onnx", str(onnx_a), "--onnx", str(onnx_b), "--report", str(tmp_path / "r")]) == 1
+    a = json.loads(onnx_a.with_suffix(".validation.json").read_text())
+    b = json.loads(onnx_b.with_suffix(".validation.json").read_text())
+    for rec in (a, b):
+        assert rec["dataset"] == "camvid" and rec["split"] == "test" and rec["images"] == 2
+        assert rec["tolerance"] == 0.5 and rec["date"].startswith("20") and rec["invalid_pixels"] == 0
+        assert {"miou", "delta", "agreement", "reference_miou", "artifact_sha256"} <= set(rec)
+    assert a["passed"] is True and a["agreement"] > 99.9 and b["passed"] is False
+    capsys.readouterr()
+    assert cli("info", onnx_b) == 0
+    out = capsys.readouterr().out
+    assert "validation: FAIL" in out and "camvid test" in out and "r18_os8_camvid" in out
+
+
+def test_segmenter_warns_once_about_an_unvalidated_artifact(tiny_onnx, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from pspnet_trt.records import write_record
+    from pspnet_trt.runtime import Segmenter
+
+    onnx = Path(shutil.copy(tiny_onnx, tmp_path / "m.onnx"))
+    with caplog.at_level(logging.WARNING):
+        Segmenter.open(onnx).close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "never validated" in warnings[0].getMessage() and "m.onnx" in warnings[0].getMessage()
+    from pspnet_trt.files import sha256_file
+
+    write_record(onnx, {"kind": "miou", "passed": True, "artifact_sha256": sha256_file(onnx),
+                        "artifact_bytes": onnx.stat().st_size, "date": "2026-11-25T23:00:00+00:00"})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Segmenter.open(onnx).close()
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    write_record(onnx, {"kind": "miou", "passed": False, "artifact_bytes": onnx.stat().st_size})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Segmenter.open(onnx).close()
+    assert ["FAILED" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [True]
+
+
+@pytest.fixture(scope="module")
+def cli_records(tmp_path_factory):
+    """Two full-width r18_os8_camvid checkpoints A and B at 64x128, exports of both, labels = A's predictions."""
+    import cv2
+    import torch
+
+    from pspnet_trt.checkpoints import save_checkpoint
+    from pspnet_trt.export import export_onnx
+    from pspnet_trt.files import sha256_file
+    from pspnet_trt.models import build_model, randomize_
+    from pspnet_trt.preprocess import make_batch
+    from pspnet_trt.runtime.torch_backend import TorchBackend
+    from pspnet_trt.validate import predict_whole
+    from pspnet_trt.zoo import get_spec
+
+    spec = get_spec("r18_os8_camvid")
+    tmp = tmp_path_factory.mktemp("records")
+    rng = np.random.default_rng(0)
+    images = [cv2.resize(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8), (160, 96)) for _ in range(2)]
+    paths = []
+    for tag, seed in (("a", 1), ("b", 2)):
+        model = randomize_(build_model(spec.name), seed).eval()
+        with torch.no_grad():  # spread a random model's predictions over all classes (see test_validate.balanced)
+            model.decoder[-1].bias -= model(torch.from_numpy(make_batch(images, (64, 128), spec.normalization))).mean((0, 2, 3))
+        ckpt = save_checkpoint(tmp / f"{tag}.pth", model.state_dict())
+        info = DeployInfo.from_spec(spec, input_size=(64, 128), checkpoint_sha256=sha256_file(ckpt))
+        paths += [ckpt, export_onnx(model, info, tmp / f"{tag}.onnx")]
+        if tag == "a":
+            reference = TorchBackend(model, info.with_(output="logits"))
+            for i, img in enumerate(images):
+                for folder, array in (("test", img), ("testannot", predict_whole(reference, img, img.shape[:2]))):
+                    (tmp / "data" / folder).mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(tmp / "data" / folder / f"{i}.png"), array)
+    return tmp / "data", paths[0], paths[1], paths[3]

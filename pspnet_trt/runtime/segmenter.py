@@ -14,6 +14,7 @@ its own ONNX Runtime session or TensorRT execution context.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -25,6 +26,7 @@ from ..errors import UserError
 from ..preprocess import check_image, logits_to_labels, make_batch, overlay, resize_labels
 from .backend import Backend, open_backend
 
+log = logging.getLogger(__name__)
 
 class Segmenter:
     def __init__(self, backend: Backend) -> None:
@@ -35,8 +37,16 @@ class Segmenter:
     def open(cls, source: Union[str, Path], device: str = "cpu", checkpoint: Optional[Union[str, Path]] = None,
              **kwargs: Any) -> Segmenter:
         """``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``, manifest beside it) or a zoo name
-        (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``cpu`` or ``cuda[:N]``."""
-        return cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs))
+        (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``cpu`` or ``cuda[:N]``.
+        Logs one warning for an artifact that was never validated (or failed, see :mod:`pspnet_trt.records`)."""
+        seg = cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs))
+        if Path(source).is_file():
+            from ..records import open_warning
+
+            warning = open_warning(source, seg.info.model)
+            if warning:
+                log.warning("%s", warning)
+        return seg
 
     # -- what the artifact says about itself ------------------------------------------------------
     @property

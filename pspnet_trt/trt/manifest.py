@@ -45,6 +45,7 @@ class Manifest:
     onnx_sha256: str
     build_flags: Dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
+    validation: Optional[Dict[str, Any]] = None  # the latest verdict of `validate` / `engine` (pspnet_trt.records)
 
     @property
     def info(self) -> DeployInfo:

@@ -106,6 +106,22 @@ class ValidationReport:
         """Names of the artifacts below the gate."""
         return [r["backend"] for r in self.rows if r.get("passed") is False]
 
+    def record(self, row: Dict[str, Any]) -> Dict[str, Any]:
+        """The validation record of an artifact's ``row`` (what :func:`write_records` stores with the artifact)."""
+        from ..deploy import package_version
+        from ..records import now
+
+        c = self.context
+        return _finite({
+            "kind": "miou", "passed": row["passed"], "date": now(), "model": c.get("model"),
+            "dataset": c.get("dataset"), "split": c.get("split"), "data_root": c.get("data_root"),
+            "images": self.images, "mode": self.mode, "input_size": c.get("input_size"), "miou": row["miou"],
+            "reference_miou": self.rows[0]["miou"], "delta": row["delta"], "agreement": row["agreement"],
+            "invalid_pixels": row["invalid_pixels"], "tolerance": self.tolerance,
+            "reference_checkpoint_sha256": c.get("checkpoint_sha256"), "same_checkpoint": row.get("same_checkpoint"),
+            "report": c.get("report"), "package_version": package_version(),
+        })
+
     def to_dict(self) -> Dict[str, Any]:
         return _finite({"passed": self.passed if self.gated else None, "gated": self.gated, "verdict": self.verdict,
                         "tolerance_miou_points": self.tolerance, "images": self.images,
@@ -239,6 +255,7 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
         "stride": list(stride) if mode == "slide" and stride else None,
         "test_resize": list(fit) if mode == "slide" and fit else None,
         "read_seconds": round(read_s, 2), "labelled_pixels": labelled,
+        "report": str(report_dir) if report_dir is not None else None,
     }
     report = ValidationReport(rows, tolerance, n_images, mode, reference.info.class_names,
                               round(time.perf_counter() - start, 2), context)
@@ -260,10 +277,23 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
     return report
 
 
+def write_records(report: ValidationReport) -> List[Path]:
+    """Store every artifact's verdict with the artifact (see :mod:`pspnet_trt.records`): an engine's manifest
+    gets a ``validation`` block, an ONNX file a ``NAME.validation.json`` beside it. Rows without a file are skipped."""
+    from ..records import fingerprint, write_record
+
+    written = []
+    for row in report.rows[1:]:
+        if row.get("path") and Path(row["path"]).is_file():
+            written.append(write_record(row["path"], {**report.record(row), **fingerprint(row["path"])}))
+            log.info("validation record: %s", written[-1])
+    return written
+
+
 def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: Union[str, Path], *,
                        split: Optional[str] = None, checkpoint: Optional[Union[str, Path]] = None,
                        device: str = "cpu", input_size: Optional[Tuple[int, int]] = None,
-                       num_classes: Optional[int] = None, threads: Optional[int] = None,
+                       num_classes: Optional[int] = None, threads: Optional[int] = None, record: bool = True,
                        **kwargs: Any) -> ValidationReport:
     """Open everything from names and paths, then :func:`validate` (what ``pspnet-trt validate`` runs).
 
@@ -271,7 +301,8 @@ def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: 
     the zoo entry's layout. The PyTorch reference is built at the artifacts' input size (or
     ``input_size``, or the entry's deploy size when no artifact is given) with a labels output when
     every artifact has labels only (so both take the argmax at the same resolution) and logits
-    otherwise. ``threads``: CPU threads of ONNX Runtime and PyTorch. Other keywords go to :func:`validate`.
+    otherwise. ``threads``: CPU threads of ONNX Runtime and PyTorch. ``record``: store each artifact's verdict
+    with it (:func:`write_records`). Other keywords go to :func:`validate`.
     """
     from ..data import dataset_for_spec
     from ..runtime import open_backend
@@ -296,7 +327,10 @@ def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: 
         reference = TorchBackend.from_zoo(model, checkpoint=checkpoint, device=device, input_size=size,  # type: ignore[arg-type]
                                           output=output, num_classes=num_classes, threads=threads)
         kwargs.setdefault("fit", spec.eval_resize)
-        return validate(reference, opened, dataset, **kwargs)
+        report = validate(reference, opened, dataset, **kwargs)
+        if record:
+            write_records(report)
+        return report
     finally:
         for a in opened:
             a.close()
