@@ -59,9 +59,10 @@ calibrate: install
 quantize: install
 	$(CLI) quantize --onnx engines/$(MODEL)_fp32.onnx --calibration calibration/$(MODEL)_train_n64_s0.txt $(if $(DATA),--data $(DATA)) --out engines/$(MODEL)_int8.onnx
 
-# make engine MODEL=r50_os8_cityscapes PRECISION=fp16 : download -> export -> (quantize) -> build -> quick validation
+# make engine MODEL=r50_os8_cityscapes PRECISION=fp16 : download -> export -> (quantize) -> build -> check
+# (mIoU gate with DATA=ROOT, else labels agreement with PyTorch on samples/ or IMAGES_DIR=FOLDER; exit 1 below it)
 engine: install
-	$(CLI) engine --model $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(DATA),--data $(DATA))
+	$(CLI) engine --model $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(DATA),--data $(DATA)) $(if $(IMAGES_DIR),--images-dir $(IMAGES_DIR))
 
 validate: install
 	$(if $(DATA),,$(error set DATA=<dataset root>))

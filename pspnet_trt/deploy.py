@@ -158,7 +158,8 @@ def read_onnx_metadata(path: str | Path) -> Dict[str, str]:
     entries); everything else, the graph included, is skipped by its length.
     """
     data = Path(path).read_bytes()
-    pos, out, fields = 0, {}, set()
+    pos, out = 0, {}
+    fields: set[int] = set()
     if not data:
         raise ValueError(f"{path} is empty, not an ONNX file: export it again")
     truncated = ValueError(f"{path} is truncated ({len(data)} bytes; its last field runs past the end of the file): "

@@ -277,6 +277,49 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
     return report
 
 
+def open_artifacts(artifacts: Sequence[Union[str, Path]], device: str = "cpu",
+                   threads: Optional[int] = None) -> List[Backend]:
+    """Backends for .onnx / engine paths (``threads``: ONNX Runtime CPU threads); all closed again on an error."""
+    from ..runtime import open_backend
+
+    opened: List[Backend] = []
+    try:
+        for p in artifacts:
+            cpu_threads: Dict[str, Any] = {"threads": threads} if threads and Path(p).suffix == ".onnx" else {}
+            opened.append(open_backend(p, device=device, **cpu_threads))
+    except BaseException:
+        for a in opened:
+            a.close()
+        raise
+    return opened
+
+
+def reference_output(artifacts: Sequence[Backend], mode: str = "whole") -> str:
+    """The PyTorch reference's output that compares like with like: ``labels`` (argmax at the input size, as
+    the artifacts take it) when every artifact has labels only and mode is whole, else ``logits``."""
+    labels_only = bool(artifacts) and all("logits" not in a.info.output_names for a in artifacts)
+    return "labels" if labels_only and mode == "whole" else "logits"
+
+
+def open_reference(model: str, artifacts: Sequence[Backend], *, checkpoint: Optional[Union[str, Path]] = None,
+                   device: str = "cpu", input_size: Optional[Tuple[int, int]] = None,
+                   num_classes: Optional[int] = None, threads: Optional[int] = None, mode: str = "whole") -> Backend:
+    """The PyTorch model ``model`` as the reference of ``artifacts``: each is checked against the zoo entry
+    (model, classes, input size, normalisation, mode) before the checkpoint is loaded; then the reference is
+    built at their input size (or ``input_size``, or the deploy size) with :func:`reference_output`."""
+    from ..runtime.torch_backend import TorchBackend
+    from ..zoo import get_spec
+
+    spec = get_spec(model)
+    size = input_size or (tuple(artifacts[0].info.input_size) if artifacts else None)
+    expected = DeployInfo.from_spec(spec, input_size=size, num_classes=num_classes)  # type: ignore[arg-type]
+    for a in artifacts:  # before the (possibly downloaded) checkpoint is loaded
+        check_info(expected, a.info, describe(a))
+        check_mode(a, mode)
+    return TorchBackend.from_zoo(model, checkpoint=checkpoint, device=device, input_size=size,  # type: ignore[arg-type]
+                                 output=reference_output(artifacts, mode), num_classes=num_classes, threads=threads)
+
+
 def write_records(report: ValidationReport) -> List[Path]:
     """Store every artifact's verdict with the artifact (see :mod:`pspnet_trt.records`): an engine's manifest
     gets a ``validation`` block, an ONNX file a ``NAME.validation.json`` beside it. Rows without a file are skipped."""
@@ -305,27 +348,15 @@ def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: 
     with it (:func:`write_records`). Other keywords go to :func:`validate`.
     """
     from ..data import dataset_for_spec
-    from ..runtime import open_backend
-    from ..runtime.torch_backend import TorchBackend
     from ..zoo import get_spec
 
     spec = get_spec(model)
     dataset = dataset_for_spec(spec, data, split)  # bad --data / --split stop before any model is loaded
     opened: List[Backend] = []
     try:
-        for p in artifacts:
-            cpu_threads = {"threads": threads} if threads and Path(p).suffix == ".onnx" else {}
-            opened.append(open_backend(p, device=device, **cpu_threads))
-        size = input_size or (tuple(opened[0].info.input_size) if opened else None)
-        expected = DeployInfo.from_spec(spec, input_size=size, num_classes=num_classes)  # type: ignore[arg-type]
-        mode = kwargs.get("mode", "whole")
-        for a in opened:  # before the (possibly downloaded) checkpoint is loaded
-            check_info(expected, a.info, describe(a))
-            check_mode(a, mode)
-        labels_only = bool(opened) and all("logits" not in a.info.output_names for a in opened)
-        output = "labels" if labels_only and mode == "whole" else "logits"
-        reference = TorchBackend.from_zoo(model, checkpoint=checkpoint, device=device, input_size=size,  # type: ignore[arg-type]
-                                          output=output, num_classes=num_classes, threads=threads)
+        opened += open_artifacts(artifacts, device, threads)
+        reference = open_reference(model, opened, checkpoint=checkpoint, device=device, input_size=input_size,
+                                   num_classes=num_classes, threads=threads, mode=kwargs.get("mode", "whole"))
         kwargs.setdefault("fit", spec.eval_resize)
         report = validate(reference, opened, dataset, **kwargs)
         if record:

@@ -1,5 +1,6 @@
-"""Artifact records (issue 14): unreadable metadata gives one line and exit 2; validation verdicts are written
-into each artifact's record, `pspnet-trt info` prints them, and Segmenter.open warns about unvalidated artifacts."""
+"""The gate around artifacts (issue 14): unreadable metadata gives one line and exit 2; validation verdicts are
+written into each artifact's record, `pspnet-trt info` prints them, Segmenter.open warns about unvalidated artifacts;
+`pspnet-trt engine` checks what it built, with or without a dataset."""
 
 from __future__ import annotations
 
@@ -214,3 +215,72 @@ def cli_records(tmp_path_factory):
                     (tmp / "data" / folder).mkdir(parents=True, exist_ok=True)
                     cv2.imwrite(str(tmp / "data" / folder / f"{i}.png"), array)
     return tmp / "data", paths[0], paths[1], paths[3]
+
+
+# --- issue 14.3 / 14.4: `pspnet-trt engine` checks what it built ---------------------------------------------
+# TensorRT cannot run here. build_engine is the one TensorRT call of `make_engine`; these tests replace it by a
+# function that hands back an ONNX file, which then stands in as "the engine" (opened by ONNX Runtime). What is
+# tested is everything around the build: which reference, which images, which threshold, the exit code, the record.
+
+def fake_build(stand_in=None):
+    """build_engine(onnx, out, cfg) -> the ONNX just exported (or ``stand_in``), as if it were the engine."""
+    def build(onnx, out, cfg):
+        return Path(stand_in or onnx)
+    return build
+
+
+def test_engine_without_data_checks_labels_agreement_on_sample_images(cli_records, tmp_path, monkeypatch, capsys):
+    from pspnet_trt.records import read_record
+    from pspnet_trt.trt import build as trt_build
+    from pspnet_trt.trt.build import BuildConfig
+    from pspnet_trt.trt.pipeline import make_engine
+
+    root, ckpt_a, onnx_a, onnx_b = cli_records
+    monkeypatch.setattr(trt_build, "build_engine", fake_build())
+    assert make_engine("r18_os8_camvid", BuildConfig(precision="fp32"), checkpoint=ckpt_a, input_size="64x128",
+                       validate_images=3, out_dir=tmp_path / "e", device="cpu") == 0
+    built = tmp_path / "e" / "r18_os8_camvid_64x128_fp32.onnx"
+    record = read_record(built)
+    assert record["kind"] == "agreement" and record["passed"] is True and record["images"] == 3
+    assert record["agreement"] > 99.9 and record["threshold"] == 99.9 and record["invalid_pixels"] == 0
+    assert Path(record["images_dir"]).name == "samples" and record["artifact_sha256"]
+    # an artifact from other weights is below the threshold: exit 1, and the record says FAIL
+    monkeypatch.setattr(trt_build, "build_engine", fake_build(onnx_b))
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for p in sorted((Path(__file__).resolve().parents[1] / "samples" / "camvid" / "train").glob("*.jpg"))[:2]:
+        (images / p.name).write_bytes(p.read_bytes())
+    assert make_engine("r18_os8_camvid", BuildConfig(precision="fp16"), checkpoint=ckpt_a, input_size="64x128",
+                       images_dir=images, out_dir=tmp_path / "e", device="cpu") == 1
+    record = read_record(onnx_b)
+    assert record["passed"] is False and record["images"] == 2
+    assert record["threshold"] == 99.9  # by the artifact's own precision (b.onnx is FP32), not the build's flag
+    assert record["agreement"] < 90
+
+
+def test_engine_quick_validation_compares_like_with_like(cli_records, tmp_path, monkeypatch):
+    """A labels engine (argmax at the input size, then nearest) is compared with a labels reference, as
+    validate_artifacts does: the same weights agree on every pixel. A logits reference (bilinear to the label
+    size, then argmax) does not, which is the bias the old quick validation had."""
+    from pspnet_trt.data import open_dataset
+    from pspnet_trt.records import read_record
+    from pspnet_trt.runtime.ort import OrtBackend
+    from pspnet_trt.runtime.torch_backend import TorchBackend
+    from pspnet_trt.trt import build as trt_build
+    from pspnet_trt.trt.build import BuildConfig
+    from pspnet_trt.trt.pipeline import make_engine
+    from pspnet_trt.validate import validate
+
+    root, ckpt_a, onnx_a, _ = cli_records
+    monkeypatch.setattr(trt_build, "build_engine", fake_build())
+    assert make_engine("r18_os8_camvid", BuildConfig(precision="fp32"), checkpoint=ckpt_a, input_size="64x128",
+                       data=root, out_dir=tmp_path / "e", device="cpu") == 0
+    built = tmp_path / "e" / "r18_os8_camvid_64x128_fp32.onnx"
+    report = json.loads((tmp_path / "e" / "r18_os8_camvid_64x128_fp32_validation" / "report.json").read_text())
+    assert report["backends"][0]["output"] == "labels" and report["backends"][1]["agreement"] == 100.0
+    assert read_record(built)["kind"] == "miou" and read_record(built)["passed"] is True
+    # the old comparison on the same images: biased below 100 % although the weights are the same
+    ds = open_dataset("camvid", root, "test")
+    logits_ref = TorchBackend.from_zoo("r18_os8_camvid", checkpoint=ckpt_a, device="cpu", input_size=(64, 128),
+                                       output="logits")
+    assert validate(logits_ref, [OrtBackend(built)], ds, progress=False).rows[1]["agreement"] < 100.0
