@@ -225,14 +225,10 @@ def write_overlays(backend: Any, dataset: Any, folder: Path, n: int = 3) -> None
 
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     """One markdown table: backend, precision, mIoU, delta vs PyTorch, agreement, latency p50, size."""
-    head = "| backend | precision | mIoU % | Δ vs PyTorch | agreement % | latency p50 ms | size MB | gate |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        def f(key: str, fmt: str) -> str:
-            v = r.get(key)
-            return "-" if v is None else format(v, fmt)
+    from .reporting import fmt, markdown_table
 
-        gate = "-" if "passed" not in r else ("pass" if r["passed"] else "FAIL")
-        lines.append(f"| {r['backend']} | {r['precision']} | {f('miou', '.2f')} | {f('delta', '+.2f')} | "
-                     f"{f('agreement', '.3f')} | {f('latency_ms', '.1f')} | {f('size_mb', '.1f')} | {gate} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["backend", "precision", "mIoU %", "Δ vs PyTorch", "agreement %", "latency p50 ms", "size MB", "gate"],
+        [[r["backend"], r["precision"], fmt(r.get("miou"), ".2f"), fmt(r.get("delta"), "+.2f"),
+          fmt(r.get("agreement"), ".3f"), fmt(r.get("latency_ms"), ".1f"), fmt(r.get("size_mb"), ".1f"),
+          "-" if "passed" not in r else ("pass" if r["passed"] else "FAIL")] for r in rows])
