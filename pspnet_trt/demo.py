@@ -115,7 +115,7 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     from .runtime.ort import OrtBackend
     from .runtime.torch_backend import TorchBackend
     from .train import TrainConfig, train
-    from .validate import validate
+    from .validate import validate, write_records
     from .zoo import get_spec
 
     spec = get_spec(MODEL)
@@ -163,6 +163,7 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     reference = TorchBackend(model, info)  # same deploy head as the artifacts: agreement shows numerics only
     artifacts = [OrtBackend(onnx[p], threads=2) for p in ("fp32", "fp16", "int8")] + engines
     report = validate(reference, artifacts, eval_set, limit=cfg.eval_images, report_dir=report_dir / "validation")
+    write_records(report)  # each artifact's verdict beside it (NAME.validation.json, engine manifests)
     rows = report.rows
     for row, backend in zip(rows, [reference, *artifacts]):
         row["latency_ms"] = measure(backend, iterations=cfg.bench_iters, warmup=1).p50_ms
