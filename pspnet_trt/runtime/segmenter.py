@@ -28,6 +28,18 @@ from .backend import Backend, open_backend
 
 log = logging.getLogger(__name__)
 
+
+def _warn_if_unvalidated(source: Union[str, Path], model: str) -> None:
+    """One warning for an artifact file that was never validated, failed, or whose record is stale
+    (see :mod:`pspnet_trt.records`); nothing for a zoo name."""
+    if Path(source).is_file():
+        from ..records import open_warning
+
+        warning = open_warning(source, model)
+        if warning:
+            log.warning("%s", warning)
+
+
 class Segmenter:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -37,15 +49,9 @@ class Segmenter:
     def open(cls, source: Union[str, Path], device: str = "cpu", checkpoint: Optional[Union[str, Path]] = None,
              **kwargs: Any) -> Segmenter:
         """``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``, manifest beside it) or a zoo name
-        (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``cpu`` or ``cuda[:N]``.
-        Logs one warning for an artifact that was never validated (or failed, see :mod:`pspnet_trt.records`)."""
+        (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``cpu`` or ``cuda[:N]``."""
         seg = cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs))
-        if Path(source).is_file():
-            from ..records import open_warning
-
-            warning = open_warning(source, seg.info.model)
-            if warning:
-                log.warning("%s", warning)
+        _warn_if_unvalidated(source, seg.info.model)
         return seg
 
     # -- what the artifact says about itself ------------------------------------------------------

@@ -89,7 +89,7 @@ def check_agreement(reference: Backend, artifact: Backend, images: Sequence[np.n
         batch = whole_batch(reference, image)
         ref = output_to_labels(run_batch(reference, batch), hw)
         out = output_to_labels(run_batch(artifact, batch), hw)
-        invalid += int(np.count_nonzero(out >= num_classes))
+        invalid += int(np.count_nonzero((out < 0) | (out >= num_classes)))
         agreement.update(out, ref)
     value = 100 * agreement.value
     return AgreementCheck(str(getattr(artifact, "path", artifact.name)), len(images), images_dir, value, threshold,
@@ -130,7 +130,6 @@ def check_artifact(model: str, artifact: Union[str, Path], *, checkpoint: Option
             "-> %s", artifact, result.agreement, result.images, folder, result.threshold,
             f", {result.invalid_pixels} labels out of range" if result.invalid_pixels else "",
             "pass" if result.passed else "FAIL")
-    if not data:
-        log.info("no --data: this checked agreement only; validate the mIoU with `pspnet-trt validate --model %s "
-                 "--data ROOT --engine %s --report DIR`", model, artifact)
+    log.info("no --data: this checked agreement only; validate the mIoU with `pspnet-trt validate --model %s "
+             "--data ROOT --engine %s --report DIR`", model, artifact)
     return result.passed
