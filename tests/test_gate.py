@@ -133,6 +133,10 @@ def test_engine_record_goes_into_its_manifest_and_info_prints_it(tiny_info, tmp_
     assert cli("info", engine) == 0
     out = capsys.readouterr().out
     assert "validation: PASS" in out and "camvid test" in out and "36.10" in out and "-0.10" in out
+    assert cli("info", "--json", engine) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["validation"] == record and saved["metadata"]["model"] == "r18_os8_camvid"
+    assert saved["manifest"]["gpu"]["compute_capability"] == "8.7"
 
 
 def test_validate_cli_writes_records_and_info_shows_them(cli_records, tmp_path, capsys):

@@ -328,7 +328,11 @@ def write_records(report: ValidationReport) -> List[Path]:
     written = []
     for row in report.rows[1:]:
         if row.get("path") and Path(row["path"]).is_file():
-            written.append(write_record(row["path"], {**report.record(row), **fingerprint(row["path"])}))
+            try:
+                written.append(write_record(row["path"], {**report.record(row), **fingerprint(row["path"])}))
+            except OSError as e:  # e.g. a read-only folder: the report and the exit code still say it
+                log.warning("could not record the verdict of %s (%s)", row["path"], e)
+                continue
             log.info("validation record: %s", written[-1])
     return written
 
