@@ -67,9 +67,10 @@ quantize: install
 	$(if $(DATA),,$(error set DATA=<dataset root>: the calibration list's paths are relative to it))
 	$(CLI) quantize --onnx $(FP32_ONNX) --calibration $(CALIBRATION) --data $(DATA) --out engines/$(MODEL)_int8.onnx
 
-# make engine MODEL=r50_os8_cityscapes PRECISION=fp16 : download -> export -> (quantize) -> build -> quick validation
+# make engine MODEL=r50_os8_cityscapes PRECISION=fp16 : download -> export -> (quantize) -> build -> check
+# (mIoU gate with DATA=ROOT, else labels agreement with PyTorch on samples/ or IMAGES_DIR=FOLDER; exit 1 below it)
 engine: install
-	$(CLI) engine --model $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(DATA),--data $(DATA))
+	$(CLI) engine --model $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(DATA),--data $(DATA)) $(if $(IMAGES_DIR),--images-dir $(IMAGES_DIR))
 
 validate: install
 	$(if $(DATA),,$(error set DATA=<dataset root>))

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from pspnet_trt.bench import gpu_latency, host, measure, parse_tegrastats
-from pspnet_trt.files import atomic_open, atomic_path, write_json
+from pspnet_trt.files import atomic_open, write_json
+from pspnet_trt.reporting import fmt, markdown_table, pyplot, save_png
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,24 +86,16 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def markdown(data: Dict[str, Any]) -> str:
-    lines = [f"# {data['model']} on {data['host']} ({data['processor'] or data['machine']}, {data['threads']} threads)", "",
-             "| artifact | backend | precision | input | p50 ms | p90 ms | p99 ms | images/s | GPU p50 ms | W |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in data["results"]:
-        gpu = "-" if r["gpu_p50_ms"] is None else f"{r['gpu_p50_ms']:.2f}"
-        watts = "-" if r["power_w"] is None else f"{r['power_w']:.1f}"
-        lines.append(f"| {Path(r['artifact']).name} | {r['backend']} | {r['precision']} | "
-                     f"{r['input_size'][0]}x{r['input_size'][1]} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
-                     f"{r['p99_ms']:.1f} | {r['throughput_ips']:.2f} | {gpu} | {watts} |")
-    return "\n".join(lines) + "\n"
+    rows = [[Path(r["artifact"]).name, r["backend"], r["precision"], f"{r['input_size'][0]}x{r['input_size'][1]}",
+             fmt(r["p50_ms"], ".1f"), fmt(r["p90_ms"], ".1f"), fmt(r["p99_ms"], ".1f"), fmt(r["throughput_ips"], ".2f"),
+             fmt(r["gpu_p50_ms"], ".2f"), fmt(r["power_w"], ".1f")] for r in data["results"]]
+    return (f"# {data['model']} on {data['host']} ({data['processor'] or data['machine']}, {data['threads']} threads)\n\n"
+            + markdown_table(["artifact", "backend", "precision", "input", "p50 ms", "p90 ms", "p99 ms", "images/s",
+                              "GPU p50 ms", "W"], rows) + "\n")
 
 
 def plot(data: Dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = [f"{r['backend']}\n{r['precision']}" for r in data["results"]]
     fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(labels)), 3.5))
     ax.bar(labels, [r["p50_ms"] for r in data["results"]],
@@ -110,9 +103,7 @@ def plot(data: Dict[str, Any], path: Path) -> None:
     ax.set_ylabel("latency p50 ms (bar to p90)")
     ax.set_title(f"{data['model']} on {data['host']}")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -176,7 +176,7 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     from .quant import CalibrationList, make_calibration_list, quantize_onnx
     from .runtime.ort import OrtBackend
     from .runtime.torch_backend import TorchBackend
-    from .validate import validate
+    from .validate import validate, write_records
     from .zoo import get_spec
 
     spec = get_spec(MODEL)
@@ -206,6 +206,7 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     reference = TorchBackend(model, info)  # same deploy head as the artifacts: agreement shows numerics only
     artifacts = [OrtBackend(onnx[p], threads=2) for p in ("fp32", "fp16", "int8")] + engines
     report = validate(reference, artifacts, eval_set, limit=cfg.eval_images, report_dir=report_dir / "validation")
+    write_records(report)  # each artifact's verdict beside it (NAME.validation.json, engine manifests)
     rows = report.rows
     for row, backend in zip(rows, [reference, *artifacts]):
         row["latency_ms"] = measure(backend, iterations=cfg.bench_iters, warmup=1).p50_ms
@@ -374,14 +375,10 @@ def write_overlays(backend: Any, dataset: Any, folder: Path, n: int = 3) -> None
 
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     """One markdown table: backend, precision, mIoU, delta vs PyTorch, agreement, latency p50, size."""
-    head = "| backend | precision | mIoU % | Δ vs PyTorch | agreement % | latency p50 ms | size MB | gate |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        def f(key: str, fmt: str) -> str:
-            v = r.get(key)
-            return "-" if v is None else format(v, fmt)
+    from .reporting import fmt, markdown_table
 
-        gate = "-" if "passed" not in r else ("pass" if r["passed"] else "FAIL")
-        lines.append(f"| {r['backend']} | {r['precision']} | {f('miou', '.2f')} | {f('delta', '+.2f')} | "
-                     f"{f('agreement', '.3f')} | {f('latency_ms', '.1f')} | {f('size_mb', '.1f')} | {gate} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["backend", "precision", "mIoU %", "Δ vs PyTorch", "agreement %", "latency p50 ms", "size MB", "gate"],
+        [[r["backend"], r["precision"], fmt(r.get("miou"), ".2f"), fmt(r.get("delta"), "+.2f"),
+          fmt(r.get("agreement"), ".3f"), fmt(r.get("latency_ms"), ".1f"), fmt(r.get("size_mb"), ".1f"),
+          "-" if "passed" not in r else ("pass" if r["passed"] else "FAIL")] for r in rows])

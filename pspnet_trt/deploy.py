@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
+from .errors import UserError
 from .zoo import ModelSpec, Normalization
 
 METADATA_KEY = "pspnet_trt"
@@ -19,6 +20,10 @@ OUTPUT_KINDS = ("labels", "logits", "both")
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "labels")}
+
+
+class MetadataError(UserError, ValueError):
+    """An artifact's metadata (ONNX metadata, engine manifest) is truncated or unreadable; names the file."""
 
 
 def package_version() -> str:
@@ -81,7 +86,8 @@ class DeployInfo:
         return d
 
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> DeployInfo:
+    def from_dict(cls, d: Dict[str, Any], source: Optional[Union[str, Path]] = None) -> DeployInfo:
+        """``source`` (the file it came from) names the file in the :class:`MetadataError` of bad metadata."""
         try:
             return cls(
                 model=str(d["model"]),
@@ -96,15 +102,30 @@ class DeployInfo:
                 package_version=str(d.get("package_version", "unknown")),
                 extra=dict(d.get("extra") or {}),
             )
-        except (KeyError, TypeError, IndexError, ValueError) as e:
-            raise ValueError(f"invalid pspnet-trt deploy metadata ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:
+            where = f"{source}: metadata" if source else "metadata"
+            version = d.get("package_version", "unknown") if isinstance(d, dict) else "unknown"
+            raise MetadataError(f"{where} from pspnet-trt {version} is unreadable by pspnet-trt {package_version()} "
+                                f"({type(e).__name__}: {e}); re-export the artifact with this version") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> DeployInfo:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str, source: Optional[Union[str, Path]] = None) -> DeployInfo:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            where = f"{source}: its" if source else "the"
+            raise MetadataError(f"{where} pspnet-trt metadata is {json_problem(e, text)} ({e}); re-export the artifact") from None
+        return cls.from_dict(data, source)
+
+
+def json_problem(error: json.JSONDecodeError, text: str) -> str:
+    """``truncated`` when the JSON text ends before the document does, else ``not valid JSON``."""
+    if error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip()):
+        return "truncated"
+    return "not valid JSON"
 
 
 def fallback_colour(i: int) -> Tuple[int, int, int]:
@@ -138,14 +159,24 @@ def read_onnx_metadata(path: str | Path) -> Dict[str, str]:
     """
     data = Path(path).read_bytes()
     pos, out = 0, {}
+    fields: set[int] = set()
+    if not data:
+        raise ValueError(f"{path} is empty, not an ONNX file: export it again")
+    truncated = ValueError(f"{path} is truncated ({len(data)} bytes; its last field runs past the end of the file): "
+                           "copy or export it again")
     try:
         while pos < len(data):
             tag, pos = _varint(data, pos)
             field_no, wire = tag >> 3, tag & 7
+            if not 1 <= field_no <= _MODEL_PROTO_MAX_FIELD or (not fields and _FIRST_FIELDS.get(field_no) != wire):
+                raise ValueError(f"field {field_no} of wire type {wire}")
+            fields.add(field_no)
             if wire == 0:
                 _, pos = _varint(data, pos)
             elif wire == 2:
                 length, pos = _varint(data, pos)
+                if pos + length > len(data):
+                    raise truncated
                 chunk, pos = data[pos:pos + length], pos + length
                 if field_no == 14:
                     entry, p = {}, 0
@@ -155,25 +186,42 @@ def read_onnx_metadata(path: str | Path) -> Dict[str, str]:
                         entry[t >> 3] = chunk[p:p + n].decode()
                         p += n
                     out[entry.get(1, "")] = entry.get(2, "")
-            elif wire == 1:
-                pos += 8
-            elif wire == 5:
-                pos += 4
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+                if pos > len(data):
+                    raise truncated
             else:
                 raise ValueError(f"unexpected wire type {wire}")
-    except (IndexError, ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a valid ONNX file ({e})") from None
+    except IndexError:  # a varint cut off by the end of the file
+        raise truncated from None
+    except (ValueError, UnicodeDecodeError) as e:
+        if e is truncated:
+            raise
+        raise ValueError(f"{path} is not an ONNX file (no ONNX model structure: {e}); pass an exported .onnx") from None
+    if 7 not in fields:
+        raise ValueError(f"{path} is not an ONNX file (it holds no graph); pass an exported .onnx")
     return out
+
+
+_MODEL_PROTO_MAX_FIELD = 32  # ModelProto's field numbers are 1..26 today; anything far beyond is not ONNX
+# ModelProto fields (number: wire type) that a file can start with; anything else at byte 0 is not ONNX
+_FIRST_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+
+
+def check_onnx_file(path: str | Path) -> None:
+    """UserError naming ``path`` if it is truncated or not an ONNX file (the cause when a loader fails)."""
+    try:
+        read_onnx_metadata(path)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def read_onnx_info(path: str | Path) -> DeployInfo:
     """The DeployInfo stored in an exported ONNX file (no onnx/onnxruntime needed)."""
-    from .errors import UserError
-
     try:
         meta = read_onnx_metadata(path)
     except (OSError, ValueError) as e:
         raise UserError(str(e)) from None
     if METADATA_KEY not in meta:
         raise UserError(f"{path} carries no pspnet-trt metadata (key {METADATA_KEY!r}); export it with `pspnet-trt export`")
-    return DeployInfo.from_json(meta[METADATA_KEY])
+    return DeployInfo.from_json(meta[METADATA_KEY], source=path)

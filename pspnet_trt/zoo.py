@@ -230,14 +230,11 @@ def get_spec(name: str) -> ModelSpec:
 
 def format_table() -> str:
     """The zoo as a markdown table (what `pspnet-trt zoo` prints)."""
-    rows = [
-        "| name | backbone | dataset | classes | crop (HxW) | deploy (HxW) | published mIoU |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for s in ZOO.values():
-        miou = f"{s.published_miou:.2f}" if s.published_miou is not None else "- (train it: make demo)"
-        rows.append(
-            f"| {s.name} | R-{s.depth}-D{s.output_stride} | {s.dataset} | {s.num_classes} | "
-            f"{s.crop_size[0]}x{s.crop_size[1]} | {s.deploy_size[0]}x{s.deploy_size[1]} | {miou} |"
-        )
-    return "\n".join(rows)
+    from .reporting import markdown_table
+
+    rows = [[s.name, f"R-{s.depth}-D{s.output_stride}", s.dataset, s.num_classes,
+             f"{s.crop_size[0]}x{s.crop_size[1]}", f"{s.deploy_size[0]}x{s.deploy_size[1]}",
+             f"{s.published_miou:.2f}" if s.published_miou is not None else "- (train it: make demo)"]
+            for s in ZOO.values()]
+    return markdown_table(["name", "backbone", "dataset", "classes", "crop (HxW)", "deploy (HxW)", "published mIoU"],
+                          rows)

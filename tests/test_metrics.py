@@ -89,3 +89,21 @@ def test_agreement():
     a.update(np.array([1, 2, 3]), np.array([1, 2, 0]))
     a.update(np.array([[5, 5]]), np.array([[5, 4]]), valid=np.array([[True, False]]))
     assert a.same == 3 and a.total == 4
+
+
+def test_out_of_range_predictions_count_as_wrong_not_as_the_last_class():
+    """Issue 14.1: a prediction of 255 (or C) on a pixel whose truth is the last class is wrong, not a hit."""
+    t = np.array([[2, 2, 2, 0], [0, 1, 255, 1]], np.uint8)
+    p = np.array([[2, 255, 3, 0], [0, 1, 255, 7]], np.uint8)  # 4 out-of-range predictions, one on a void pixel
+    m = SegMetrics(3)
+    m.update(p, t)
+    assert m.invalid_pixels == 4  # every pixel of the prediction, labelled or not
+    assert m.invalid_labelled == 2 + 1  # truth 2 twice, truth 1 once
+    # class 2: truth at 3 pixels, predicted right at 1, the two out-of-range ones are misses
+    assert m.iou[2] == pytest.approx(1 / 3)
+    assert m.iou[1] == pytest.approx(1 / 2)  # truth 1 at 2 pixels, one of them out of range
+    assert m.iou[0] == pytest.approx(1.0)
+    assert m.pixel_accuracy == pytest.approx(4 / 7)
+    # against the independent set computation, with out-of-range predictions as a class of their own
+    ious, _, accuracy = reference_scores([np.where(p >= 3, 3, p)], [t], 4)
+    assert [m.iou[c] for c in range(3)] == pytest.approx(ious[:3]) and m.pixel_accuracy == pytest.approx(accuracy)

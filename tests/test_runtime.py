@@ -73,7 +73,7 @@ def test_open_errors(tmp_path, tiny_model):
     with pytest.raises(UserError, match="no pspnet-trt metadata"):
         Segmenter.open(tmp_path / "plain.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"junk")
-    with pytest.raises(UserError, match="cannot load"):
+    with pytest.raises(UserError, match="junk.onnx is not an ONNX file"):
         Segmenter.open(tmp_path / "junk.onnx")
 
 

@@ -457,3 +457,49 @@ def test_cli_calibrate_quantize_mixed_then_validate_int8(cli_setup, tmp_path, ca
     assert main(["quantize", "--onnx", str(onnx_a), "--calibration", str(tmp_path / "c96.txt"),
                  "--out", str(tmp_path / "x.onnx")]) == 2
     assert "made for input size 64x96 but" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+# --- issue 14: out-of-range labels fail the gate; evaluation without an artifact is not a PASS ------------
+
+class OutOfRange(Fake):
+    """Labels output = intensity_classes' argmax, but ``value`` where that argmax is ``cls``."""
+
+    def __init__(self, cls, value, path):
+        super().__init__(intensity_classes, INFO.with_(output="labels"), path=path)
+        self.cls, self.value = cls, value
+
+    def run(self, batch):
+        out = super().run(batch)
+        labels = out["labels"].copy()
+        labels[labels == self.cls] = self.value
+        return {"labels": labels}
+
+
+def test_out_of_range_labels_fail_the_gate_and_are_counted(grey_tree, tmp_path):
+    ds = open_dataset("camvid", grey_tree, "test")
+    reference = Fake(intensity_classes, INFO.with_(output="labels"))
+    bad = OutOfRange(5, 255, tmp_path / "bad.onnx")
+    report = validate(reference, [bad], ds, tolerance=100.0, progress=False, report_dir=tmp_path / "rep")
+    ref, row = report.rows
+    truth5 = sum(int((s.label == 5).sum()) for s in ds)
+    predicted5 = sum(int((np.asarray(s.image[..., 0]) == grey_level(5)).sum()) for s in ds)
+    assert truth5 > 0 and ref["invalid_pixels"] == 0
+    assert row["invalid_pixels"] == predicted5  # every pixel of the prediction, void band included
+    name5 = SPEC.class_names[5]
+    assert ref["iou"][name5] == pytest.approx(1.0) and row["iou"][name5] == 0.0  # misses, not hits
+    assert row["passed"] is False and not report.passed  # any out-of-range pixel fails, whatever the tolerance
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "out-of-range" in md and f"{predicted5}" in md
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["backends"][1]["invalid_pixels"] == predicted5
+
+
+def test_evaluation_without_artifacts_is_not_a_pass(cli_setup, tmp_path, capsys):
+    root, art = cli_setup
+    ckpt_a, _ = art["a"]
+    assert run_cli("--checkpoint", ckpt_a, "--data", root, "--split", "test", "--input-size", "64x128",
+                   "--report", tmp_path / "r") == 0
+    out = capsys.readouterr().out
+    assert "PASS" not in out and "evaluation only, no artifact gated" in out
+    assert "PASS" not in (tmp_path / "r" / "report.md").read_text()
+    saved = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert saved["passed"] is None and saved["gated"] is False

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from ..deploy import METADATA_KEY, DeployInfo
+from ..deploy import METADATA_KEY, DeployInfo, check_onnx_file
 from ..deps import require
 from ..errors import UserError
 from .backend import Backend, as_uint8_labels
@@ -51,13 +51,14 @@ class OrtBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=_providers(ort, device))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            check_onnx_file(self.path)  # truncated / not ONNX: say so
             raise UserError(f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: {e}); re-export it") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta:
             raise UserError(
                 f"{self.path} carries no pspnet-trt metadata (key {METADATA_KEY!r}); export it with `pspnet-trt export`"
             )
-        self.info = DeployInfo.from_json(meta[METADATA_KEY])
+        self.info = DeployInfo.from_json(meta[METADATA_KEY], source=self.path)
         self.output_names = [o.name for o in self.session.get_outputs()]
         log.debug("opened %s (%s) outputs %s", self.path, self.info.precision, self.output_names)
 

@@ -14,6 +14,7 @@ its own ONNX Runtime session or TensorRT execution context.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -24,6 +25,19 @@ from ..deploy import DeployInfo
 from ..errors import UserError
 from ..preprocess import check_image, logits_to_labels, make_batch, overlay, resize_labels
 from .backend import Backend, as_uint8_labels, open_backend
+
+log = logging.getLogger(__name__)
+
+
+def _warn_if_unvalidated(source: Union[str, Path], model: str) -> None:
+    """One warning for an artifact file that was never validated, failed, or whose record is stale
+    (see :mod:`pspnet_trt.records`); nothing for a zoo name."""
+    if Path(source).is_file():
+        from ..records import open_warning
+
+        warning = open_warning(source, model)
+        if warning:
+            log.warning("%s", warning)
 
 
 class Segmenter:
@@ -38,7 +52,9 @@ class Segmenter:
         (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``auto`` (an engine on CUDA; an .onnx
         on CUDA when onnxruntime-gpu is installed; a zoo model on CUDA when torch sees a GPU; else the CPU),
         ``cpu``, ``cuda`` or ``cuda:N``."""
-        return cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs))
+        seg = cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs))
+        _warn_if_unvalidated(source, seg.info.model)
+        return seg
 
     # -- what the artifact says about itself ------------------------------------------------------
     @property

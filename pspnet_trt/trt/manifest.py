@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from ..deploy import DeployInfo
+from ..deploy import DeployInfo, json_problem
 from ..errors import UserError
 from ..files import write_json
 from .version import same_engine_version
@@ -48,6 +48,7 @@ class Manifest:
     engine_bytes: int = 0
     build_flags: Dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
+    validation: Optional[Dict[str, Any]] = None  # the latest verdict of `validate` / `engine` (pspnet_trt.records)
 
     @property
     def info(self) -> DeployInfo:
@@ -79,10 +80,15 @@ def read_manifest(engine: Union[str, Path]) -> Manifest:
     if not path.is_file():
         raise UserError(f"{engine} has no manifest ({path}); engines built by `pspnet-trt build` carry one. "
                         "Rebuild it with `pspnet-trt build --onnx MODEL.onnx --out ...`")
+    text = path.read_text()
     try:
-        return Manifest.from_dict(json.loads(path.read_text()))
+        manifest = Manifest.from_dict(json.loads(text))
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); rebuild the engine") from None
+        raise UserError(f"{path} is {json_problem(e, text)} ({e}); rebuild the engine") from None
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    DeployInfo.from_dict(manifest.deploy, source=path)  # unreadable metadata: one line naming the manifest
+    return manifest
 
 
 def check_engine_file(manifest: Manifest, data: bytes, engine: Union[str, Path]) -> None:

@@ -29,7 +29,14 @@ def labels_dtype() -> str:
 
 def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Path]] = None,
                 input_size: Optional[str] = None, data: Optional[Union[str, Path]] = None,
-                validate_images: int = 20, out_dir: Union[str, Path] = "engines") -> int:
+                validate_images: int = 20, out_dir: Union[str, Path] = "engines",
+                images_dir: Optional[Union[str, Path]] = None, device: str = "cuda") -> int:
+    """Export, (quantize), build, then check the engine against the PyTorch model; 0 if it passed, 1 if not.
+
+    The check (:func:`pspnet_trt.validate.check.check_artifact`, recorded in the engine's manifest): with
+    ``data``, the mIoU gate on ``validate_images`` images of the evaluation split; without, labels agreement
+    on ``validate_images`` images of ``images_dir`` (default ``samples/``) against a threshold per precision.
+    """
     from ..checkpoints import fetch_checkpoint
     from ..export import export_zoo
     from ..sizes import parse_size
@@ -56,19 +63,12 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
 
             calib = make_calibration_list(model, data, spec.train_split, 64, 0)
             onnx = quantize_onnx(fp32, CalibrationList.read(calib, data), out / f"{tag}_int8.onnx")
-    from .build import build_engine
+    from . import build
 
-    engine = build_engine(onnx, out / f"{tag}_{cfg.precision}.engine", cfg)
+    engine = build.build_engine(onnx, out / f"{tag}_{cfg.precision}.engine", cfg)
     print(engine)
-    if not data:
-        log.info("no --data: skipping the quick validation (run `pspnet-trt validate ... --engine %s`)", engine)
-        return 0
-    from ..data import dataset_for_spec
-    from ..runtime.tensorrt import TensorRTBackend
-    from ..runtime.torch_backend import TorchBackend
-    from ..validate import validate
+    from ..validate.check import check_artifact
 
-    reference = TorchBackend.from_zoo(model, checkpoint=ckpt, device="cuda", input_size=size, output="logits")
-    report = validate(reference, [TensorRTBackend(engine)], dataset_for_spec(spec, data), limit=validate_images,
-                      report_dir=out / f"{tag}_{cfg.precision}_validation")
-    return 0 if report.passed else 1
+    passed = check_artifact(model, engine, checkpoint=ckpt, data=data, images_dir=images_dir, limit=validate_images,
+                            device=device, report_dir=out / f"{tag}_{cfg.precision}_validation")
+    return 0 if passed else 1

@@ -6,6 +6,7 @@
 
     # or from names and paths, as `pspnet-trt validate` does:
     report = validate_artifacts("r18_os8_camvid", ["m_fp32.onnx"], "data/camvid", checkpoint="m.pth")
+    # ... which also records each verdict with its artifact (write_records: m_fp32.validation.json)
 
 Every image is read once, preprocessed once and fed to all backends: resized to the artifacts'
 static input size and normalised with their metadata (whole mode), or cut into crops of that size
@@ -22,8 +23,12 @@ from .core import (
     ValidationReport,
     check_comparable,
     check_info,
+    open_artifacts,
+    open_reference,
+    reference_output,
     validate,
     validate_artifacts,
+    write_records,
 )
 from .inference import (
     MODES,
@@ -40,6 +45,7 @@ from .report import bar_chart, markdown, write_report
 
 __all__ = [
     "MODES", "BackendResult", "ValidationError", "ValidationReport", "bar_chart", "check_comparable", "check_info",
-    "default_stride", "markdown", "output_to_labels", "predict", "predict_slide", "predict_whole", "slide_logits",
-    "slide_windows", "validate", "validate_artifacts", "write_report",
+    "default_stride", "markdown", "open_artifacts", "open_reference", "output_to_labels", "predict", "predict_slide",
+    "predict_whole", "reference_output", "slide_logits", "slide_windows", "validate", "validate_artifacts",
+    "write_records", "write_report",
 ]

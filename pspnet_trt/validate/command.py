@@ -9,8 +9,12 @@ from typing import Tuple
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="mIoU of ONNX files / engines against the PyTorch model, pass or fail",
                        description="Runs PyTorch and every --onnx/--engine artifact on the same images and writes "
-                                   "report.json, report.md and iou_per_class.png. Exit 0: all artifacts within "
-                                   "--tolerance of PyTorch's mIoU; 1: at least one below; 2: bad input.")
+                                   "report.json, report.md and iou_per_class.png, and each artifact's verdict into "
+                                   "its record (an engine's manifest, NAME.validation.json beside an ONNX; see "
+                                   "`pspnet-trt info`). An artifact passes when its mIoU is within --tolerance of "
+                                   "PyTorch's and it predicts no label outside the class range. Exit 0: all passed "
+                                   "(or no artifact given: evaluation only, nothing gated); 1: at least one "
+                                   "failed; 2: bad input.")
     p.add_argument("--model", required=True, help="zoo name (see `pspnet-trt zoo`)")
     p.add_argument("--checkpoint", help="the model's checkpoint (default: the published one)")
     p.add_argument("--num-classes", type=int, help="for a checkpoint fine-tuned to another class count")

@@ -56,6 +56,7 @@ class BackendResult:
         row: Dict[str, Any] = {
             "backend": self.label, "precision": self.precision, "path": self.path, "output": info.output,
             "miou": miou, "pixel_accuracy": 100 * self.metrics.pixel_accuracy,
+            "invalid_pixels": self.metrics.invalid_pixels,  # predicted labels outside 0..C-1, any pixel
             "delta": None if is_reference else delta,
             "agreement": None if is_reference else 100 * self.agreement.value,
             "images_per_s": self.images / self.seconds if self.seconds else None,
@@ -64,8 +65,9 @@ class BackendResult:
             "iou": self.metrics.summary(info.class_names)["iou"],
         }
         if not is_reference:
-            # NaN (nothing scored) never passes; same weights as PyTorch: True/False, unknown: None
-            row["passed"] = bool(delta >= -tolerance)
+            # NaN (nothing scored) never passes, nor does one label outside 0..C-1 (a healthy artifact emits none);
+            # same weights as PyTorch: True/False, unknown: None
+            row["passed"] = bool(delta >= -tolerance) and self.metrics.invalid_pixels == 0
             known = info.checkpoint_sha256 and ref.checkpoint_sha256
             row["same_checkpoint"] = (info.checkpoint_sha256 == ref.checkpoint_sha256) if known else None
         return row
@@ -84,16 +86,45 @@ class ValidationReport:
     context: Dict[str, Any] = field(default_factory=dict)  # model, dataset, split, input size, stride, ...
 
     @property
+    def gated(self) -> bool:
+        """False when no artifact was compared (PyTorch evaluated alone): nothing passed or failed."""
+        return any("passed" in r for r in self.rows)
+
+    @property
     def passed(self) -> bool:
+        """Every artifact passed the gate (True when none was given: see :attr:`gated`)."""
         return all(r.get("passed", True) for r in self.rows)
+
+    @property
+    def verdict(self) -> str:
+        if not self.gated:
+            return "evaluation only, no artifact gated"
+        return "PASS" if self.passed else f"FAIL ({', '.join(self.failed)})"
 
     @property
     def failed(self) -> List[str]:
         """Names of the artifacts below the gate."""
         return [r["backend"] for r in self.rows if r.get("passed") is False]
 
+    def record(self, row: Dict[str, Any]) -> Dict[str, Any]:
+        """The validation record of an artifact's ``row`` (what :func:`write_records` stores with the artifact)."""
+        from ..deploy import package_version
+        from ..records import now
+
+        c = self.context
+        return _finite({
+            "kind": "miou", "passed": row["passed"], "date": now(), "model": c.get("model"),
+            "dataset": c.get("dataset"), "split": c.get("split"), "data_root": c.get("data_root"),
+            "images": self.images, "mode": self.mode, "input_size": c.get("input_size"), "miou": row["miou"],
+            "reference_miou": self.rows[0]["miou"], "delta": row["delta"], "agreement": row["agreement"],
+            "invalid_pixels": row["invalid_pixels"], "tolerance": self.tolerance,
+            "reference_checkpoint_sha256": c.get("checkpoint_sha256"), "same_checkpoint": row.get("same_checkpoint"),
+            "report": c.get("report"), "package_version": package_version(),
+        })
+
     def to_dict(self) -> Dict[str, Any]:
-        return _finite({"passed": self.passed, "tolerance_miou_points": self.tolerance, "images": self.images,
+        return _finite({"passed": self.passed if self.gated else None, "gated": self.gated, "verdict": self.verdict,
+                        "tolerance_miou_points": self.tolerance, "images": self.images,
                         "mode": self.mode, "seconds": self.seconds, **self.context, "class_names": list(self.class_names),
                         "backends": self.rows})
 
@@ -224,12 +255,18 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
         "stride": list(stride) if mode == "slide" and stride else None,
         "test_resize": list(fit) if mode == "slide" and fit else None,
         "read_seconds": round(read_s, 2), "labelled_pixels": labelled,
+        "report": str(report_dir) if report_dir is not None else None,
     }
     report = ValidationReport(rows, tolerance, n_images, mode, reference.info.class_names,
                               round(time.perf_counter() - start, 2), context)
+    if not artifacts:
+        log.info("pytorch: mIoU %.2f (evaluation only, no artifact gated)", rows[0]["miou"])
     for row in rows[1:]:
         log.info("%s: mIoU %.2f (%+.2f vs PyTorch %.2f), agreement %.3f %% -> %s", row["backend"], row["miou"],
                  row["delta"], rows[0]["miou"], row["agreement"], "pass" if row["passed"] else "FAIL")
+        if row["invalid_pixels"]:
+            log.error("%s predicted %d pixels outside the class range 0..%d: it fails the gate whatever its mIoU",
+                      row["backend"], row["invalid_pixels"], num_classes - 1)
         if row["same_checkpoint"] is False:
             log.warning("%s was exported from another checkpoint (sha256 %s...) than the reference's (%s...)",
                         row["backend"], str(row["checkpoint_sha256"])[:12], str(reference.info.checkpoint_sha256)[:12])
@@ -240,10 +277,70 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
     return report
 
 
+def open_artifacts(artifacts: Sequence[Union[str, Path]], device: str = "cpu",
+                   threads: Optional[int] = None) -> List[Backend]:
+    """Backends for .onnx / engine paths (``threads``: ONNX Runtime CPU threads); all closed again on an error."""
+    from ..runtime import open_backend
+
+    opened: List[Backend] = []
+    try:
+        for p in artifacts:
+            cpu_threads: Dict[str, Any] = {"threads": threads} if threads and Path(p).suffix == ".onnx" else {}
+            opened.append(open_backend(p, device=device, **cpu_threads))
+    except BaseException:
+        for a in opened:
+            a.close()
+        raise
+    return opened
+
+
+def reference_output(artifacts: Sequence[Backend], mode: str = "whole") -> str:
+    """The PyTorch reference's output that compares like with like: ``labels`` (argmax at the input size, as
+    the artifacts take it) when every artifact has labels only and mode is whole, else ``logits``."""
+    labels_only = bool(artifacts) and all("logits" not in a.info.output_names for a in artifacts)
+    return "labels" if labels_only and mode == "whole" else "logits"
+
+
+def open_reference(model: str, artifacts: Sequence[Backend], *, checkpoint: Optional[Union[str, Path]] = None,
+                   device: str = "cpu", input_size: Optional[Tuple[int, int]] = None,
+                   num_classes: Optional[int] = None, threads: Optional[int] = None, mode: str = "whole") -> Backend:
+    """The PyTorch model ``model`` as the reference of ``artifacts``: each is checked against the zoo entry
+    (model, classes, input size, normalisation, mode) before the checkpoint is loaded; then the reference is
+    built at their input size (or ``input_size``, or the deploy size) with :func:`reference_output`."""
+    from ..runtime.torch_backend import TorchBackend
+    from ..zoo import get_spec
+
+    spec = get_spec(model)
+    size = input_size or (tuple(artifacts[0].info.input_size) if artifacts else None)
+    expected = DeployInfo.from_spec(spec, input_size=size, num_classes=num_classes)  # type: ignore[arg-type]
+    for a in artifacts:  # before the (possibly downloaded) checkpoint is loaded
+        check_info(expected, a.info, describe(a))
+        check_mode(a, mode)
+    return TorchBackend.from_zoo(model, checkpoint=checkpoint, device=device, input_size=size,  # type: ignore[arg-type]
+                                 output=reference_output(artifacts, mode), num_classes=num_classes, threads=threads)
+
+
+def write_records(report: ValidationReport) -> List[Path]:
+    """Store every artifact's verdict with the artifact (see :mod:`pspnet_trt.records`): an engine's manifest
+    gets a ``validation`` block, an ONNX file a ``NAME.validation.json`` beside it. Rows without a file are skipped."""
+    from ..records import fingerprint, write_record
+
+    written = []
+    for row in report.rows[1:]:
+        if row.get("path") and Path(row["path"]).is_file():
+            try:
+                written.append(write_record(row["path"], {**report.record(row), **fingerprint(row["path"])}))
+            except OSError as e:  # e.g. a read-only folder: the report and the exit code still say it
+                log.warning("could not record the verdict of %s (%s)", row["path"], e)
+                continue
+            log.info("validation record: %s", written[-1])
+    return written
+
+
 def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: Union[str, Path], *,
                        split: Optional[str] = None, checkpoint: Optional[Union[str, Path]] = None,
                        device: str = "auto", input_size: Optional[Tuple[int, int]] = None,
-                       num_classes: Optional[int] = None, threads: Optional[int] = None,
+                       num_classes: Optional[int] = None, threads: Optional[int] = None, record: bool = True,
                        **kwargs: Any) -> ValidationReport:
     """Open everything from names and paths, then :func:`validate` (what ``pspnet-trt validate`` runs).
 
@@ -251,32 +348,24 @@ def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: 
     the zoo entry's layout. The PyTorch reference is built at the artifacts' input size (or
     ``input_size``, or the entry's deploy size when no artifact is given) with a labels output when
     every artifact has labels only (so both take the argmax at the same resolution) and logits
-    otherwise. ``threads``: CPU threads of ONNX Runtime and PyTorch. Other keywords go to :func:`validate`.
+    otherwise. ``threads``: CPU threads of ONNX Runtime and PyTorch. ``record``: store each artifact's verdict
+    with it (:func:`write_records`). Other keywords go to :func:`validate`.
     """
     from ..data import dataset_for_spec
-    from ..runtime import open_backend
-    from ..runtime.torch_backend import TorchBackend
     from ..zoo import get_spec
 
     spec = get_spec(model)
     dataset = dataset_for_spec(spec, data, split)  # bad --data / --split stop before any model is loaded
     opened: List[Backend] = []
     try:
-        for p in artifacts:
-            cpu_threads = {"threads": threads} if threads and Path(p).suffix == ".onnx" else {}
-            opened.append(open_backend(p, device=device, **cpu_threads))
-        size = input_size or (tuple(opened[0].info.input_size) if opened else None)
-        expected = DeployInfo.from_spec(spec, input_size=size, num_classes=num_classes)  # type: ignore[arg-type]
-        mode = kwargs.get("mode", "whole")
-        for a in opened:  # before the (possibly downloaded) checkpoint is loaded
-            check_info(expected, a.info, describe(a))
-            check_mode(a, mode)
-        labels_only = bool(opened) and all("logits" not in a.info.output_names for a in opened)
-        output = "labels" if labels_only and mode == "whole" else "logits"
-        reference = TorchBackend.from_zoo(model, checkpoint=checkpoint, device=device, input_size=size,  # type: ignore[arg-type]
-                                          output=output, num_classes=num_classes, threads=threads)
+        opened += open_artifacts(artifacts, device, threads)
+        reference = open_reference(model, opened, checkpoint=checkpoint, device=device, input_size=input_size,
+                                   num_classes=num_classes, threads=threads, mode=kwargs.get("mode", "whole"))
         kwargs.setdefault("fit", spec.eval_resize)
-        return validate(reference, opened, dataset, **kwargs)
+        report = validate(reference, opened, dataset, **kwargs)
+        if record:
+            write_records(report)
+        return report
     finally:
         for a in opened:
             a.close()

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, List
 
 import numpy as np
 
-from ..files import atomic_open, atomic_path, write_json
+from ..files import atomic_open, write_json
+from ..reporting import fmt, markdown_table, pyplot, save_png
 
 if TYPE_CHECKING:
     from .core import ValidationReport
@@ -18,14 +19,10 @@ log = logging.getLogger(__name__)
 CLASSES_PER_PANEL = 40  # the bar chart wraps into several panels above this (ADE20k: 150 classes)
 
 
-def _fmt(v: object, spec: str) -> str:
-    return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
-
-
 def markdown(report: ValidationReport) -> str:
     """The report as markdown: verdict, setup, one row per backend, IoU per class."""
     c = report.context
-    verdict = "PASS" if report.passed else f"FAIL ({', '.join(report.failed)})"
+    verdict = report.verdict
     setup = [f"{report.images} images"]
     if c.get("dataset"):
         setup.append(f"{c['dataset']} {c.get('split')} ({c.get('data_root')})")
@@ -39,36 +36,39 @@ def markdown(report: ValidationReport) -> str:
         "",
         f"Model {c.get('model', '?')} (checkpoint sha256 {str(c.get('checkpoint_sha256') or 'unknown')[:16]}); "
         f"{', '.join(setup)}; {mode} inference; {report.seconds:.1f} s.",
-        f"Gate: an artifact passes when its mIoU is at most {report.tolerance} points below PyTorch's. "
+        (f"Gate: an artifact passes when its mIoU is at most {report.tolerance} points below PyTorch's and it "
+         f"predicts no label outside 0..{len(report.class_names) - 1} (out-of-range px: such pixels, any pixel; "
+         "scored as misses). " if report.gated else
+         "No --onnx/--engine artifact was given: PyTorch is evaluated alone and nothing is gated. ") +
         "Agreement = pixels (all, labelled or not) where the artifact predicts PyTorch's class.",
         "",
-        "| backend | precision | mIoU % | Δ vs PyTorch | pixel acc % | agreement % | images/s | size MB | gate |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in report.rows:
         gate = "-" if "passed" not in r else ("pass" if r["passed"] else "**FAIL**")
-        lines.append(f"| {r['backend']} | {r['precision']} | {_fmt(r['miou'], '.2f')} | {_fmt(r['delta'], '+.2f')} | "
-                     f"{_fmt(r['pixel_accuracy'], '.2f')} | {_fmt(r['agreement'], '.3f')} | "
-                     f"{_fmt(r['images_per_s'], '.2f')} | {_fmt(r['size_mb'], '.1f')} | {gate} |")
+        rows.append([r["backend"], r["precision"], fmt(r["miou"], ".2f"), fmt(r["delta"], "+.2f"),
+                     fmt(r["pixel_accuracy"], ".2f"), fmt(r["agreement"], ".3f"), fmt(r.get("invalid_pixels"), "d"),
+                     fmt(r["images_per_s"], ".2f"), fmt(r["size_mb"], ".1f"), gate])
+    lines.append(markdown_table(["backend", "precision", "mIoU %", "Δ vs PyTorch", "pixel acc %", "agreement %",
+                                 "out-of-range px", "images/s", "size MB", "gate"], rows))
+    for r in report.rows:
+        if r.get("invalid_pixels"):
+            lines += ["", f"**{r['backend']} predicted {r['invalid_pixels']} pixels outside the class range "
+                          f"0..{len(report.class_names) - 1} (out-of-range labels): it fails the gate; a healthy "
+                          "artifact emits none.**"]
     other = [r["backend"] for r in report.rows if r.get("same_checkpoint") is False]
     if other:
         lines += ["", f"Note: exported from a different checkpoint than the reference's: {', '.join(other)}."]
     lines += ["", "## IoU per class (%)", "", "- = class absent from both the labels and the predictions.", "",
-              "| class | " + " | ".join(r["backend"] for r in report.rows) + " |",
-              "|---|" + "---|" * len(report.rows)]
-    for name in report.class_names:
-        cells = [_fmt(None if r["iou"][name] is None else 100 * r["iou"][name], ".2f") for r in report.rows]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+              markdown_table(["class", *(r["backend"] for r in report.rows)],
+                             [[name, *(fmt(None if r["iou"][name] is None else 100 * r["iou"][name], ".2f")
+                                       for r in report.rows)] for name in report.class_names])]
     return "\n".join(lines) + "\n"
 
 
 def bar_chart(report: ValidationReport, path: Path) -> None:
     """Grouped bars: IoU per class, one colour per backend (mIoU in the legend); matplotlib Agg."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names: List[str] = list(report.class_names)
     panels = max(1, -(-len(names) // CLASSES_PER_PANEL))
     per_panel = -(-len(names) // panels)
@@ -95,9 +95,7 @@ def bar_chart(report: ValidationReport, path: Path) -> None:
     fig.legend(handles, legend_labels, loc="lower center", ncol=min(2, len(handles)), fontsize=8, frameon=False)
     axes[0, 0].set_title(f"IoU per class and backend ({report.images} images, {report.mode} inference)")
     fig.tight_layout(rect=(0, legend_in / height, 1, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_report(report: ValidationReport, folder: Path) -> None:
