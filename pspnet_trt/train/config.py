@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -16,6 +17,9 @@ CPU_OVERRIDES: Dict[str, Dict[str, Any]] = {
 }
 
 
+BUDGET_MODES = ("fit", "stop")
+
+
 @dataclass
 class TrainConfig:
     model: str
@@ -24,12 +28,18 @@ class TrainConfig:
     epochs: int = 0  # 0 = from the recipe
     iters: Optional[int] = None  # total iterations; overrides epochs
     batch_size: int = 0  # total over all processes; 0 = from the recipe
-    lr: float = 0.0  # 0 = from the recipe
+    lr: Optional[float] = None  # None = from the recipe; any other value is used as given (0 included)
     crop: Tuple[int, int] = (0, 0)  # (0, 0) = from the recipe
     workers: int = 2
     seed: int = 0
     resume: bool = False
     max_minutes: Optional[float] = None  # stop cleanly after this wall time (checkpoint written)
+    # "fit": the poly decay ends at the budget when that comes first (counted across --resume; not
+    # bit-reproducible); "stop": the budget only stops this invocation, the schedule stays by iterations,
+    # and --resume continues bit-exactly (a job time limit).
+    budget_mode: str = "fit"
+    keep: int = 3  # epoch checkpoints kept (plus latest and best); 0 = all
+    pretrained: Optional[str] = None  # "auto" | "none" | PATH | URL; None = auto for published entries, else none
     limit_images: Optional[int] = None  # first N training images
     eval_every: int = 10  # epochs; 0 = only at the end
     eval_limit: Optional[int] = None  # evaluation images
@@ -49,7 +59,15 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """Fill every 0 from sssegmentation's recipe (zoo entry), then the CPU override if any."""
+        from ..errors import UserError
+
         spec = self.spec
+        if self.lr is not None and not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise UserError(f"--lr {self.lr}: the learning rate must be a finite number >= 0")
+        if self.budget_mode not in BUDGET_MODES:
+            raise UserError(f"budget mode {self.budget_mode!r}: use one of {', '.join(BUDGET_MODES)}")
+        if self.keep < 0:
+            raise UserError(f"--keep {self.keep}: keep N >= 1 epoch checkpoints (0 keeps all)")
         recipe: Dict[str, Any] = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr,
                                   "crop": spec.crop_size}
         recipe.update(CPU_OVERRIDES.get(spec.name, {}))
@@ -57,8 +75,9 @@ class TrainConfig:
             self,
             data=Path(self.data), work_dir=Path(self.work_dir),
             epochs=self.epochs or recipe["epochs"], batch_size=self.batch_size or recipe["batch_size"],
-            lr=self.lr or recipe["lr"], crop=tuple(self.crop) if self.crop[0] else tuple(recipe["crop"]),  # type: ignore[arg-type]
+            lr=recipe["lr"] if self.lr is None else float(self.lr), crop=tuple(self.crop) if self.crop[0] else tuple(recipe["crop"]),  # type: ignore[arg-type]
             eval_split=self.eval_split or spec.eval_split,
+            pretrained=self.pretrained or ("auto" if spec.config else "none"),
         )
 
     def resize_base(self) -> Tuple[int, int]:
