@@ -161,3 +161,24 @@ def test_lr_is_honoured_as_given_and_negative_refused():
     r = subprocess.run(cli("--help"), capture_output=True, text=True, check=True)
     words = r.stdout.split()
     assert "default: the recipe's" in " ".join(words[words.index("--lr"):][:20])
+
+
+def test_light_augmentation_is_a_native_scale_crop_and_flip():
+    from pspnet_trt.data import open_dataset
+    from pspnet_trt.preprocess import normalize
+
+    s = open_dataset("camvid", SAMPLE, "train")[0]
+    norm = get_spec("r18_os8_camvid").normalization
+    x, y = train_transform(s.image, s.label, (64, 96), (480, 360), norm, np.random.default_rng([0, 0, 5]), "light")
+    assert x.shape == (3, 64, 96) and y.shape == (64, 96)
+    full = normalize(s.image, norm)
+    found = False
+    for img, lab in ((full, s.label), (full[:, :, ::-1], s.label[:, ::-1])):
+        for top in range(lab.shape[0] - 63):
+            for left in np.flatnonzero(lab[top, :lab.shape[1] - 95] == y[0, 0]):
+                if np.array_equal(lab[top:top + 64, left:left + 96], y) and np.allclose(img[:, top:top + 64, left:left + 96], x):
+                    found = True
+                    break
+            if found:
+                break
+    assert found, "the light crop is not a window of the (possibly flipped) native image"

@@ -18,6 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=None,
                    help="base learning rate, used as given (0 included; default: the recipe's, 0.01 for every zoo entry)")
     p.add_argument("--crop", help="HxW (default: the recipe's)")
+    p.add_argument("--augment", choices=("full", "light"),
+                   help="full = sssegmentation's pipeline (resize 0.5-2, crop, flip, photometric), light = crop + flip; "
+                        "default: the recipe's (see train/config.py)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast on CPUs with native bf16 (avx512_bf16/AMX); default: the recipe's")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help=argparse.SUPPRESS)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", required=True)
@@ -52,7 +58,8 @@ def _train(args: argparse.Namespace) -> int:
         model=args.model, data=args.data, work_dir=args.work_dir, epochs=args.epochs, iters=args.iters,
         batch_size=args.batch_size, lr=args.lr, crop=parse_size(args.crop) if args.crop else (0, 0),
         workers=args.workers, seed=args.seed, resume=args.resume, max_minutes=args.max_minutes,
-        budget_mode=args.budget_mode, keep=args.keep, pretrained=args.pretrained,
+        budget_mode=args.budget_mode, keep=args.keep, pretrained=args.pretrained, augment=args.augment or "",
+        bf16=args.bf16, channels_last=args.channels_last,
         limit_images=args.limit_images, eval_every=args.eval_every, eval_limit=args.eval_limit, threads=args.threads,
         ppm_channels=args.ppm_channels, aux_channels=args.aux_channels,
     )

@@ -56,7 +56,8 @@ class TrainSet(Dataset):
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.cfg.seed, self.epoch, i])
         sample = self.data[i]
-        x, y = train_transform(sample.image, sample.label, self.cfg.crop, self.base, self.cfg.spec.normalization, rng)
+        x, y = train_transform(sample.image, sample.label, self.cfg.crop, self.base, self.cfg.spec.normalization, rng,
+                               self.cfg.augment)
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
@@ -119,7 +120,7 @@ def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device) -> float:
 
 # Settings that must match for --resume to continue a run (the model's shape and the recipe).
 RESUME_KEYS = ("model", "ppm_channels", "aux_channels", "crop", "batch_size", "lr", "epochs", "iters", "seed",
-               "limit_images", "momentum", "weight_decay", "power", "aux_weight")
+               "limit_images", "momentum", "weight_decay", "power", "aux_weight", "augment")
 
 
 @dataclass
@@ -131,7 +132,7 @@ class Run:
     world: int
     device: torch.device
     trainset: TrainSet
-    sampler: Optional[DistributedSampler]
+    sampler: Optional[DistributedSampler[int]]
     per_rank: int
     iters_per_epoch: int
     max_iters: int
@@ -152,6 +153,7 @@ class Run:
     ckpt_path: Optional[Path] = None
     started: float = field(default_factory=time.monotonic)
     seen: int = 0
+    train_s: float = 0.0  # seconds in the training loops (data + steps), for images/s
     stopped_early: bool = False
 
     @property
@@ -164,6 +166,11 @@ class Run:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    @property
+    def bf16(self) -> bool:
+        """bfloat16 autocast: asked for (--bf16 or the recipe), on a CPU that computes it natively."""
+        return bool(self.cfg.bf16) and self.device.type == "cpu" and cpu_has_bf16()
 
     def budget_s(self) -> Optional[float]:
         return 60 * self.cfg.max_minutes if self.cfg.max_minutes else None
@@ -202,7 +209,7 @@ def train(cfg: TrainConfig) -> Path:
         epoch_done = batches >= run.iters_per_epoch or run.it >= run.max_iters
         record: Dict[str, Any] = {"epoch": epoch + 1, "iter": run.it, "loss": float(np.mean(losses)) if losses else None,
                                   "lr": run.optimizer.param_groups[0]["lr"], "complete": epoch_done,
-                                  "images_per_s": run.seen / max(run.elapsed(), 1e-9)}
+                                  "images_per_s": run.seen / max(run.train_s, 1e-9)}
         if run.main and ((run.cfg.eval_every and epoch_done and (epoch + 1) % run.cfg.eval_every == 0) or finished):
             record["miou"] = evaluate(run.model, run.cfg, run.device)
             log.info("epoch %d: mIoU %.2f", epoch + 1, record["miou"])
@@ -241,14 +248,16 @@ def setup(cfg: TrainConfig) -> Run:
         raise UserError(f"batch size {cfg.batch_size} over {world} process(es) leaves {per_rank} image per process: the "
                         "PPM's 1x1-bin BatchNorm needs at least 2 (SyncBatchNorm, used on GPUs, pools across "
                         "processes); raise --batch-size")
-    sampler = (DistributedSampler(trainset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1
+    sampler: Optional[DistributedSampler[int]] = (DistributedSampler(trainset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1
                else None)
     iters_per_epoch = max(len(trainset) // (per_rank * world), 1)
     max_iters = cfg.iters or cfg.epochs * iters_per_epoch
     model = build(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     run = Run(cfg=cfg, rank=rank, world=world, device=device, trainset=trainset, sampler=sampler, per_rank=per_rank,
               iters_per_epoch=iters_per_epoch, max_iters=max_iters, epochs=math.ceil(max_iters / iters_per_epoch),
               model=model, ddp=model, optimizer=optimizer,
@@ -261,6 +270,9 @@ def setup(cfg: TrainConfig) -> Run:
         _init_backbone(run)
     if run.main:
         write_json(work / "config.json", cfg.to_dict())
+        log.info("recipe: crop %dx%d, batch %d, lr %g, %d iterations, augmentation %s%s%s", *cfg.crop, cfg.batch_size,
+                 cfg.lr, max_iters, cfg.augment, ", bf16 autocast" if run.bf16 else "",
+                 ", channels_last" if cfg.channels_last else "")
     if world > 1:
         run.ddp = nn.parallel.DistributedDataParallel(model)
     return run
@@ -341,10 +353,11 @@ def train_epoch(run: Run, epoch: int, skip: int = 0) -> List[float]:
     losses: List[float] = []
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.epochs}", disable=not run.main, leave=False,
                initial=skip, total=run.iters_per_epoch)
+    t0 = time.perf_counter()
     for images, labels in bar:
         if run.it >= run.max_iters:
             break
-        lr = poly_lr(cfg.lr, run.progress(), 1.0, cfg.power)
+        lr = poly_lr(cfg.base_lr, run.progress(), 1.0, cfg.power)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         losses.append(step(run, images.to(device, non_blocking=True), labels.to(device, non_blocking=True)))
@@ -354,13 +367,29 @@ def train_epoch(run: Run, epoch: int, skip: int = 0) -> List[float]:
         if _agree(run, run.out_of_time()):
             run.stopped_early = True
             break
+    run.train_s += time.perf_counter() - t0
     bar.close()
     return losses
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (avx512_bf16 or AMX); elsewhere bf16 autocast is slower."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> float:
-    """One SGD step on (main + aux_weight * auxiliary) cross-entropy; returns the loss."""
-    with torch.autocast(run.device.type, enabled=run.scaler is not None):
+    """One SGD step on (main + aux_weight * auxiliary) cross-entropy; returns the loss.
+
+    Mixed precision: float16 with a gradient scaler on GPUs, bfloat16 autocast on CPUs when asked and native."""
+    if run.cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    amp = run.scaler is not None or run.bf16
+    with torch.autocast(run.device.type, dtype=torch.bfloat16 if run.bf16 else None, enabled=amp):
         logits, aux = run.ddp(images)
         size = labels.shape[-2:]
         loss = run.criterion(F.interpolate(logits, size, mode="bilinear", align_corners=False), labels)
@@ -432,7 +461,8 @@ def prune(work: Path, keep: int) -> None:
 def _finish(run: Run) -> Path:
     """summary.json (rank 0), the per-rank parameter hashes under DDP, the curve; the last checkpoint's path."""
     summary: Dict[str, Any] = {"iterations": run.it, "seconds": round(run.elapsed(), 1),
-                               "images_per_s": run.seen / max(run.elapsed(), 1e-9),
+                               "train_seconds": round(run.train_s, 1),
+                               "images_per_s": run.seen / max(run.train_s, 1e-9),
                                "stopped_early": run.stopped_early, "world_size": run.world,
                                "pretrained": run.pretrained}
     if run.world > 1:
