@@ -65,7 +65,7 @@ def main() -> int:
         "test_miou": summary["final_miou"], "test_images": args.limit or "all",
         "iterations": summary["iterations"], "images_per_s": round(summary["images_per_s"], 3),
         "train_seconds": summary["train_seconds"], "wall_seconds_with_evaluation": round(wall, 1),
-        "peak_rss_mb": round(summary["peak_rss_mb"], 1),
+        "peak_rss_mb": round(summary["peak_rss_mb"], 1), "bf16_autocast": summary["bf16_autocast"],
         "recipe": {k: used[k] for k in ("crop", "batch_size", "lr", "augment", "bf16", "channels_last", "threads",
                                         "workers", "seed", "pretrained")},
         "checkpoint": str(checkpoint), "load_average_end": os.getloadavg()[0],

@@ -464,7 +464,7 @@ def _finish(run: Run) -> Path:
                                "train_seconds": round(run.train_s, 1),
                                "images_per_s": run.seen / max(run.train_s, 1e-9),
                                "stopped_early": run.stopped_early, "world_size": run.world,
-                               "pretrained": run.pretrained}
+                               "pretrained": run.pretrained, "bf16_autocast": run.bf16}
     if run.world > 1:
         hashes: List[Optional[str]] = [None] * run.world
         dist.all_gather_object(hashes, state_hash(run.model))
