@@ -121,6 +121,7 @@ def test_stop_at_time_budget_mid_epoch_then_resume_gives_identical_weights(tmp_p
     assert latest_ckpt(stopped)["cur_epoch"] == 3
 
 
+@pytest.mark.slow
 def test_keep_last_n_epoch_checkpoints_plus_latest_and_best(tmp_path):
     subprocess.run(cli(*TINY, "--epochs", "4", "--keep", "2", "--eval-every", "1", "--work-dir", str(tmp_path)),
                    check=True, capture_output=True)
@@ -134,6 +135,7 @@ def test_keep_last_n_epoch_checkpoints_plus_latest_and_best(tmp_path):
     assert best["cur_epoch"] == 1 + mious.index(max(mious))
 
 
+@pytest.mark.slow
 def test_resume_with_another_model_or_recipe_is_one_clear_line(tmp_path):
     subprocess.run(cli(*TINY, "--iters", "1", "--work-dir", str(tmp_path)), check=True, capture_output=True)
     other_model = [a if a != "16" else "32" for a in TINY]  # PPM / auxiliary widths 32 instead of 16
