@@ -266,6 +266,8 @@ def setup(cfg: TrainConfig) -> Run:
     latest = work / LATEST
     if cfg.resume and latest.exists():
         _resume(run, latest)
+    elif getattr(cfg, "load_from", None):  # whole-model weights (--load-from) replace any backbone initialisation
+        log.info("backbone initialisation: from the --load-from checkpoint")
     else:
         _init_backbone(run)
     if run.main:
