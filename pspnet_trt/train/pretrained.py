@@ -139,4 +139,6 @@ def describe(record: Optional[Mapping[str, object]]) -> str:
     """One line for the console: which backbone initialisation a run used."""
     if not record:
         return "backbone initialisation: random (from scratch, --pretrained none)"
+    if "sha256" not in record:
+        return f"backbone initialisation: {record['file']} ({record['source']})"
     return f"backbone initialisation: {record['file']} (sha256 {record['sha256']})"

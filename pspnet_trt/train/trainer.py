@@ -264,10 +264,12 @@ def setup(cfg: TrainConfig) -> Run:
               scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" else None,
               criterion=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX))
     latest = work / LATEST
+    load_from = getattr(cfg, "load_from", None)  # branch small's TrainConfig field
     if cfg.resume and latest.exists():
         _resume(run, latest)
-    elif getattr(cfg, "load_from", None):  # whole-model weights (--load-from) replace any backbone initialisation
-        log.info("backbone initialisation: from the --load-from checkpoint")
+    elif load_from:  # whole-model weights (--load-from) replace any backbone initialisation
+        run.pretrained = {"source": "load_from", "file": str(load_from)}
+        log.info("backbone initialisation: the --load-from checkpoint %s", run.pretrained["file"])
     else:
         _init_backbone(run)
     if run.main:
