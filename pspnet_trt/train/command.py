@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+import pathlib
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,8 +66,8 @@ def _train(args: argparse.Namespace) -> int:
     last = train(cfg)
     from .pretrained import describe
 
-    summary = cfg.work_dir and Path(cfg.work_dir) / "summary.json"
-    if summary and summary.is_file():
+    summary = pathlib.Path(cfg.work_dir) / "summary.json"
+    if summary.is_file():
         print(describe(json.loads(summary.read_text()).get("pretrained")))
     print(last)
     return 0
