@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from pspnet_trt.bench import host
-from pspnet_trt.export import parse_size
 from pspnet_trt.files import write_json
+from pspnet_trt.sizes import parse_size
 from pspnet_trt.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from pspnet_trt.bench import host
 from pspnet_trt.data import dataset_for_spec
-from pspnet_trt.export import parse_size
 from pspnet_trt.files import write_json
+from pspnet_trt.sizes import parse_size
 from pspnet_trt.train import TrainConfig, train
 from pspnet_trt.train.augment import train_transform
 from pspnet_trt.train.trainer import build
