@@ -2,10 +2,15 @@
 
 Run alone (``pspnet-trt train``) or as ``torchrun --nproc_per_node=N -m pspnet_trt train ...``:
 the same code uses NCCL on GPUs and gloo on CPUs. Checkpoints are sssegmentation's on-disk format
-(``{'cur_epoch', 'cur_iter', 'optimizer', 'model'}``) plus what an exact resume needs (the
-scheduler position and the torch RNG state); augmentation randomness is derived from
-(seed, epoch, image index), so a run killed mid-epoch and resumed ends with the same weights as
-an uninterrupted one.
+(``{'cur_epoch', 'cur_iter', 'optimizer', 'model'}``) plus what an exact resume needs: the batch reached
+in a partly trained epoch, the torch RNG state and the budget time spent. The epoch's sample order is a
+function of (seed, epoch) and each augmentation of (seed, epoch, image index), and the loader draws nothing
+from the global RNG, so a run killed (or stopped by ``--budget-mode stop``) and resumed ends with the
+same weights as an uninterrupted one.
+
+``train`` = :func:`setup` (processes, data, model, backbone initialisation or resume), then per epoch
+:func:`train_epoch` (:func:`step` per batch), :func:`evaluate` and :func:`save` (checkpoint, ``latest``,
+``best``, pruning to ``--keep``, metrics.jsonl), then :func:`_finish` (summary.json).
 """
 
 from __future__ import annotations
