@@ -92,3 +92,95 @@ def test_torchrun_two_processes_gloo_ranks_agree(tmp_path):
     hashes = summary["rank_parameter_sha256"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]
     assert summary["iterations"] == 2 * 2  # 8 images, global batch 4 (2 per rank): 2 iterations per epoch
+
+
+def latest_ckpt(work: Path) -> dict:
+    return torch.load(work / "checkpoints-epoch-latest.pth", map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_stop_at_time_budget_mid_epoch_then_resume_gives_identical_weights(tmp_path):
+    """--max-minutes in "stop" mode stops mid-epoch; --resume continues at the next batch, bit-exactly."""
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    subprocess.run(cli(*TINY, "--epochs", "3", "--work-dir", str(full)), check=True, capture_output=True)
+    budget = ["--epochs", "3", "--work-dir", str(stopped), "--max-minutes", "0.004", "--budget-mode", "stop"]
+    subprocess.run(cli(*TINY, *budget), check=True, capture_output=True)
+    positions = []
+    for _ in range(13):  # each invocation trains at least one iteration
+        ckpt = latest_ckpt(stopped)
+        if ckpt["cur_iter"] == 12:
+            break
+        positions.append((ckpt["cur_epoch"], ckpt["epoch_batch"], ckpt["cur_iter"]))
+        assert ckpt["cur_iter"] == 4 * ckpt["cur_epoch"] + ckpt["epoch_batch"]
+        subprocess.run(cli(*TINY, *budget, "--resume"), check=True, capture_output=True)
+    assert positions, "the budget never stopped the run"
+    assert any(batch > 0 for _, batch, _ in positions), f"no stop fell mid-epoch: {positions}"
+    a, b = weights(full / "checkpoints-epoch-latest.pth"), weights(stopped / "checkpoints-epoch-latest.pth")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert latest_ckpt(stopped)["cur_epoch"] == 3
+
+
+@pytest.mark.slow
+def test_keep_last_n_epoch_checkpoints_plus_latest_and_best(tmp_path):
+    subprocess.run(cli(*TINY, "--epochs", "4", "--keep", "2", "--eval-every", "1", "--work-dir", str(tmp_path)),
+                   check=True, capture_output=True)
+    names = sorted(p.name for p in tmp_path.glob("checkpoints-*.pth"))
+    assert names == ["checkpoints-best.pth", "checkpoints-epoch-3.pth", "checkpoints-epoch-4.pth",
+                     "checkpoints-epoch-latest.pth"]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    mious = [r["miou"] for r in records]
+    best = torch.load(tmp_path / "checkpoints-best.pth", map_location="cpu", weights_only=True)
+    assert best["miou"] == pytest.approx(max(mious))
+    assert best["cur_epoch"] == 1 + mious.index(max(mious))
+
+
+@pytest.mark.slow
+def test_resume_with_another_model_or_recipe_is_one_clear_line(tmp_path):
+    subprocess.run(cli(*TINY, "--iters", "1", "--work-dir", str(tmp_path)), check=True, capture_output=True)
+    other_model = [a if a != "16" else "32" for a in TINY]  # PPM / auxiliary widths 32 instead of 16
+    r = subprocess.run(cli(*other_model, "--iters", "1", "--work-dir", str(tmp_path), "--resume"),
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert "ppm_channels=16" in lines[0] and "ppm_channels=32" in lines[0]
+    r = subprocess.run(cli(*TINY, "--iters", "1", "--crop", "32x32", "--work-dir", str(tmp_path), "--resume"),
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "crop=64x64" in r.stderr and "crop=32x32" in r.stderr
+
+
+def test_lr_is_honoured_as_given_and_negative_refused():
+    from pspnet_trt.errors import UserError
+    from pspnet_trt.train import TrainConfig
+
+    base = dict(model="r18_os8_camvid", data=SAMPLE, work_dir="w")
+    assert TrainConfig(**base).resolved().lr == 0.01  # the recipe's
+    assert TrainConfig(**base, lr=0.0).resolved().lr == 0.0
+    with pytest.raises(UserError, match="--lr -0.1"):
+        TrainConfig(**base, lr=-0.1).resolved()
+    r = subprocess.run(cli("--help"), capture_output=True, text=True, check=True)
+    words = r.stdout.split()
+    assert "default: the recipe's" in " ".join(words[words.index("--lr"):][:20])
+
+
+def test_light_augmentation_is_a_native_scale_crop_and_flip():
+    from pspnet_trt.data import open_dataset
+    from pspnet_trt.preprocess import normalize
+
+    s = open_dataset("camvid", SAMPLE, "train")[0]
+    norm = get_spec("r18_os8_camvid").normalization
+    x, y = train_transform(s.image, s.label, (64, 96), (480, 360), norm, np.random.default_rng([0, 0, 5]), "light")
+    assert x.shape == (3, 64, 96) and y.shape == (64, 96)
+    full = normalize(s.image, norm)
+    found = False
+    for img, lab in ((full, s.label), (full[:, :, ::-1], s.label[:, ::-1])):
+        for top in range(lab.shape[0] - 63):
+            for left in np.flatnonzero(lab[top, :lab.shape[1] - 95] == y[0, 0]):
+                if np.array_equal(lab[top:top + 64, left:left + 96], y) and np.allclose(img[:, top:top + 64, left:left + 96], x):
+                    found = True
+                    break
+            if found:
+                break
+    assert found, "the light crop is not a window of the (possibly flipped) native image"

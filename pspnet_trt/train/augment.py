@@ -83,13 +83,25 @@ def pad_center(x: np.ndarray, label: np.ndarray, crop: Tuple[int, int]) -> Tuple
     return x, label
 
 
+AUGMENTATIONS = ("full", "light")
+
+
 def train_transform(image: np.ndarray, label: np.ndarray, crop: Tuple[int, int], base: Tuple[int, int],
-                    norm: Normalization, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-    """BGR uint8 image + label -> (3xHxW float32, HxW int64) of exactly ``crop`` size."""
-    image, label = random_resize(image, label, base, rng)
+                    norm: Normalization, rng: np.random.Generator, kind: str = "full") -> Tuple[np.ndarray, np.ndarray]:
+    """BGR uint8 image + label -> (3xHxW float32, HxW int64) of exactly ``crop`` size.
+
+    ``kind="full"``: sssegmentation's pipeline; ``"light"``: the category-ratio crop and the flip only, at the
+    native scale (no resize, no photometric distortion).
+    """
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"augmentation {kind!r}: use one of {AUGMENTATIONS}")
+    if kind == "full":
+        image, label = random_resize(image, label, base, rng)
     image, label = random_crop(image, label, crop, rng)
     if rng.random() < 0.5:
         image, label = image[:, ::-1], label[:, ::-1]
-    image = photometric_distortion(np.ascontiguousarray(image), rng)
+    image = np.ascontiguousarray(image)
+    if kind == "full":
+        image = photometric_distortion(image, rng)
     x, label = pad_center(normalize(image, norm), np.ascontiguousarray(label), crop)
     return np.ascontiguousarray(x), label.astype(np.int64)

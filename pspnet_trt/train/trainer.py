@@ -2,10 +2,15 @@
 
 Run alone (``pspnet-trt train``) or as ``torchrun --nproc_per_node=N -m pspnet_trt train ...``:
 the same code uses NCCL on GPUs and gloo on CPUs. Checkpoints are sssegmentation's on-disk format
-(``{'cur_epoch', 'cur_iter', 'optimizer', 'model'}``) plus what an exact resume needs (the
-scheduler position and the torch RNG state); augmentation randomness is derived from
-(seed, epoch, image index), so a run killed mid-epoch and resumed ends with the same weights as
-an uninterrupted one.
+(``{'cur_epoch', 'cur_iter', 'optimizer', 'model'}``) plus what an exact resume needs: the batch reached
+in a partly trained epoch, the torch RNG state and the budget time spent. The epoch's sample order is a
+function of (seed, epoch) and each augmentation of (seed, epoch, image index), and the loader draws nothing
+from the global RNG, so a run killed (or stopped by ``--budget-mode stop``) and resumed ends with the
+same weights as an uninterrupted one.
+
+``train`` = :func:`setup` (processes, data, model, backbone initialisation or resume), then per epoch
+:func:`train_epoch` (:func:`step` per batch), :func:`evaluate` and :func:`save` (checkpoint, ``latest``,
+``best``, pruning to ``--keep``, metrics.jsonl), then :func:`_finish` (summary.json).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -24,11 +31,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..checkpoints import save_checkpoint
 from ..data import SegDataset, dataset_for_spec
-from ..files import atomic_open, write_json
+from ..errors import UserError
+from ..files import atomic_open, atomic_path, write_json
 from ..models import PSPNet
 from ..zoo import IGNORE_INDEX
 from .augment import train_transform
@@ -36,6 +44,7 @@ from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 LATEST = "checkpoints-epoch-latest.pth"
+BEST = "checkpoints-best.pth"
 
 
 class TrainSet(Dataset):
@@ -52,7 +61,8 @@ class TrainSet(Dataset):
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.cfg.seed, self.epoch, i])
         sample = self.data[i]
-        x, y = train_transform(sample.image, sample.label, self.cfg.crop, self.base, self.cfg.spec.normalization, rng)
+        x, y = train_transform(sample.image, sample.label, self.cfg.crop, self.base, self.cfg.spec.normalization, rng,
+                               self.cfg.augment)
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
@@ -60,15 +70,6 @@ def poly_lr(base_lr: float, it: float, max_it: float, power: float = 0.9) -> flo
     """sssegmentation's PolyScheduler: (lr - min_lr) * (1 - it/max_it)^power + min_lr, min_lr = lr / 100."""
     min_lr = 0.01 * base_lr
     return (base_lr - min_lr) * (1 - min(it, max_it) / max_it) ** power + min_lr
-
-
-def progress(it: int, max_iters: int, started: float, budget_s: Optional[float]) -> float:
-    """Fraction of the schedule done: iterations, or wall time when a --max-minutes budget binds first
-    (so the poly decay still reaches its end on a slow machine; such a run is not bit-reproducible)."""
-    done = it / max_iters
-    if budget_s:
-        done = max(done, (time.monotonic() - started) / budget_s)
-    return min(done, 1.0)
 
 
 def setup_distributed() -> Tuple[int, int, torch.device]:
@@ -129,8 +130,113 @@ def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device) -> float:
     return 100 * metrics.miou
 
 
+# Settings that must match for --resume to continue a run (the model's shape and the recipe).
+RESUME_KEYS = ("model", "ppm_channels", "aux_channels", "crop", "batch_size", "lr", "epochs", "iters", "seed",
+               "limit_images", "momentum", "weight_decay", "power", "aux_weight", "augment")
+
+
+@dataclass
+class Run:
+    """One training invocation: built by :func:`setup`, advanced by :func:`train_epoch`, saved by :func:`save`."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    trainset: TrainSet
+    sampler: Optional[DistributedSampler[int]]
+    per_rank: int
+    iters_per_epoch: int
+    max_iters: int
+    epochs: int
+    model: PSPNet
+    ddp: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Optional[Any]
+    criterion: nn.Module
+    start_epoch: int = 0  # completed epochs
+    start_batch: int = 0  # batches of epoch ``start_epoch`` already trained (after a mid-epoch stop)
+    it: int = 0
+    elapsed_before: float = 0.0  # training seconds of earlier invocations (counted by budget mode "fit")
+    epoch_losses: List[float] = field(default_factory=list)  # of the partly trained epoch, from the checkpoint
+    pretrained: Optional[Dict[str, Any]] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    best_miou: Optional[float] = None
+    ckpt_path: Optional[Path] = None
+    started: float = field(default_factory=time.monotonic)
+    seen: int = 0
+    train_s: float = 0.0  # seconds in the training loops (data + steps), for images/s
+    stopped_early: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def work(self) -> Path:
+        return self.cfg.work_dir
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def bf16(self) -> bool:
+        """bfloat16 autocast: asked for (--bf16 or the recipe), on a CPU that computes it natively."""
+        return bool(self.cfg.bf16) and self.device.type == "cpu" and cpu_has_bf16()
+
+    def budget_s(self) -> Optional[float]:
+        return 60 * self.cfg.max_minutes if self.cfg.max_minutes else None
+
+    def out_of_time(self) -> bool:
+        """Mode "fit" counts every invocation's training time against the budget, "stop" only this one's."""
+        budget = self.budget_s()
+        if budget is None:
+            return False
+        before = self.elapsed_before if self.cfg.budget_mode == "fit" else 0.0
+        return before + self.elapsed() >= budget
+
+    def progress(self) -> float:
+        """Fraction of the poly schedule done: iterations, or (mode "fit") the budget's wall time when that
+        binds first, so the decay still reaches its end on a slow machine (not bit-reproducible)."""
+        done = self.it / self.max_iters
+        budget = self.budget_s()
+        if budget and self.cfg.budget_mode == "fit":
+            done = max(done, (self.elapsed_before + self.elapsed()) / budget)
+        return min(done, 1.0)
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train; returns the path of the last checkpoint (``checkpoints-epoch-latest.pth`` points at it)."""
+    run = setup(cfg)
+    if run.it >= run.max_iters or (run.cfg.budget_mode == "fit" and run.out_of_time()):
+        log.info("nothing to train: the run in %s is complete (iteration %d of %d%s)", run.work, run.it, run.max_iters,
+                 ", its --max-minutes budget is spent" if run.it < run.max_iters else "")
+        return _finish(run)
+    run.started = time.monotonic()
+    for epoch in range(run.start_epoch, run.epochs):
+        skip = run.start_batch if epoch == run.start_epoch else 0
+        losses = (run.epoch_losses if skip else []) + train_epoch(run, epoch, skip)
+        batches = run.it - epoch * run.iters_per_epoch
+        finished = run.it >= run.max_iters or (run.stopped_early and run.cfg.budget_mode == "fit")
+        epoch_done = batches >= run.iters_per_epoch or run.it >= run.max_iters
+        record: Dict[str, Any] = {"epoch": epoch + 1, "iter": run.it, "loss": float(np.mean(losses)) if losses else None,
+                                  "lr": run.optimizer.param_groups[0]["lr"], "complete": epoch_done,
+                                  "images_per_s": run.seen / max(run.train_s, 1e-9)}
+        if run.main and ((run.cfg.eval_every and epoch_done and (epoch + 1) % run.cfg.eval_every == 0) or finished):
+            record["miou"] = evaluate(run.model, run.cfg, run.device)
+            log.info("epoch %d: mIoU %.2f", epoch + 1, record["miou"])
+        if run.main:
+            save(run, epoch, 0 if epoch_done else batches, losses, record)
+        if finished or run.stopped_early:
+            if not finished:
+                log.info("stopped by --max-minutes at iteration %d (epoch %d, batch %d); --resume continues there",
+                         run.it, epoch + 1, batches)
+            break
+    return _finish(run)
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Processes, threads, work dir and log, data, model (pretrained backbone or a resumed checkpoint), optimizer."""
     cfg = cfg.resolved()
     rank, world, device = setup_distributed()
     if cfg.threads:
@@ -138,13 +244,11 @@ def train(cfg: TrainConfig) -> Path:
     elif device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
     work = cfg.work_dir
-    main = rank == 0
-    if main:
+    if rank == 0:
         work.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(work / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger("pspnet_trt").addHandler(handler)
-        write_json(work / "config.json", cfg.to_dict())
     torch.manual_seed(cfg.seed)
 
     data = dataset_for_spec(cfg.spec, cfg.data, cfg.spec.train_split)
@@ -153,118 +257,246 @@ def train(cfg: TrainConfig) -> Path:
     trainset = TrainSet(data, cfg)
     per_rank = max(cfg.batch_size // world, 1)
     if per_rank < 2 and not (world > 1 and device.type == "cuda"):
-        from ..errors import UserError
-
         raise UserError(f"batch size {cfg.batch_size} over {world} process(es) leaves {per_rank} image per process: the "
                         "PPM's 1x1-bin BatchNorm needs at least 2 (SyncBatchNorm, used on GPUs, pools across "
                         "processes); raise --batch-size")
-    sampler = (DistributedSampler(trainset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1
+    sampler: Optional[DistributedSampler[int]] = (DistributedSampler(trainset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1
                else None)
     iters_per_epoch = max(len(trainset) // (per_rank * world), 1)
     max_iters = cfg.iters or cfg.epochs * iters_per_epoch
-    epochs = math.ceil(max_iters / iters_per_epoch)
-
     model = build(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    start_epoch, it = 0, 0
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    run = Run(cfg=cfg, rank=rank, world=world, device=device, trainset=trainset, sampler=sampler, per_rank=per_rank,
+              iters_per_epoch=iters_per_epoch, max_iters=max_iters, epochs=math.ceil(max_iters / iters_per_epoch),
+              model=model, ddp=model, optimizer=optimizer,
+              scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" else None,
+              criterion=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX))
     latest = work / LATEST
+    load_from = getattr(cfg, "load_from", None)  # branch small's TrainConfig field
     if cfg.resume and latest.exists():
-        ckpt = torch.load(latest, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, it = int(ckpt["cur_epoch"]), int(ckpt["cur_iter"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        log.info("resumed from %s: epoch %d, iteration %d", latest.resolve().name, start_epoch, it)
-    ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
-    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+        _resume(run, latest)
+    elif load_from:  # whole-model weights (--load-from) replace any backbone initialisation
+        run.pretrained = {"source": "load_from", "file": str(load_from)}
+        log.info("backbone initialisation: the --load-from checkpoint %s", run.pretrained["file"])
+    else:
+        _init_backbone(run)
+    if run.main:
+        write_json(work / "config.json", cfg.to_dict())
+        log.info("recipe: crop %dx%d, batch %d, lr %g, %d iterations, augmentation %s%s%s", *cfg.crop, cfg.batch_size,
+                 cfg.lr, max_iters, cfg.augment, ", bf16 autocast" if run.bf16 else "",
+                 ", channels_last" if cfg.channels_last else "")
+    if world > 1:
+        run.ddp = nn.parallel.DistributedDataParallel(model)
+    return run
 
+
+def _init_backbone(run: Run) -> None:
+    """``--pretrained``: ImageNet weights into the backbone (every rank reads the same file), or none."""
+    from .pretrained import describe, load_backbone, resolve
+
+    source = str(run.cfg.pretrained)
+    path = resolve(source, run.cfg.spec.depth, progress=run.main) if run.main or run.world == 1 else None
+    if run.world > 1:  # rank 0 downloads, the others wait for it
+        dist.barrier()
+        path = path or resolve(source, run.cfg.spec.depth, progress=False)
+    if path is not None:
+        run.pretrained = load_backbone(run.model.backbone_net, path, source).to_dict()
+    log.info(describe(run.pretrained))
+
+
+def _resume(run: Run, latest: Path) -> None:
+    """Continue the run in the work dir at the iteration, batch and RNG state its latest checkpoint recorded."""
+    from ..checkpoints import check_compatible
+
+    ckpt = torch.load(latest, map_location="cpu", weights_only=True)
+    saved = ckpt.get("config") or {}
+    asked = {k: v for k, v in run.cfg.to_dict().items() if k in RESUME_KEYS}
+    differ = [k for k in RESUME_KEYS if k in saved and saved[k] != asked.get(k)]
+    if differ:
+        def show(d: Dict[str, Any]) -> str:
+            return ", ".join(f"{k}={_fmt(d.get(k))}" for k in differ)
+
+        raise UserError(f"--resume: {run.work} holds a run with {show(saved)}, but this command asks for {show(asked)}: "
+                        "pass the same settings to continue it, or another --work-dir to start a new run")
+    check_compatible(run.model, ckpt["model"], source=f"--resume: {latest.resolve()}")
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.start_epoch, run.it = int(ckpt["cur_epoch"]), int(ckpt["cur_iter"])
+    run.start_batch = int(ckpt.get("epoch_batch", 0))
+    run.epoch_losses = [float(v) for v in ckpt.get("epoch_losses", [])]
+    run.elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+    run.pretrained = ckpt.get("pretrained")
+    torch.set_rng_state(ckpt["torch_rng"])
+    run.ckpt_path = latest.resolve()
+    records = _previous(run.work, run.start_epoch)
+    mious = [r["miou"] for r in records if r.get("miou") is not None]
+    run.best_miou = max(mious) if mious and (run.work / BEST).exists() else None
+    log.info("resumed from %s: epoch %d, batch %d, iteration %d", latest.resolve().name, run.start_epoch + 1,
+             run.start_batch, run.it)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{value[0]}x{value[1]}"
+    return str(value)
+
+
+def epoch_order(run: Run, epoch: int) -> List[int]:
+    """This rank's sample indices for ``epoch``, in order: a function of (seed, epoch) only."""
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+        return list(run.sampler)
+    g = torch.Generator().manual_seed(run.cfg.seed * 1000 + epoch)
+    return torch.randperm(len(run.trainset), generator=g).tolist()
+
+
+def train_epoch(run: Run, epoch: int, skip: int = 0) -> List[float]:
+    """Train ``epoch`` from its batch ``skip`` until its end, the last iteration or the time budget; the losses."""
     from tqdm import tqdm
 
-    budget = 60 * cfg.max_minutes if cfg.max_minutes else None
-    started = time.monotonic()
-    deadline = started + budget if budget else None
-    history: List[Dict[str, Any]] = []
-    ckpt_path: Optional[Path] = latest.resolve() if latest.exists() else None
-    t0, seen = time.perf_counter(), 0
-    stopped_early = False
-    for epoch in range(start_epoch, epochs):
-        trainset.epoch = epoch
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loader = DataLoader(trainset, batch_size=per_rank, drop_last=True, num_workers=cfg.workers,
-                            sampler=sampler or RandomSampler(trainset, generator=torch.Generator().manual_seed(
-                                cfg.seed * 1000 + epoch)), persistent_workers=False)
-        ddp.train()
-        losses = []
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not main, leave=False)
-        for images, labels in bar:
-            if it >= max_iters:
-                break
-            lr = poly_lr(cfg.lr, progress(it, max_iters, started, budget), 1.0, cfg.power)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=scaler is not None):
-                logits, aux = ddp(images)
-                size = labels.shape[-2:]
-                loss = criterion(F.interpolate(logits, size, mode="bilinear", align_corners=False), labels)
-                loss = loss + cfg.aux_weight * criterion(F.interpolate(aux, size, mode="bilinear", align_corners=False),
-                                                         labels)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            it += 1
-            seen += images.shape[0] * world
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
-            if deadline is not None and time.monotonic() > deadline:
-                stopped_early = True
-                break
-        epoch_done = not stopped_early
-        record: Dict[str, Any] = {"epoch": epoch + 1, "iter": it, "loss": float(np.mean(losses)) if losses else None,
-                                  "lr": optimizer.param_groups[0]["lr"], "complete": epoch_done,
-                                  "images_per_s": seen / (time.perf_counter() - t0)}
-        last = it >= max_iters or stopped_early
-        if main and ((cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or last):
-            record["miou"] = evaluate(model, cfg, device)
-            log.info("epoch %d: mIoU %.2f", epoch + 1, record["miou"])
-        if main:
-            ckpt_path = work / f"checkpoints-epoch-{epoch + 1}.pth"
-            save_checkpoint(ckpt_path, model.state_dict(), cur_epoch=epoch + 1 if epoch_done else epoch, cur_iter=it,
-                            optimizer=optimizer.state_dict(), torch_rng=torch.get_rng_state(),
-                            config={k: v for k, v in cfg.to_dict().items() if k != "extra"})
-            _link_latest(latest, ckpt_path)
-            with atomic_open(work / "metrics.jsonl", "w") as f:
-                history.append(record)
-                f.write("".join(json.dumps(r) + "\n" for r in _previous(work, start_epoch) + history))
-            log.info("epoch %d: loss %.4f, %.2f images/s", epoch + 1, record["loss"] or float("nan"),
-                     record["images_per_s"])
-        if last:
+    cfg, device = run.cfg, run.device
+    run.trainset.epoch = epoch
+    order = epoch_order(run, epoch)[skip * run.per_rank:]
+    # The loader's own generator: creating its iterator must not draw from the global RNG (dropout's),
+    # or a run resumed mid-epoch would see other dropout masks than an uninterrupted one.
+    loader = DataLoader(run.trainset, batch_size=run.per_rank, drop_last=True, num_workers=cfg.workers,
+                        sampler=order, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+    run.ddp.train()
+    losses: List[float] = []
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.epochs}", disable=not run.main, leave=False,
+               initial=skip, total=run.iters_per_epoch)
+    t0 = time.perf_counter()
+    for images, labels in bar:
+        if run.it >= run.max_iters:
             break
-    summary: Dict[str, Any] = {"iterations": it, "seconds": round(time.perf_counter() - t0, 1),
-                               "images_per_s": seen / max(time.perf_counter() - t0, 1e-9),
-                               "stopped_early": stopped_early, "world_size": world}
-    if world > 1:
-        hashes: List[Optional[str]] = [None] * world
-        dist.all_gather_object(hashes, state_hash(model))
+        lr = poly_lr(cfg.base_lr, run.progress(), 1.0, cfg.power)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        losses.append(step(run, images.to(device, non_blocking=True), labels.to(device, non_blocking=True)))
+        run.it += 1
+        run.seen += images.shape[0] * run.world
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
+        if _agree(run, run.out_of_time()):
+            run.stopped_early = True
+            break
+    run.train_s += time.perf_counter() - t0
+    bar.close()
+    return losses
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (avx512_bf16 or AMX); elsewhere bf16 autocast is slower."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """One SGD step on (main + aux_weight * auxiliary) cross-entropy; returns the loss.
+
+    Mixed precision: float16 with a gradient scaler on GPUs, bfloat16 autocast on CPUs when asked and native."""
+    if run.cfg.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    amp = run.scaler is not None or run.bf16
+    with torch.autocast(run.device.type, dtype=torch.bfloat16 if run.bf16 else None, enabled=amp):
+        logits, aux = run.ddp(images)
+        size = labels.shape[-2:]
+        loss = run.criterion(F.interpolate(logits, size, mode="bilinear", align_corners=False), labels)
+        loss = loss + run.cfg.aux_weight * run.criterion(F.interpolate(aux, size, mode="bilinear", align_corners=False),
+                                                         labels)
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        run.optimizer.step()
+    return float(loss.item())
+
+
+def _agree(run: Run, flag: bool) -> bool:
+    """``flag`` of rank 0 on every rank, so that all processes stop after the same iteration."""
+    if run.world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=run.device)
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+def save(run: Run, epoch: int, epoch_batch: int, losses: List[float], record: Dict[str, Any]) -> None:
+    """Checkpoint (with what an exact resume needs), ``latest`` link, ``best``, pruning, metrics.jsonl."""
+    work, cfg = run.work, run.cfg
+    path = work / f"checkpoints-epoch-{epoch + 1}.pth"
+    extra: Dict[str, Any] = {}
+    if run.pretrained:
+        extra["pretrained"] = run.pretrained
+    if "miou" in record:
+        extra["miou"] = record["miou"]
+    save_checkpoint(path, run.model.state_dict(), cur_epoch=epoch if epoch_batch else epoch + 1, cur_iter=run.it,
+                    epoch_batch=epoch_batch, epoch_losses=losses if epoch_batch else [],
+                    elapsed_s=run.elapsed_before + run.elapsed(), optimizer=run.optimizer.state_dict(),
+                    torch_rng=torch.get_rng_state(), config={k: v for k, v in cfg.to_dict().items() if k != "extra"},
+                    **extra)
+    run.ckpt_path = path
+    _link_latest(work / LATEST, path)
+    miou = record.get("miou")
+    if cfg.eval_every and miou is not None and (run.best_miou is None or miou > run.best_miou):
+        run.best_miou = miou
+        with atomic_path(work / BEST) as tmp:
+            shutil.copyfile(path, tmp)
+        log.info("best so far (mIoU %.2f): %s", miou, BEST)
+    prune(work, cfg.keep)
+    with atomic_open(work / "metrics.jsonl", "w") as f:
+        run.history.append(record)
+        f.write("".join(json.dumps(r) + "\n" for r in _previous(work, run.start_epoch) + run.history))
+    log.info("epoch %d%s: loss %.4f, %.2f images/s", epoch + 1, f" (to batch {epoch_batch})" if epoch_batch else "",
+             record["loss"] or float("nan"), record["images_per_s"])
+
+
+def prune(work: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` epoch checkpoints (never latest's target; ``best`` is its own file)."""
+    if keep <= 0:
+        return
+    numbered = sorted((int(p.name[len("checkpoints-epoch-"):-len(".pth")]), p) for p in work.glob("checkpoints-epoch-*.pth")
+                      if p.name[len("checkpoints-epoch-"):-len(".pth")].isdigit())
+    target = (work / LATEST).resolve()
+    for _, p in numbered[:-keep]:
+        if p.resolve() != target:
+            p.unlink()
+            log.debug("removed %s (--keep %d)", p.name, keep)
+
+
+def _finish(run: Run) -> Path:
+    """summary.json (rank 0), the per-rank parameter hashes under DDP, the curve; the last checkpoint's path."""
+    summary: Dict[str, Any] = {"iterations": run.it, "seconds": round(run.elapsed(), 1),
+                               "train_seconds": round(run.train_s, 1),
+                               "images_per_s": run.seen / max(run.train_s, 1e-9),
+                               "stopped_early": run.stopped_early, "world_size": run.world,
+                               "pretrained": run.pretrained, "bf16_autocast": run.bf16}
+    if run.world > 1:
+        hashes: List[Optional[str]] = [None] * run.world
+        dist.all_gather_object(hashes, state_hash(run.model))
         summary["rank_parameter_sha256"] = hashes
         dist.destroy_process_group()
-    if main:
+    if run.main:
         import resource
 
         summary["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        summary["final_miou"] = next((r["miou"] for r in reversed(history) if "miou" in r), None)
-        write_json(work / "summary.json", summary)
-        _plot(work)
-    return ckpt_path or latest  # other ranks write no checkpoints
+        records = _previous(run.work, run.start_epoch) + run.history
+        summary["final_miou"] = next((r["miou"] for r in reversed(records) if "miou" in r), None)
+        summary["best_miou"] = run.best_miou
+        write_json(run.work / "summary.json", summary)
+        if (run.work / "metrics.jsonl").is_file():
+            _plot(run.work)
+    return run.ckpt_path or run.work / LATEST  # other ranks write no checkpoints
 
 
 def _previous(work: Path, start_epoch: int) -> List[Dict[str, Any]]:

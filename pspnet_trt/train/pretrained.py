@@ -1,0 +1,144 @@
+"""ImageNet-pretrained backbones, as sssegmentation initialises them (``--pretrained auto|none|PATH|URL``).
+
+Every sssegmentation PSPNet config builds its ResNet with ``pretrained=True``: the OpenMMLab "v1c"
+deep-stem ResNets (``DEFAULT_MODEL_URLS['resnetXXconv3x3stem']`` in
+``ssseg/modules/models/backbones/resnet.py``). The files hold the backbone's keys without the
+``backbone_net.`` prefix (``stem.0.weight``, ``layer1.0.conv1.weight``, ...) plus the ImageNet
+classifier ``fc.*``, either bare or under a ``state_dict`` / ``model`` key. sssegmentation loads them
+with ``strict=False``; we load strictly: every backbone tensor must be present with its shape, ``fc.*``
+is the only leftover allowed, and anything else is named in the error. (BatchNorm's
+``num_batches_tracked`` step counters, which some exports drop, are the one exception: they keep 0.)
+
+Downloads go through :func:`pspnet_trt.checkpoints.download` (resumable, atomic, progress bar) into
+``cache_dir()/pretrained``.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Dict, Mapping, Optional
+
+from ..checkpoints import DownloadError, cache_dir, download, extract_state_dict
+from ..errors import UserError
+from ..files import sha256_file
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+# sssegmentation's DEFAULT_MODEL_URLS['resnet{depth}conv3x3stem'] (the backbones of every PSPNet config).
+V1C_URLS: Dict[int, str] = {
+    18: "https://download.openmmlab.com/pretrain/third_party/resnet18_v1c-b5776b93.pth",
+    50: "https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth",
+    101: "https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth",
+}
+PREFIX = "backbone_net."
+LEFTOVER_ALLOWED = "fc."
+
+
+class PretrainedError(UserError):
+    """A pretrained backbone that cannot be fetched or does not fit; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """Where the backbone weights came from (recorded in train.log and summary.json)."""
+
+    source: str  # what --pretrained said ("auto", a URL or a path)
+    file: str
+    sha256: str
+    tensors: int
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"source": self.source, "file": self.file, "sha256": self.sha256, "tensors": self.tensors}
+
+
+def is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def resolve(choice: str, depth: int, progress: bool = True) -> Optional[Path]:
+    """The local file for ``--pretrained choice`` (downloading it once), or None for ``none``."""
+    if choice == "none":
+        return None
+    if choice == "auto":
+        if depth not in V1C_URLS:
+            raise PretrainedError(f"--pretrained auto: sssegmentation publishes no v1c ResNet-{depth}; "
+                                  "use --pretrained none or --pretrained PATH")
+        choice = V1C_URLS[depth]
+    if is_url(choice):
+        dest = cache_dir() / "pretrained" / Path(choice.split("?")[0]).name
+        if dest.is_file():
+            return dest
+        log.info("downloading the pretrained backbone %s -> %s", choice, dest)
+        try:
+            return download(choice, dest, progress=progress)
+        except DownloadError as e:
+            raise PretrainedError(
+                f"cannot download the pretrained backbone ({e}). Train from scratch with --pretrained none, or "
+                f"download the file elsewhere and pass --pretrained PATH (or copy it to {dest})"
+            ) from None
+    path = Path(choice).expanduser()
+    if not path.is_file():
+        raise PretrainedError(f"--pretrained {choice}: no such file; pass auto, none, a URL or the path of a .pth file")
+    return path
+
+
+def read_backbone_state(path: Path) -> Dict[str, torch.Tensor]:
+    """The backbone tensors in ``path`` (``weights_only=True``), keys without a ``backbone_net.`` prefix."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise PretrainedError(f"{path}: refused to load: not a plain tensor checkpoint ({str(e).splitlines()[0]}); "
+                              "pass a state-dict file with --pretrained PATH") from None
+    except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as e:
+        raise PretrainedError(f"{path}: not a readable PyTorch file (truncated download?): {type(e).__name__}: {e}. "
+                              "Delete it and try again, or pass --pretrained none") from None
+    state = extract_state_dict(ckpt, source=str(path))
+    return {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state.items()}
+
+
+def load_backbone(backbone: nn.Module, path: Path, source: str) -> Pretrained:
+    """Load ``path`` into ``backbone`` strictly (see the module docstring); returns its record."""
+    state = read_backbone_state(path)
+    expected = backbone.state_dict()
+    counters = {k for k in expected if k.endswith("num_batches_tracked")}
+    missing = [k for k in expected if k not in state and k not in counters]
+    unexpected = [k for k in state if k not in expected and not k.startswith(LEFTOVER_ALLOWED)]
+    wrong = [f"{k} {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the model"
+             for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} backbone keys missing, e.g. {missing[:5]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} keys that are neither backbone nor fc.*, e.g. {unexpected[:5]}")
+    if wrong:
+        problems.append(f"{len(wrong)} shapes differ, first: {wrong[0]}")
+    if problems:
+        raise PretrainedError(f"--pretrained {source}: {path} does not fit this ResNet backbone: " + "; ".join(problems)
+                              + ". Pass the v1c file of the model's depth, or --pretrained none")
+    load = {k: v for k, v in state.items() if k in expected}
+    for k in counters - set(load):
+        load[k] = expected[k]
+    backbone.load_state_dict(load, strict=True)
+    record = Pretrained(source=source, file=str(path), sha256=sha256_file(path), tensors=len(load))
+    log.info("backbone initialised from %s (sha256 %s, %d tensors; left out: %s)", path, record.sha256, len(load),
+             ", ".join(sorted({k.split(".")[0] + ".*" for k in state if k not in expected})) or "nothing")
+    return record
+
+
+def describe(record: Optional[Mapping[str, object]]) -> str:
+    """One line for the console: which backbone initialisation a run used."""
+    if not record:
+        return "backbone initialisation: random (from scratch, --pretrained none)"
+    if "sha256" not in record:
+        return f"backbone initialisation: {record['file']} ({record['source']})"
+    return f"backbone initialisation: {record['file']} (sha256 {record['sha256']})"
