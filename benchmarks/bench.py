@@ -86,7 +86,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def markdown(data: Dict[str, Any]) -> str:
+    cpu = data["cpu"]
     lines = [f"# {data['model']} on {data['host']} ({data['processor'] or data['machine']}, {data['threads']} threads)", "",
+             f"CPU: {cpu['model']}, class {cpu['class']} (flags: {' '.join(cpu['flags']) or 'unknown'}): CPU "
+             "figures compare only with those of the same class.", "",
              "| artifact | backend | precision | input | p50 ms | p90 ms | p99 ms | images/s | GPU p50 ms | W |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["results"]:

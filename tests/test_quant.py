@@ -493,3 +493,16 @@ def test_tensorrt_int8_runs_as_fake_quantization(int8, tiny_info, tmp_path):
     assert session_options_for(tiny_info, fake_quant=True).graph_optimization_level == level  # debug can force it
     backend = OrtBackend(int8)
     assert backend.numerics == FAKE_QUANT and OrtBackend(int8, fake_quant=False).numerics != FAKE_QUANT
+
+
+def test_benchmark_host_record_names_the_cpu_and_its_flags():
+    """Issue 19 (4): every benchmark JSON starts with bench.host(), which names the CPU and its class."""
+    from pspnet_trt.bench import host
+    from pspnet_trt.cpu import cpu_info
+
+    record = host()["cpu"]
+    assert record["model"] and record["class"] == cpu_info().cpu_class and isinstance(record["flags"], list)
+    for script in sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")):
+        text = script.read_text()
+        if "write_json(" in text:  # a script that writes results records where it ran
+            assert "**host()" in text, f"{script.name} writes JSON without bench.host()"

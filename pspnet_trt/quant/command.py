@@ -24,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset root (if the list moved; needed with --mixed-budget)")
     p.add_argument("--method", choices=("entropy", "percentile", "minmax"), default="entropy")
     p.add_argument("--target", choices=("tensorrt", "cpu"), default="tensorrt",
-                   help="tensorrt: symmetric INT8 activations (TensorRT Q/DQ); cpu: UINT8 activations, ~2x faster in "
-                        "ONNX Runtime on x86 but not accepted by TensorRT")
+                   help="tensorrt: symmetric INT8 activations (TensorRT Q/DQ); cpu: UINT8 activations for ONNX "
+                        "Runtime on this machine's CPU class (7-bit weights without VNNI; recorded in the file), "
+                        "2-3.5x faster than FP32 on x86 but not accepted by TensorRT")
     p.add_argument("--float-dtype", choices=("fp16", "fp32"), default="fp16",
                    help="precision of the layers --mixed-budget keeps out of INT8 (fp16: FP16 islands in the graph)")
     p.add_argument("--mixed-budget", type=float, help="keep the most sensitive layers in float until mIoU is "

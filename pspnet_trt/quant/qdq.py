@@ -13,16 +13,22 @@ Placement rules we enforce (TensorRT's fusion rules for explicit quantization):
   feeding a ReLU would round the pre-ReLU tensor once more with its own scale.
 * Nothing around Resize, Concat, the pooling MatMuls/AveragePool, ArgMax or the final upsample:
   Q/DQ there would force reformatting for no gain (the PPM branches are tiny), and the logits
-  stay in float so the argmax sees full precision.
+  stay in float so the argmax sees full precision. The PPM branch convs and the classifier stay
+  float; they are found from the graph's structure (:func:`float_by_rule`), not from node names.
 * Convs the mixed-precision pass keeps out of INT8 become FP16 islands (``float_dtype="fp16"``):
   ``Cast(fp16) -> Conv(fp16 weights) -> Cast(fp32)``, so a strongly typed TensorRT build runs them
   in FP16, not FP32; ONNX Runtime's CPU kernels compute them in FP32 on FP16-rounded inputs,
   weights and outputs, which predicts the engine's FP16 numerics.
 
-ONNX Runtime runs this graph on the CPU with the same INT8 rounding, so the engine's INT8 mIoU is
-measured here before a GPU is involved; not its speed: ONNX Runtime fuses DQ -> Conv -> Q into
-QLinearConv only when Conv outputs are quantized, which TensorRT's placement avoids. For fast CPU
-INT8 there is ``target="cpu"`` (UINT8 activations, outputs quantized; not accepted by TensorRT).
+:func:`check_placement` enforces all of the above on every quantized graph (symmetric INT8, per-channel
+weights, whole INT8 Convs, the float layers, no Q/DQ where TensorRT would reformat).
+
+ONNX Runtime runs this graph on the CPU as fake-quantization (``pspnet_trt.runtime.ort.session_options_for``:
+optimizations off, Q/DQ as float rounding, Conv in float on the dequantized tensors), the CPU-independent
+computation closest to TensorRT's exact INT32 sums, so the engine's INT8 mIoU is measured here before a
+GPU is involved, and is the same on every CPU; not its speed. For fast CPU INT8 there is
+``target="cpu"`` (UINT8 activations, outputs quantized so ONNX Runtime chains integer kernels; 7-bit
+weights on x86 without VNNI, see :func:`cpu_settings`; not accepted by TensorRT).
 
 Chosen over NVIDIA ModelOpt's ONNX PTQ by measurement (``benchmarks/quantizer_compare.py``): with
 the same placement both give the same scales and the same predictions (ModelOpt calibrates with
