@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 # the flags INT8/float CPU kernels dispatch on; the rest of /proc/cpuinfo is not recorded
 RELEVANT_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -70,7 +70,8 @@ class CpuInfo:
 
 def parse_cpuinfo(text: str, machine: Optional[str] = None) -> CpuInfo:
     """:class:`CpuInfo` from the text of ``/proc/cpuinfo`` (x86 ``flags`` / ARM ``Features`` lines)."""
-    model, flags = "", set()
+    model = ""
+    flags: Set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
