@@ -131,7 +131,9 @@ def test_int8_agrees_with_fp32_and_keeps_metadata(int8, tiny_onnx):
     batch = make_batch(images[:1], info.input_size, info.normalization)
     agree = np.mean([(a.run(b_)["labels"] == b.run(b_)["labels"]).mean()
                      for b_ in (make_batch([im], info.input_size, info.normalization) for im in images)])
-    assert agree > 0.75, agree  # measured 0.86: random tiny model, near-tied logits; trained-model targets in benchmarks/
+    # measured 0.88 (run as fake-quantization: the same on any CPU); random tiny model, near-tied logits, so
+    # INT8 rounding flips many pixels; trained-model figures are in benchmarks/
+    assert agree > 0.75, agree
     logits_diff = np.abs(a.run(batch)["logits"] - b.run(batch)["logits"]).max()
     assert logits_diff > 1e-4  # really quantized
 
@@ -198,7 +200,7 @@ def test_fp16_islands_run_in_fp16_and_agree(tiny_onnx, calib, tmp_path, tiny_inf
               for x in batches)
     assert 1e-5 < rel < 5e-3, rel  # measured 9e-4: FP16 really applied, and only FP16 rounding
     # in the INT8 graph the downstream re-quantization amplifies any change, in this random net as much as
-    # INT8 itself does (0.86 vs FP32, see above): measured 0.89
+    # INT8 itself does (0.88 vs FP32, see above): measured 0.90 (fake-quantization, the same on any CPU)
     a, b = OrtBackend(f32), OrtBackend(f16)
     agree = np.mean([(a.run(x)["labels"] == b.run(x)["labels"]).mean() for x in batches])
     assert agree > 0.8, agree
