@@ -10,7 +10,10 @@ figures are then far more sensitive to rounding than a trained model's) and the 
 * ``int8 fake-quant``: the TensorRT graph as the validator runs it (ONNX Runtime, optimizations off:
   Q/DQ as float math, the same on every CPU); ``int8 ort-optimized``: the same file with ONNX
   Runtime's optimizations on (what the validator ran before; depends on the CPU's kernels);
-* ``int8 cpu``: ``quantize --target cpu`` (U8S8, the choice for this CPU's class recorded in the file).
+* ``int8 cpu``: ``quantize --target cpu`` (U8S8, the choice for this CPU's class recorded in the file);
+  ``int8 cpu-avx2``: the same made for an AVX2-only CPU (injected flags: 7-bit weights, ``reduce_range``).
+  Run on a VNNI CPU its integer sums are exact, so its accuracy is that of the non-VNNI choice without
+  saturation (what ``reduce_range`` is for); its speed here says nothing about an AVX2 CPU.
 
 Writes benchmarks/results/int8_cpu_<host>_<date>.json (host() names the CPU, its class and flags).
 """
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 from pspnet_trt.bench import host, measure
+from pspnet_trt.cpu import from_flags
 from pspnet_trt.data import open_dataset
 from pspnet_trt.deploy import DeployInfo, read_onnx_info
 from pspnet_trt.export import export_onnx, zoo_model
@@ -98,12 +102,15 @@ def main() -> int:
         t = time.perf_counter()
         cpu = quantize_onnx(fp32, calib, work / "int8_cpu.onnx", args.method, target="cpu")
         result["quantize_cpu_s"] = round(time.perf_counter() - t, 1)
+        avx2 = from_flags(("sse4_1", "avx", "avx2", "fma", "f16c"), "injected AVX2-only x86", "x86_64")
+        cpu_avx2 = quantize_onnx(fp32, calib, work / "int8_cpu_avx2.onnx", args.method, target="cpu", cpu=avx2)
         q = read_onnx_info(cpu).extra["quantization"]
         result["cpu_target_choice"] = {k: q[k] for k in ("activations", "weights", "reduce_range", "reduce_range_why")}
         backends = {"fp32": OrtBackend(fp32, threads=args.threads),
                     "int8 fake-quant": OrtBackend(trt, threads=args.threads),
                     "int8 ort-optimized": OrtBackend(trt, threads=args.threads, fake_quant=False),
-                    "int8 cpu": OrtBackend(cpu, threads=args.threads)}
+                    "int8 cpu": OrtBackend(cpu, threads=args.threads),
+                    "int8 cpu-avx2": OrtBackend(cpu_avx2, threads=args.threads)}
         labels = list(backends)
         report = validate(TorchBackend(model, info, threads=args.threads), list(backends.values()), test,
                           labels=labels, limit=args.limit, tolerance=100, progress=False)

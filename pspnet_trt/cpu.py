@@ -113,3 +113,17 @@ def cpu_info() -> CpuInfo:
     if platform.system() == "Darwin":
         return from_flags(_macos_flags())
     return from_flags(())
+
+
+def other_cpu_class(quantization: Dict[str, Any], here: CpuInfo) -> Optional[str]:
+    """A warning when a ``--target cpu`` graph (its ``quantization`` metadata) was made for the other kind of
+    CPU than ``here``: 7-bit weights for a saturating CPU vs full 8-bit weights for one that is not."""
+    made = (quantization.get("cpu") or {}).get("class")
+    if not made or made == "unknown" or here.cpu_class == "unknown":
+        return None
+    if bool(quantization.get("reduce_range")) == here.u8s8_saturates:
+        return None
+    why = ("ONNX Runtime's U8S8 kernels may saturate here (no VNNI): re-quantize on this machine with "
+           "`pspnet-trt quantize --target cpu`" if here.u8s8_saturates else
+           "its 7-bit weights (reduce_range) cost accuracy for nothing here: re-quantize on this machine")
+    return f"quantized for a {made} CPU but runs on {here.model} ({here.cpu_class}): {why}"

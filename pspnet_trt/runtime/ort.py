@@ -50,9 +50,10 @@ def session_options_for(info: Optional[DeployInfo], threads: Optional[int] = Non
     (``ORT_DISABLE_ALL``): QuantizeLinear/DequantizeLinear as float rounding and scaling, Conv in
     float on the dequantized tensors. That predicts TensorRT's INT8 (exact INT32 sums) and does not
     depend on the CPU. Any optimization level changes the numerics: ``ORT_ENABLE_BASIC`` already
-    quantizes Conv biases to INT32 and moves Q/DQ pairs, higher levels fuse Conv/Q/DQ into integer
-    kernels (``QLinearConv``, VNNI or saturating ``vpmaddubsw`` by CPU) or use NCHWc float kernels
-    whose blocking depends on the CPU. Without it (``--target cpu``), ONNX Runtime's fastest kernels.
+    quantizes Conv biases to INT32 and moves Q/DQ pairs; higher levels use NCHWc float kernels whose
+    blocking depends on the CPU and, where a Conv's output is quantized (``--target cpu``), integer
+    kernels (``QLinearConv``: VNNI, or ``vpmaddubsw`` that can saturate). Measured in
+    ``benchmarks/int8_cpu.py``. Without fake-quant: ONNX Runtime's fastest kernels.
     """
     ort = require("onnxruntime", "running ONNX files")
     options = ort.SessionOptions()
@@ -72,16 +73,12 @@ def int8_numerics(info: DeployInfo, options: Any, ort: Any) -> Optional[str]:
         return None
     if options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL:
         return FAKE_QUANT
-    from ..cpu import cpu_info
+    from ..cpu import cpu_info, other_cpu_class
 
     here = cpu_info()
-    q = info.extra.get("quantization") or {}
-    made = (q.get("cpu") or {}).get("class")
-    if made and made != "unknown" and here.cpu_class != "unknown" and bool(q.get("reduce_range")) != here.u8s8_saturates:
-        log.warning("%s was quantized for a %s CPU but runs on %s (%s): %s", info.model, made, here.model,
-                    here.cpu_class, "ONNX Runtime's U8S8 kernels may saturate here; re-quantize on this machine "
-                    "with `pspnet-trt quantize --target cpu`" if here.u8s8_saturates else
-                    "its 7-bit weights (reduce_range) cost accuracy for nothing here; re-quantize on this machine")
+    warning = other_cpu_class(info.extra.get("quantization") or {}, here)
+    if warning:
+        log.warning("%s: %s", info.model, warning)
     return f"ONNX Runtime's optimized kernels of this CPU ({here.model}, {here.cpu_class})"
 
 
