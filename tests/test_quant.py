@@ -279,6 +279,15 @@ def test_float_layers_are_found_by_structure_not_names(tiny_onnx, calib, tmp_pat
     assert set(meta["excluded_by_rule"]) == must_float
     # and every other Conv is INT8 (the rule found exactly those five)
     assert qdq_summary(model)["quantized"]["Conv"] == qdq_summary(model)["total"]["Conv"] - 5
+    # the quantizer excludes nodes by name: a graph with unnamed nodes is refused, not silently quantized
+    unnamed = onnx.load(tmp_path / "renamed.onnx")
+    for node in unnamed.graph.node:
+        node.name = ""
+    from pspnet_trt.export import save_onnx
+
+    save_onnx(unnamed, tmp_path / "unnamed.onnx")
+    with pytest.raises(UserError, match="unnamed or duplicate"):
+        quantize_onnx(tmp_path / "unnamed.onnx", CalibrationList.read(calib), tmp_path / "u.onnx", "minmax")
 
 
 def _qdq_inits(model, node_filter):

@@ -272,6 +272,9 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
     calibration.check_input_size(info.input_size, onnx_path)
     model = onnx.load(str(onnx_path))
     cpu_choice = cpu_settings(cpu or cpu_info()) if target == "cpu" else {}
+    if cpu_choice:
+        log.info("target cpu for %s (%s): %s", cpu_choice["cpu"]["model"], cpu_choice["cpu"]["class"],
+                 cpu_choice["reduce_range_why"])
     start = time.perf_counter()
     by_rule = excluded_nodes(model)
     exclude = sorted(set(by_rule) | set(keep_float))
