@@ -89,7 +89,10 @@ def markdown(data: Dict[str, Any]) -> str:
     rows = [[Path(r["artifact"]).name, r["backend"], r["precision"], f"{r['input_size'][0]}x{r['input_size'][1]}",
              fmt(r["p50_ms"], ".1f"), fmt(r["p90_ms"], ".1f"), fmt(r["p99_ms"], ".1f"), fmt(r["throughput_ips"], ".2f"),
              fmt(r["gpu_p50_ms"], ".2f"), fmt(r["power_w"], ".1f")] for r in data["results"]]
+    cpu = data["cpu"]
     return (f"# {data['model']} on {data['host']} ({data['processor'] or data['machine']}, {data['threads']} threads)\n\n"
+            f"CPU: {cpu['model']}, class {cpu['class']} (flags: {' '.join(cpu['flags']) or 'unknown'}): CPU figures "
+            "compare only with those of the same class.\n\n"
             + markdown_table(["artifact", "backend", "precision", "input", "p50 ms", "p90 ms", "p99 ms", "images/s",
                               "GPU p50 ms", "W"], rows) + "\n")
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from pspnet_trt.bench import host
 from pspnet_trt.deploy import DeployInfo
 from pspnet_trt.export import check_export, export_onnx
 from pspnet_trt.files import write_json
@@ -62,7 +61,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     images = camvid_images(args.images)
-    results = {"host": socket.gethostname(), "cpu": platform.processor() or platform.machine(), "threads": args.threads,
+    results = {**host(), "threads": args.threads,
                "torch": torch.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds"), "configs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:

@@ -81,10 +81,16 @@ def gpu_latency(backend: Any, iterations: int = 50, warmup: int = 10) -> float:
 
 
 def host() -> Dict[str, Any]:
+    """Where a figure was measured: every benchmark JSON starts with this. ``cpu`` is the CPU model, class and
+    the instruction-set flags kernels dispatch on (:mod:`pspnet_trt.cpu`): figures from CPUs of another
+    class (VNNI or not, AVX-512 or AVX2) are not comparable."""
     import os
 
-    return {"host": socket.gethostname(), "machine": platform.machine(), "processor": platform.processor(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+    from .cpu import cpu_info
+
+    cpu = cpu_info()
+    return {"host": socket.gethostname(), "machine": platform.machine(), "processor": platform.processor() or cpu.model,
+            "cpus": os.cpu_count(), "python": platform.python_version(), "cpu": cpu.to_dict()}
 
 
 def parse_tegrastats(line: str) -> Optional[float]:

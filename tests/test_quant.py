@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,9 @@ def test_int8_agrees_with_fp32_and_keeps_metadata(int8, tiny_onnx):
     batch = make_batch(images[:1], info.input_size, info.normalization)
     agree = np.mean([(a.run(b_)["labels"] == b.run(b_)["labels"]).mean()
                      for b_ in (make_batch([im], info.input_size, info.normalization) for im in images)])
-    assert agree > 0.75, agree  # measured 0.86: random tiny model, near-tied logits; trained-model targets in benchmarks/
+    # measured 0.88 (run as fake-quantization: the same on any CPU); random tiny model, near-tied logits, so
+    # INT8 rounding flips many pixels; trained-model figures are in benchmarks/
+    assert agree > 0.75, agree
     logits_diff = np.abs(a.run(batch)["logits"] - b.run(batch)["logits"]).max()
     assert logits_diff > 1e-4  # really quantized
 
@@ -197,7 +200,7 @@ def test_fp16_islands_run_in_fp16_and_agree(tiny_onnx, calib, tmp_path, tiny_inf
               for x in batches)
     assert 1e-5 < rel < 5e-3, rel  # measured 9e-4: FP16 really applied, and only FP16 rounding
     # in the INT8 graph the downstream re-quantization amplifies any change, in this random net as much as
-    # INT8 itself does (0.86 vs FP32, see above): measured 0.89
+    # INT8 itself does (0.88 vs FP32, see above): measured 0.90 (fake-quantization, the same on any CPU)
     a, b = OrtBackend(f32), OrtBackend(f16)
     agree = np.mean([(a.run(x)["labels"] == b.run(x)["labels"]).mean() for x in batches])
     assert agree > 0.8, agree
@@ -215,7 +218,7 @@ def test_cpu_target_uses_uint8_activations(tiny_onnx, calib, tmp_path):
            if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
     assert zps and all(z.dtype == np.uint8 for z in zps)
     check_placement(model, "cpu")
-    with pytest.raises(RuntimeError, match="feeds Relu|both inputs of"):  # CPU graph chains INT8 outputs: not for TensorRT
+    with pytest.raises(RuntimeError, match="not symmetric INT8"):  # UINT8 activations: not for TensorRT
         check_placement(model)
     with pytest.raises(UserError, match="--target"):
         quantize_onnx(tiny_onnx, CalibrationList.read(calib, SAMPLE), tmp_path / "x.onnx", target="gpu")
@@ -245,3 +248,272 @@ def test_fp16_islands_change_nothing_when_refused(tiny_onnx):
         with pytest.raises(UserError, match=message):
             fp16_islands(model, names)
         assert model.SerializeToString() == before
+
+
+def _renamed(src, dst):
+    """``src`` with every node renamed to n0, n1, ... (as another exporter or a graph tool might name them)."""
+    from pspnet_trt.export import save_onnx
+
+    model = onnx.load(src)
+    old = [n.name for n in model.graph.node]
+    for i, node in enumerate(model.graph.node):
+        node.name = f"n{i}"
+    save_onnx(model, dst)
+    return dict(zip(old, (f"n{i}" for i in range(len(old)))))
+
+
+def test_float_layers_are_found_by_structure_not_names(tiny_onnx, calib, tmp_path):
+    """Issue 14 (14): the PPM branch convs and the classifier stay float whatever the nodes are called."""
+    names = _renamed(tiny_onnx, tmp_path / "renamed.onnx")
+    must_float = {names[n] for n in ("/ppm_net/convs.0/convs.0.0/Conv", "/ppm_net/convs.1/convs.1.0/Conv",
+                                     "/ppm_net/convs.2/convs.2.0/Conv", "/ppm_net/convs.3/convs.3.0/Conv",
+                                     "/decoder/decoder.1/Conv")}
+    out = quantize_onnx(tmp_path / "renamed.onnx", CalibrationList.read(calib), tmp_path / "q.onnx", "minmax")
+    model = onnx.load(out)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    by_name = {n.name: n for n in model.graph.node}
+    for name in must_float:
+        assert not any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
+                       for i in by_name[name].input), f"{name} was quantized"
+    meta = DeployInfo.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY]).extra["quantization"]
+    assert set(meta["excluded_by_rule"]) == must_float
+    # and every other Conv is INT8 (the rule found exactly those five)
+    assert qdq_summary(model)["quantized"]["Conv"] == qdq_summary(model)["total"]["Conv"] - 5
+    # the quantizer excludes nodes by name: a graph with unnamed nodes is refused, not silently quantized
+    unnamed = onnx.load(tmp_path / "renamed.onnx")
+    for node in unnamed.graph.node:
+        node.name = ""
+    from pspnet_trt.export import save_onnx
+
+    save_onnx(unnamed, tmp_path / "unnamed.onnx")
+    with pytest.raises(UserError, match="unnamed or duplicate"):
+        quantize_onnx(tmp_path / "unnamed.onnx", CalibrationList.read(calib), tmp_path / "u.onnx", "minmax")
+
+
+def _qdq_inits(model, node_filter):
+    inits = {i.name: i for i in model.graph.initializer}
+    return [(n, inits) for n in model.graph.node if node_filter(n, inits)]
+
+
+def _set(inits, name, array):
+    inits[name].CopyFrom(onnx.numpy_helper.from_array(np.asarray(array), name))
+
+
+def test_check_placement_refuses_each_broken_rule(int8, tiny_onnx, calib, tmp_path, monkeypatch):
+    """Issue 14 (14): everything the README says check_placement enforces, one broken graph per rule."""
+    from onnx import numpy_helper
+
+    check_placement(onnx.load(int8))  # the real graph passes
+
+    def broken(edit):
+        model = onnx.load(int8)
+        inits = {i.name: i for i in model.graph.initializer}
+        edit(model, inits)
+        return model
+
+    def weight_dq(model, inits):
+        return next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                    and len(inits[n.input[0]].dims) == 4)
+
+    def act_q(model, inits):
+        return next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+
+    def asymmetric_activation(model, inits):
+        _set(inits, act_q(model, inits).input[2], np.int8(3))
+
+    def uint8_activation(model, inits):
+        _set(inits, act_q(model, inits).input[2], np.uint8(128))
+
+    def per_tensor_weights(model, inits):
+        dq = weight_dq(model, inits)
+        _set(inits, dq.input[1], np.float32(numpy_helper.to_array(inits[dq.input[1]]).max()))
+        _set(inits, dq.input[2], np.int8(0))
+
+    def asymmetric_weights(model, inits):
+        dq = weight_dq(model, inits)
+        zp = numpy_helper.to_array(inits[dq.input[2]]).copy()
+        zp[0] = 5
+        _set(inits, dq.input[2], zp)
+
+    def weights_only(model, inits):  # a Conv with INT8 weights but a float input
+        dq = weight_dq(model, inits)
+        conv = next(n for n in model.graph.node if n.op_type == "Conv" and n.input[1] == dq.output[0])
+        src = next(n for n in model.graph.node if n.output[0] == conv.input[0])  # the input's DequantizeLinear
+        q = next(n for n in model.graph.node if n.output[0] == src.input[0])
+        conv.input[0] = q.input[0]
+
+    for edit, message in ((asymmetric_activation, "not symmetric INT8"), (uint8_activation, "not symmetric INT8"),
+                          (per_tensor_weights, "one scale per output channel"),
+                          (asymmetric_weights, "not symmetric INT8"), (weights_only, "only its weights in INT8")):
+        with pytest.raises(RuntimeError, match=message):
+            check_placement(broken(edit))
+    # the layers kept float by rule: a quantizer that missed them (names changed, say) is refused
+    import pspnet_trt.quant.qdq as qdq
+
+    monkeypatch.setattr(qdq, "excluded_nodes", lambda model: {})
+    with pytest.raises(RuntimeError, match="(ppm_net|decoder).* is quantized but must stay float"):
+        quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "x.onnx", "minmax")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def _cli_tree(tmp_path):
+    """The sample in the CamVid layout with a val split (the CLI tunes --mixed-budget on val for CamVid)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, src in (("train", "train"), ("trainannot", "trainannot"), ("val", "test"), ("valannot", "testannot")):
+        (data / split).symlink_to(SAMPLE / src)
+    return data
+
+
+def test_cli_mixed_budget_not_met_exits_1_naming_the_best(tiny_onnx, calib, tmp_path, capsys):
+    """Issue 14 (15): an unmet --mixed-budget is a failure (exit 1) naming the best reached; --out is not
+    written (a build system must not take it for done), the best graph is kept beside it."""
+    from pspnet_trt.cli import main
+
+    data, out = _cli_tree(tmp_path), tmp_path / "m_int8.onnx"
+    code = main(["quantize", "--onnx", str(tiny_onnx), "--calibration", str(calib), "--data", str(data),
+                 "--mixed-budget", "-100", "--max-float", "1", "--mixed-images", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    record = json.loads(out.with_suffix(".mixed.json").read_text())
+    assert record["budget_met"] is False and len(record["kept_float"]) == 1
+    assert "not met" in err and f"mIoU {record['final_miou']:.2f}" in err and "--max-float 1" in err
+    assert not out.exists() and (tmp_path / "m_int8.over_budget.onnx").is_file()
+    assert "Budget not met" in out.with_suffix(".mixed.md").read_text()
+    # a budget that all-INT8 meets: exit 0 and --out written
+    assert main(["quantize", "--onnx", str(tiny_onnx), "--calibration", str(calib), "--data", str(data),
+                 "--mixed-budget", "100", "--mixed-images", "1", "--out", str(out)]) == 0
+    assert out.is_file() and json.loads(out.with_suffix(".mixed.json").read_text())["budget_met"] is True
+
+
+AMD_AVX2 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu vme sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2 bmi2 sha_ni
+"""
+INTEL_VNNI = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse4_1 avx avx2 fma avx512f avx512bw avx512vl avx512_vnni avx512_bf16 amx_tile amx_int8
+"""
+ARM = """processor\t: 0
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimddp i8mm
+"""
+
+
+def test_cpu_flags_are_parsed_into_a_class():
+    from pspnet_trt.cpu import parse_cpuinfo
+
+    amd, intel, arm = (parse_cpuinfo(t, m) for t, m in ((AMD_AVX2, "x86_64"), (INTEL_VNNI, "x86_64"), (ARM, "aarch64")))
+    assert (amd.model, amd.cpu_class, amd.vnni, amd.u8s8_saturates) == ("AMD EPYC 7B13", "x86-avx2", False, True)
+    assert "sha_ni" not in amd.flags and "avx2" in amd.flags  # only the flags kernels dispatch on
+    assert (intel.cpu_class, intel.vnni, intel.avx512, intel.u8s8_saturates) == ("x86-vnni", True, True, False)
+    assert (arm.cpu_class, arm.u8s8_saturates) == ("arm", False)
+    assert parse_cpuinfo("", "x86_64").cpu_class == "unknown"  # no flags known: no claim either way
+    assert parse_cpuinfo(AMD_AVX2.replace("avx2", "avx512f avx512bw avx2"), "x86_64").cpu_class == "x86-avx512"
+
+
+def test_cpu_target_is_made_for_the_cpu_class_and_warns_on_another(tiny_onnx, calib, tmp_path, monkeypatch, caplog):
+    """Issue 19 (2): without VNNI, 7-bit weights (reduce_range, as ONNX Runtime's docs recommend against
+    vpmaddubsw saturation); with VNNI full 8-bit weights. The choice and the CPU are in the metadata, and
+    loading on the other class of CPU warns. CPUs are injected, so this holds on any machine."""
+    import logging
+
+    import pspnet_trt.cpu as cpu_mod
+    from pspnet_trt.cpu import parse_cpuinfo
+
+    amd, intel = parse_cpuinfo(AMD_AVX2, "x86_64"), parse_cpuinfo(INTEL_VNNI, "x86_64")
+    cal = CalibrationList.read(calib)
+    paths = {c.cpu_class: quantize_onnx(tiny_onnx, cal, tmp_path / f"{c.cpu_class}.onnx", "minmax", target="cpu", cpu=c)
+             for c in (amd, intel)}
+    for cls, reduce in (("x86-avx2", True), ("x86-vnni", False)):
+        model = onnx.load(paths[cls])
+        check_placement(model, "cpu")
+        q = DeployInfo.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY]).extra["quantization"]
+        assert q["reduce_range"] is reduce and q["cpu"]["class"] == cls and "avx2" in q["cpu"]["flags"]
+        inits = {i.name: i for i in model.graph.initializer}
+        weights = [onnx.numpy_helper.to_array(inits[n.input[0]]) for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(inits[n.input[0]].dims) == 4]
+        peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+        assert (peak <= 64) if reduce else (peak == 127), peak  # 7-bit vs 8-bit weights
+    for here, made, warns in ((amd, "x86-vnni", True), (intel, "x86-avx2", True), (intel, "x86-vnni", False)):
+        monkeypatch.setattr(cpu_mod, "cpu_info", lambda here=here: here)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pspnet_trt.runtime.ort"):
+            backend = OrtBackend(paths[made])
+        assert ("quantized for a" in caplog.text) is warns, caplog.text
+        assert backend.numerics.startswith("ONNX Runtime's optimized kernels") and here.cpu_class in backend.numerics
+
+
+def _one_conv_qdq(s_x=0.05, s_y=0.05, seed=0):
+    """x -> Q/DQ (symmetric INT8) -> Conv(INT8 per-channel weights, float bias) -> Relu -> Q/DQ -> y (the
+    next layer's input quantization), with the numpy float computation of the same thing (the ONNX spec:
+    round half to even, saturate, scale)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    wq = rng.integers(-127, 128, (4, 8, 3, 3)).astype(np.int8)
+    s_w = rng.uniform(0.002, 0.008, 4).astype(np.float32)
+    bias = rng.uniform(-1, 1, 4).astype(np.float32)
+    inits = [numpy_helper.from_array(a, n) for a, n in ((np.float32(s_x), "sx"), (np.int8(0), "zx"), (wq, "wq"),
+                                                        (s_w, "sw"), (np.zeros(4, np.int8), "zw"), (bias, "b"),
+                                                        (np.float32(s_y), "sy"))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"], name="q"),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"], name="dq"),
+             helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wd"], name="dqw", axis=0),
+             helper.make_node("Conv", ["xd", "wd", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("QuantizeLinear", ["r", "sy", "zx"], ["yq"], name="qy"),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "zx"], ["y"], name="dqy")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    xd = np.clip(np.rint(x / np.float32(s_x)), -128, 127).astype(np.float64) * s_x
+    wd = wq.astype(np.float64) * s_w[:, None, None, None]
+    pad = np.pad(xd, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    cols = np.lib.stride_tricks.sliding_window_view(pad, (3, 3), axis=(2, 3))  # 1 x 8 x 6 x 6 x 3 x 3
+    c = np.einsum("nchwij,ocij->nohw", cols, wd) + bias[None, :, None, None]
+    y = np.clip(np.rint(np.maximum(c, 0) / s_y), -128, 127) * s_y
+    return model, x, y
+
+
+def test_tensorrt_int8_runs_as_fake_quantization(int8, tiny_info, tmp_path):
+    """Issue 19 (1): an INT8 graph meant for TensorRT runs in ONNX Runtime exactly as written (optimizations
+    off): the float math of the Q/DQ spec (checked against numpy here), which no CPU's integer kernels enter.
+    (Optimization levels change the numerics: see session_options_for; measured in benchmarks/.)"""
+    import onnxruntime as ort
+
+    from pspnet_trt.runtime.ort import FAKE_QUANT, session_options_for
+
+    model, x, expected = _one_conv_qdq()
+    info = tiny_info.with_(precision="int8", extra={"quantization": {"target": "tensorrt"}})
+
+    def run(options):
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+            ["y"], {"x": x})[0]
+
+    assert (expected > 0).mean() > 0.1 and np.isclose(expected, 127 * 0.05).mean() < 0.05  # few zeros, few clipped
+    steps = np.abs(run(session_options_for(info)) - expected) / 0.05  # in quantization steps of the output
+    # float32 (ONNX Runtime) vs float64 (numpy) sums may move a value across a rounding boundary: rarely, one step
+    assert steps.max() <= 1 + 1e-4 and (steps > 1e-3).mean() < 0.01, ((steps > 1e-3).mean(), steps.max())
+    # who gets fake-quant: TensorRT INT8 graphs (old ones without a target too); not --target cpu, not float
+    level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert session_options_for(info.with_(extra={})).graph_optimization_level == level
+    for other in (info.with_(extra={"quantization": {"target": "cpu"}}), tiny_info):
+        assert session_options_for(other).graph_optimization_level != level
+    assert session_options_for(tiny_info, fake_quant=True).graph_optimization_level == level  # debug can force it
+    backend = OrtBackend(int8)
+    assert backend.numerics == FAKE_QUANT and OrtBackend(int8, fake_quant=False).numerics != FAKE_QUANT
+
+
+def test_benchmark_host_record_names_the_cpu_and_its_flags():
+    """Issue 19 (4): every benchmark JSON starts with bench.host(), which names the CPU and its class."""
+    from pspnet_trt.bench import host
+    from pspnet_trt.cpu import cpu_info
+
+    record = host()["cpu"]
+    assert record["model"] and record["class"] == cpu_info().cpu_class and isinstance(record["flags"], list)
+    for script in sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")):
+        text = script.read_text()
+        if "write_json(" in text:  # a script that writes results records where it ran
+            assert "**host()" in text, f"{script.name} writes JSON without bench.host()"

@@ -13,16 +13,22 @@ Placement rules we enforce (TensorRT's fusion rules for explicit quantization):
   feeding a ReLU would round the pre-ReLU tensor once more with its own scale.
 * Nothing around Resize, Concat, the pooling MatMuls/AveragePool, ArgMax or the final upsample:
   Q/DQ there would force reformatting for no gain (the PPM branches are tiny), and the logits
-  stay in float so the argmax sees full precision.
+  stay in float so the argmax sees full precision. The PPM branch convs and the classifier stay
+  float; they are found from the graph's structure (:func:`float_by_rule`), not from node names.
 * Convs the mixed-precision pass keeps out of INT8 become FP16 islands (``float_dtype="fp16"``):
   ``Cast(fp16) -> Conv(fp16 weights) -> Cast(fp32)``, so a strongly typed TensorRT build runs them
   in FP16, not FP32; ONNX Runtime's CPU kernels compute them in FP32 on FP16-rounded inputs,
   weights and outputs, which predicts the engine's FP16 numerics.
 
-ONNX Runtime runs this graph on the CPU with the same INT8 rounding, so the engine's INT8 mIoU is
-measured here before a GPU is involved; not its speed: ONNX Runtime fuses DQ -> Conv -> Q into
-QLinearConv only when Conv outputs are quantized, which TensorRT's placement avoids. For fast CPU
-INT8 there is ``target="cpu"`` (UINT8 activations, outputs quantized; not accepted by TensorRT).
+:func:`check_placement` enforces all of the above on every quantized graph (symmetric INT8, per-channel
+weights, whole INT8 Convs, the float layers, no Q/DQ where TensorRT would reformat).
+
+ONNX Runtime runs this graph on the CPU as fake-quantization (``pspnet_trt.runtime.ort.session_options_for``:
+optimizations off, Q/DQ as float rounding, Conv in float on the dequantized tensors), the CPU-independent
+computation closest to TensorRT's exact INT32 sums, so the engine's INT8 mIoU is measured here before a
+GPU is involved, and is the same on every CPU; not its speed. For fast CPU INT8 there is
+``target="cpu"`` (UINT8 activations, outputs quantized so ONNX Runtime chains integer kernels; 7-bit
+weights on x86 without VNNI, see :func:`cpu_settings`; not accepted by TensorRT).
 
 Chosen over NVIDIA ModelOpt's ONNX PTQ by measurement (``benchmarks/quantizer_compare.py``): with
 the same placement both give the same scales and the same predictions (ModelOpt calibrates with
@@ -37,8 +43,9 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..cpu import CpuInfo, cpu_info
 from ..deploy import DeployInfo, read_onnx_info
 from ..deps import require
 from ..errors import UserError
@@ -75,18 +82,58 @@ class _Reader:
         return None if batch is None else {self.info.input_name: batch}
 
 
+POOL_OPS = ("AveragePool", "GlobalAveragePool", "ReduceMean", "MatMul")  # how export/pools.py lowers the PPM pools
+# ops a PPM branch or the classifier passes through on the way to the Concat / the outputs (first input = data)
+_PASS_THROUGH = ("Relu", "Clip", "Cast", "BatchNormalization", "Identity", "Dropout", "QuantizeLinear",
+                 "DequantizeLinear", "Resize", "Upsample", "ArgMax", "Softmax")
+WHY_PPM = "PPM branch 1x1 conv on the pooled bins: a few pixels, INT8 saves nothing"
+WHY_CLASSIFIER = "classifier: logits stay in float so the argmax sees full precision"
+
+
+def float_by_rule(model: Any) -> Dict[str, str]:
+    """Convs that stay in float by rule, found from the graph's structure (not from node names, which
+    another exporter or a renaming tool may change), each with the reason:
+
+    * PPM branch convs: the Convs on a single-input chain ``pool -> ... -> Resize -> ... -> Concat``,
+      where the pool is one of :data:`POOL_OPS` (AveragePool, or the MatMul pair of a non-uniform pool);
+    * the classifier: the last Conv on the chain back from each graph output through
+      Resize / ArgMax / Cast (and Q/DQ, FP16-island Casts).
+
+    Works on the FP32 export and on a quantized graph alike (Q/DQ and Cast nodes are walked through)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    out: Dict[str, str] = {}
+
+    def chain(tensor: str) -> Tuple[List[Any], Optional[Any]]:
+        """Nodes on the single-input chain upstream of ``tensor`` and the node that ended it."""
+        nodes, node = [], producers.get(tensor)
+        while node is not None and (node.op_type in _PASS_THROUGH or node.op_type == "Conv"):
+            nodes.append(node)
+            node = producers.get(node.input[0])
+        return nodes, node
+
+    for node in model.graph.node:
+        if node.op_type != "Concat":
+            continue
+        for tensor in node.input:
+            nodes, end = chain(tensor)
+            if end is not None and end.op_type in POOL_OPS and any(n.op_type in ("Resize", "Upsample") for n in nodes):
+                out.update({n.name: WHY_PPM for n in nodes if n.op_type == "Conv"})
+    for output in model.graph.output:
+        convs = [n for n in chain(output.name)[0] if n.op_type == "Conv"]
+        if convs:
+            out[convs[0].name] = WHY_CLASSIFIER
+    return out
+
+
 def excluded_nodes(model: Any) -> Dict[str, str]:
     """Conv/Add nodes that stay in float by rule (the PPM branches after the pools, the classifier),
-    each with the reason."""
-    out = {}
-    for node in model.graph.node:
-        if node.op_type not in QUANTIZED_OPS:
-            continue
-        if "/ppm_net/convs" in node.name:
-            out[node.name] = "PPM branch 1x1 conv on the pooled bins: a few pixels, INT8 saves nothing"
-        elif node.name.startswith("/decoder"):
-            out[node.name] = "classifier: logits stay in float so the argmax sees full precision"
-    return out
+    each with the reason (see :func:`float_by_rule`). Refuses a graph whose nodes are unnamed or share
+    a name: the quantizer excludes nodes by name."""
+    names = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+    if not all(names) or len(set(names)) != len(names):
+        raise UserError("the ONNX graph has unnamed or duplicate Conv/Add node names; the quantizer selects nodes "
+                        "by name: re-export it with `pspnet-trt export`")
+    return float_by_rule(model)
 
 
 def _branch_depths(tensor: str, producers: Dict[str, Any], limit: int = 64) -> Dict[str, int]:
@@ -196,13 +243,15 @@ def fp16_islands(model: Any, names: Sequence[str]) -> None:
 def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out: Union[str, Path],
                   method: str = "entropy", keep_float: Sequence[str] = (), calibration_info: Optional[Dict[str, Any]] = None,
                   cache: Optional[Union[str, Path]] = None, target: str = "tensorrt",
-                  float_dtype: str = "fp16") -> Path:
+                  float_dtype: str = "fp16", cpu: Optional[CpuInfo] = None) -> Path:
     """FP32 ONNX (from ``pspnet-trt export``) -> Q/DQ INT8 ONNX at ``out`` with pspnet-trt metadata.
 
     ``keep_float``: names of Convs left out of INT8 (the mixed-precision pass fills it); they run in
     ``float_dtype`` (``fp16``: FP16 islands, see the module docstring; ``fp32``: as exported).
     ``cache``: tensor ranges are stored there and reused (calibrate once, quantize many variants).
     ``target``: ``tensorrt`` (symmetric INT8 activations) or ``cpu`` (UINT8 activations, ONNX Runtime on x86).
+    ``cpu``: the CPU a ``cpu`` target is for (default: this one, :func:`pspnet_trt.cpu.cpu_info`); see
+    :func:`cpu_settings`.
     """
     onnx = require("onnx", "quantization")
     require("onnxruntime", "quantization")
@@ -222,6 +271,10 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
         raise UserError(f"{onnx_path} is a {info.precision} graph; quantize the FP32 export")
     calibration.check_input_size(info.input_size, onnx_path)
     model = onnx.load(str(onnx_path))
+    cpu_choice = cpu_settings(cpu or cpu_info()) if target == "cpu" else {}
+    if cpu_choice:
+        log.info("target cpu for %s (%s): %s", cpu_choice["cpu"]["model"], cpu_choice["cpu"]["class"],
+                 cpu_choice["reduce_range_why"])
     start = time.perf_counter()
     by_rule = excluded_nodes(model)
     exclude = sorted(set(by_rule) | set(keep_float))
@@ -229,7 +282,7 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
         tmp_out = Path(tmp) / "q.onnx"
         quantize_static(
             str(onnx_path), str(tmp_out), _Reader(calibration, info), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+            op_types_to_quantize=QUANTIZED_OPS, per_channel=True, reduce_range=bool(cpu_choice.get("reduce_range")),
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
             calibrate_method={"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
@@ -255,7 +308,7 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
     extra = {**info.extra, "quantization": {
         "tool": "onnxruntime.quantization", "method": method, "target": target, "calibration_images": len(calibration.images),
         "kept_float": list(keep_float), "kept_float_dtype": float_dtype, "excluded_by_rule": by_rule,
-        "seconds": round(seconds, 1), **(calibration_info or {})}}
+        "seconds": round(seconds, 1), **cpu_choice, **(calibration_info or {})}}
     attach_metadata(quantized, info.with_(precision="int8", extra=extra))
     check_placement(quantized, target)
     save_onnx(quantized, out)
@@ -263,23 +316,100 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
     return Path(out)
 
 
+def cpu_settings(cpu: CpuInfo) -> Dict[str, Any]:
+    """How a ``--target cpu`` graph is quantized for ``cpu``, and what is recorded about it in the metadata.
+
+    Always U8S8 (UINT8 activations, per-tensor asymmetric; INT8 weights, per output channel, symmetric):
+    what ONNX Runtime's x86 integer kernels run fastest. On x86 without VNNI those kernels sum pairs of
+    products in 16 bits (``vpmaddubsw``) and can saturate; ONNX Runtime's quantization docs recommend
+    ``reduce_range`` (7-bit weights) there, which we follow (measured only on a VNNI CPU so far, where
+    it is not used). With VNNI (or AMX) and on ARM there is no saturation and full 8-bit weights are kept.
+    """
+    reduce_range = cpu.u8s8_saturates
+    why = ("this CPU has no VNNI: ONNX Runtime's U8S8 kernels sum in 16 bits and can saturate; 7-bit weights "
+           "(reduce_range) avoid it, as ONNX Runtime's quantization docs recommend" if reduce_range else
+           "VNNI / ARM dot products sum exactly in 32 bits: full 8-bit weights" if cpu.cpu_class != "unknown" else
+           "CPU flags unknown: full 8-bit weights")
+    return {"activations": "uint8 per-tensor asymmetric", "weights": "int8 per-channel symmetric",
+            "reduce_range": reduce_range, "reduce_range_why": why, "cpu": cpu.to_dict()}
+
+
+class PlacementError(RuntimeError):
+    """A Q/DQ graph that breaks one of the placement rules (see the module docstring)."""
+
+
 def check_placement(model: Any, target: str = "tensorrt") -> None:
-    """Raise if a Q/DQ pair sits where TensorRT cannot fuse it (see module docstring). With target
-    ``tensorrt`` also if a Conv/Add output is quantized (a Q/DQ pair feeding a ReLU) or if both inputs
-    of a residual Add are (the main-branch Conv could not take the Add in)."""
-    producers = {o: n for n in model.graph.node for o in n.output}
+    """Raise :class:`PlacementError` unless ``model`` follows every rule of the module docstring:
+
+    * INT8 weights: an INT8 initializer, zero point 0 (symmetric), one scale per output channel (axis 0);
+    * activations: per-tensor; with target ``tensorrt`` INT8 with zero point 0 (symmetric), with ``cpu``
+      UINT8 or INT8;
+    * a quantized Conv has both its input and its weights in INT8 (``tensorrt``: else TensorRT runs it in float);
+    * no Q/DQ feeding Resize, Concat, the pooling MatMul/AveragePool or ArgMax, nor (``tensorrt``) a ReLU
+      (a quantized Conv output);
+    * ``tensorrt``: a residual Add has at most one quantized input (TensorRT folds it into the main-branch Conv);
+    * the PPM branch convs and the classifier (found from the graph's structure, :func:`float_by_rule`) have
+      no Q/DQ at all.
+    """
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
     forbidden = ("Resize", "Concat", "MatMul", "ArgMax", "AveragePool") + (("Relu",) if target == "tensorrt" else ())
 
     def from_dq(name: str) -> bool:
         src = producers.get(name)
         return src is not None and src.op_type == "DequantizeLinear"
 
-    for node in model.graph.node:
+    def const(name: str) -> Optional[Any]:
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        src = producers.get(name)
+        if src is not None and src.op_type == "Constant":
+            return numpy_helper.to_array(src.attribute[0].t)
+        return None
+
+    for node in graph.node:
         if node.op_type in forbidden and any(from_dq(name) for name in node.input):
-            raise RuntimeError(f"Q/DQ feeds {node.op_type} node {node.name}: TensorRT would reformat there")
+            raise PlacementError(f"Q/DQ feeds {node.op_type} node {node.name}: TensorRT would reformat there")
         if target == "tensorrt" and node.op_type == "Add" and len(node.input) == 2 and all(map(from_dq, node.input)):
-            raise RuntimeError(f"both inputs of {node.name} are quantized: TensorRT fuses a residual Add into the "
-                               "main-branch Conv only when that input is float")
+            raise PlacementError(f"both inputs of {node.name} are quantized: TensorRT fuses a residual Add into the "
+                                 "main-branch Conv only when that input is float")
+        if node.op_type == "Conv" and target == "tensorrt" and from_dq(node.input[0]) != from_dq(node.input[1]):
+            which = "input" if from_dq(node.input[0]) else "weights"
+            raise PlacementError(f"Conv {node.name} has only its {which} in INT8: TensorRT runs an INT8 Conv only "
+                                 "with both its input and its weights quantized")
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        scale, zero = const(node.input[1]), const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if scale is None:
+            raise PlacementError(f"{node.op_type} {node.name} has no constant scale")
+        weight = node.op_type == "DequantizeLinear" and node.input[0] in inits
+        if weight:
+            w = inits[node.input[0]]
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            per_channel = scale.ndim == 1 and scale.size == w.dims[0] and (axis == 0 or w.dims[0] == 1)
+            if w.data_type != TensorProto.INT8 or zero is None or zero.dtype != np.int8 or zero.any():
+                raise PlacementError(f"weights {node.input[0]} are not symmetric INT8 (type {w.data_type}, zero point "
+                                     f"{None if zero is None else zero.ravel()[:4]}): TensorRT needs zero point 0")
+            if len(w.dims) == 4 and not per_channel:
+                raise PlacementError(f"weights {node.input[0]} have scale shape {list(scale.shape)} (axis {axis}), "
+                                     f"not one scale per output channel ({w.dims[0]}, axis 0)")
+            continue
+        if scale.size != 1:
+            raise PlacementError(f"activation {node.input[0]} is quantized per channel (scale shape "
+                                 f"{list(scale.shape)}): activations are per-tensor")
+        if target == "tensorrt" and (zero is None or zero.dtype != np.int8 or zero.any()):
+            raise PlacementError(f"activation {node.input[0]} is not symmetric INT8 (zero point "
+                                 f"{None if zero is None else f'{zero.dtype} {zero.ravel()[0]}'}): TensorRT takes "
+                                 "INT8 with zero point 0 only (the cpu target uses UINT8)")
+    by_name = {n.name: n for n in graph.node}
+    for name, why in float_by_rule(model).items():
+        node = by_name[name]
+        if any(from_dq(i) for i in node.input):
+            raise PlacementError(f"{node.op_type} {name} is quantized but must stay float ({why})")
 
 
 def qdq_summary(model: Any) -> Dict[str, Any]:

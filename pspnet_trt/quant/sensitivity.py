@@ -40,14 +40,24 @@ class MixedResult:
     sensitivity: Dict[str, float] = field(default_factory=dict)  # agreement points won back by keeping it float
     steps: List[Dict[str, Any]] = field(default_factory=list)
     excluded_by_rule: Dict[str, str] = field(default_factory=dict)  # node -> why it is never quantized
+    numerics: str = ""  # how the INT8 variants were run (fake-quantization for TensorRT graphs)
+
+    @property
+    def budget_met(self) -> bool:
+        """Final mIoU within ``budget`` points of FP32 (False when --max-float or the layers ran out first)."""
+        return self.final_miou >= self.fp32_miou - self.budget
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "budget_met": self.budget_met}
 
     def markdown(self) -> str:
         lines = [f"# Mixed precision (budget {self.budget} mIoU points)", "",
                  f"FP32 {self.fp32_miou:.2f}, all-INT8 {self.int8_miou:.2f}, final {self.final_miou:.2f} mIoU "
                  "(on the sensitivity images).", "",
+                 ("Budget met." if self.budget_met else f"**Budget not met**: the best reached is {self.final_miou:.2f} "
+                  f"({self.final_miou - self.fp32_miou:+.2f} vs FP32, budget -{self.budget}) with "
+                  f"{len(self.kept_float)} layers out of INT8."), "",
+                 *([f"INT8 run as: {self.numerics}.", ""] if self.numerics else []),
                  f"## Kept out of INT8 by measurement (run in {self.float_dtype.upper()})", "",
                  "Most sensitive first; sensitivity = pixel agreement with FP32 won back by keeping that layer alone "
                  "out of INT8.", "",
@@ -70,7 +80,7 @@ def score(path: Union[str, Path], samples: Sequence[Any], reference: Sequence[An
     """mIoU (points) on ``samples`` and, given reference predictions, agreement with them."""
     from ..validate import predict_whole
 
-    backend = OrtBackend(path)
+    backend = OrtBackend(path)  # a TensorRT INT8 graph runs as fake-quantization: the same search on every CPU
     metrics, agreement, preds = SegMetrics(backend.info.num_classes), Agreement(), []
     for i, s in enumerate(samples):
         pred = predict_whole(backend, s.image, s.label.shape[:2])
@@ -78,7 +88,8 @@ def score(path: Union[str, Path], samples: Sequence[Any], reference: Sequence[An
         preds.append(pred)
         if reference:
             agreement.update(pred, reference[i])
-    return {"miou": 100 * metrics.miou, "agreement": 100 * agreement.value if reference else 100.0, "preds": preds}
+    return {"miou": 100 * metrics.miou, "agreement": 100 * agreement.value if reference else 100.0, "preds": preds,
+            "numerics": backend.numerics or ""}
 
 
 def mixed_precision(fp32_onnx: Union[str, Path], calibration: CalibrationList, dataset: SegDataset, budget: float,
@@ -87,7 +98,8 @@ def mixed_precision(fp32_onnx: Union[str, Path], calibration: CalibrationList, d
     """Write the mixed INT8/float ONNX to ``out`` and return what was kept in float and why.
 
     ``max_float`` caps how many layers may stay out of INT8 (None: as many as the budget needs);
-    they run in ``float_dtype``. ``target``: as in :func:`.qdq.quantize_onnx`.
+    they run in ``float_dtype``. ``target``: as in :func:`.qdq.quantize_onnx`. ``out`` is written
+    whether or not the budget was met: check ``result.budget_met`` (the CLI exits 1 when it was not).
     """
     import onnx
 
@@ -103,7 +115,7 @@ def mixed_precision(fp32_onnx: Union[str, Path], calibration: CalibrationList, d
         full = variant(Path(tmp) / "all.onnx", [])
         base = score(full, samples, ref["preds"])
         result = MixedResult(ref["miou"], base["miou"], base["miou"], budget, float_dtype,
-                             excluded_by_rule=excluded_nodes(onnx.load(str(fp32_onnx))))
+                             excluded_by_rule=excluded_nodes(onnx.load(str(fp32_onnx))), numerics=base["numerics"])
         convs = [n.name for n in onnx.load(str(full)).graph.node if n.op_type == "Conv"
                  and any(i.endswith("_DequantizeLinear_Output") for i in n.input)]
         if base["miou"] < ref["miou"] - budget:

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from ..deploy import METADATA_KEY, DeployInfo, check_onnx_file
+from ..deploy import METADATA_KEY, DeployInfo, check_onnx_file, read_onnx_info
 from ..deps import require
 from ..errors import UserError
 from .backend import Backend, as_uint8_labels
@@ -35,19 +35,72 @@ def _providers(ort: Any, device: str) -> List[Any]:
     return ["CPUExecutionProvider"]
 
 
+FAKE_QUANT = ("INT8 as fake-quantization (Q/DQ in float, ONNX Runtime graph optimizations off): "
+              "the same figure on every CPU, as TensorRT computes it")
+
+
+def fake_quant_for(info: Optional[DeployInfo]) -> bool:
+    """True for an INT8 Q/DQ graph meant for TensorRT (``quantize --target tensorrt``, the default)."""
+    q = (info.extra.get("quantization") or {}) if info is not None else {}
+    return info is not None and info.precision == "int8" and q.get("target", "tensorrt") == "tensorrt"
+
+
+def session_options_for(info: Optional[DeployInfo], threads: Optional[int] = None,
+                        fake_quant: Optional[bool] = None) -> Any:
+    """ONNX Runtime session options for the artifact described by ``info``.
+
+    ``fake_quant`` (None: :func:`fake_quant_for`): run the graph exactly as written
+    (``ORT_DISABLE_ALL``): QuantizeLinear/DequantizeLinear as float rounding and scaling, Conv in
+    float on the dequantized tensors. That predicts TensorRT's INT8 (exact INT32 sums) and does not
+    depend on the CPU. Any optimization level changes the numerics: ``ORT_ENABLE_BASIC`` already
+    quantizes Conv biases to INT32 and moves Q/DQ pairs; higher levels use NCHWc float kernels whose
+    blocking depends on the CPU and, where a Conv's output is quantized (``--target cpu``), integer
+    kernels (``QLinearConv``: VNNI, or ``vpmaddubsw`` that can saturate). Measured in
+    ``benchmarks/int8_cpu.py``. Without fake-quant: ONNX Runtime's fastest kernels.
+    """
+    ort = require("onnxruntime", "running ONNX files")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if fake_quant_for(info) if fake_quant is None else fake_quant:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
+
+
+def int8_numerics(info: DeployInfo, options: Any, ort: Any) -> Optional[str]:
+    """How an INT8 graph runs here, for reports; warns when a ``--target cpu`` graph was made for another
+    CPU class (VNNI or not: see :mod:`pspnet_trt.cpu`). None for float graphs."""
+    if info.precision != "int8":
+        return None
+    if options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL:
+        return FAKE_QUANT
+    from ..cpu import cpu_info, other_cpu_class
+
+    here = cpu_info()
+    warning = other_cpu_class(info.extra.get("quantization") or {}, here)
+    if warning:
+        log.warning("%s: %s", info.model, warning)
+    return f"ONNX Runtime's optimized kernels of this CPU ({here.model}, {here.cpu_class})"
+
+
 class OrtBackend(Backend):
+    """``fake_quant``: see :func:`session_options_for`; ``numerics`` says how an INT8 graph was run (or None)."""
+
     name = "onnxruntime"
 
-    def __init__(self, path: Union[str, Path], device: str = "cpu", threads: Optional[int] = None) -> None:
+    def __init__(self, path: Union[str, Path], device: str = "cpu", threads: Optional[int] = None,
+                 fake_quant: Optional[bool] = None) -> None:
         ort = require("onnxruntime", "running ONNX files")
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"ONNX file {self.path} does not exist")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        try:
+            peek: Optional[DeployInfo] = read_onnx_info(self.path)
+        except Exception:  # unreadable metadata: ONNX Runtime's load below names the problem
+            peek = None
+        options = session_options_for(peek, threads, fake_quant)
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=_providers(ort, device))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
@@ -59,6 +112,7 @@ class OrtBackend(Backend):
                 f"{self.path} carries no pspnet-trt metadata (key {METADATA_KEY!r}); export it with `pspnet-trt export`"
             )
         self.info = DeployInfo.from_json(meta[METADATA_KEY], source=self.path)
+        self.numerics = int8_numerics(self.info, options, ort)
         self.output_names = [o.name for o in self.session.get_outputs()]
         log.debug("opened %s (%s) outputs %s", self.path, self.info.precision, self.output_names)
 

@@ -63,6 +63,7 @@ class BackendResult:
             "size_mb": Path(self.path).stat().st_size / 1e6 if self.path and Path(self.path).is_file() else None,
             "checkpoint_sha256": info.checkpoint_sha256,
             "iou": self.metrics.summary(info.class_names)["iou"],
+            "numerics": getattr(self.backend, "numerics", None),  # how an INT8 ONNX ran (fake-quant: CPU-independent)
         }
         if not is_reference:
             # NaN (nothing scored) never passes, nor does one label outside 0..C-1 (a healthy artifact emits none);

@@ -59,6 +59,9 @@ def markdown(report: ValidationReport) -> str:
     other = [r["backend"] for r in report.rows if r.get("same_checkpoint") is False]
     if other:
         lines += ["", f"Note: exported from a different checkpoint than the reference's: {', '.join(other)}."]
+    numerics = [f"Numerics of {r['backend']}: {r['numerics']}." for r in report.rows if r.get("numerics")]
+    if numerics:
+        lines += ["", *numerics]
     lines += ["", "## IoU per class (%)", "", "- = class absent from both the labels and the predictions.", "",
               markdown_table(["class", *(r["backend"] for r in report.rows)],
                              [[name, *(fmt(None if r["iou"][name] is None else 100 * r["iou"][name], ".2f")
