@@ -100,6 +100,8 @@ def debug_artifacts(reference: str, artifact: PathLike, data: Optional[PathLike]
     the fixed artifact. Writes debug.json/debug.md/error_per_layer.png to ``report_dir`` if given."""
     art = Path(artifact)
     art_info, engine_onnx = _artifact(art, artifact_onnx)
+    if fix_budget is not None and images_dir is not None:
+        raise UserError("--fix measures mIoU: give labelled images with --data ROOT --images N (not --images-dir)")
     if fix_budget is not None and engine_onnx is not None:
         raise UserError("--fix rewrites an ONNX: run it on the ONNX the engine was built from, then rebuild the engine")
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,8 +115,8 @@ def debug_artifacts(reference: str, artifact: PathLike, data: Optional[PathLike]
         fix = None
         if fix_budget is not None:
             out = Path(fix_out) if fix_out else art.with_name(f"{art.stem}_fixed.onnx")
-            fix = fix_artifact(comparison, ref, art, art_info, samples, fix_budget, out, calibration,
-                               Path(data) if data else None, float_dtype)
+            fix = fix_artifact(comparison, ref, art, art_info, samples, fix_budget, out,
+                               Path(calibration) if calibration else None, float_dtype=float_dtype)
     if report_dir is not None:
         write_report(comparison, Path(report_dir), fix.to_dict() if fix else None)
     return comparison, fix
