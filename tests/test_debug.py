@@ -237,11 +237,12 @@ def test_fix_fp16_writes_fp32_islands_and_exit_1_when_budget_impossible(graphs, 
     onnx.save(islands, str(tmp_path / "islands.onnx"))
     x = np.random.default_rng(0).standard_normal((1, 3, *SIZE)).astype(np.float32)
 
-    def logits(path):  # the Resize input (decoder output) is float in all three graphs
+    def logits(path):  # the classifier's output, FP32 or FP16
         import onnxruntime as ort
 
         m = onnx.load(str(path))
-        m.graph.output.extend([onnx.helper.make_tensor_value_info("/decoder/decoder.1/Conv_output_0", 0, None)])
+        dtype = onnx.TensorProto.FLOAT if path == graphs / "fp32.onnx" else onnx.TensorProto.FLOAT16
+        m.graph.output.extend([onnx.helper.make_tensor_value_info("/decoder/decoder.1/Conv_output_0", dtype, None)])
         sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
         return sess.run(["/decoder/decoder.1/Conv_output_0"], {"images": x})[0].astype(np.float64)
 

@@ -5,7 +5,7 @@ Both graphs run on the same preprocessed images with every intermediate tensor m
 engine, ``NetworkFromOnnxPath`` -> ``ModifyNetworkOutputs(MARK_ALL)`` -> ``EngineFromNetwork`` ->
 ``TrtRunner``). ``Comparator.run`` runs them and ``Comparator.compare_accuracy`` computes, per tensor
 and image, the L2 distance, the cosine similarity and the maximum absolute difference
-(``L2CompareFunc``, ``CosineSimilarityCompareFunc``, ``CompareFunc.simple``). We only pool those over
+(``L2CompareFunc``, ``CosineSimilarityCompareFunc``, ``SimpleCompareFunc``). We only pool those over
 the images and divide the L2 distance by the reference tensor's norm (relative L2).
 
 Tensors are matched by name. Our exporter, the FP16 converter and the quantizer keep the names of the
@@ -267,11 +267,11 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
     require("polygraphy", "debug")
     from polygraphy.comparator import (
         Comparator,
-        CompareFunc,
         CosineSimilarityCompareFunc,
         IterationResult,
         L2CompareFunc,
         RunResults,
+        SimpleCompareFunc,
     )
     from polygraphy.logger import G_LOGGER
 
@@ -303,7 +303,7 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
         renamed.append(("artifact", art_iters))
         funcs = [L2CompareFunc(l2_threshold=math.inf, find_output_func=_strict_find),
                  CosineSimilarityCompareFunc(cosine_similarity_threshold=-1.0, find_output_func=_strict_find),
-                 CompareFunc.simple(atol=math.inf, rtol=math.inf, find_output_func=_strict_find)]
+                 SimpleCompareFunc(atol=math.inf, rtol=math.inf, find_output_func=_strict_find)]
         accuracy = Comparator.compare_accuracy(renamed, compare_func=funcs)
     l2, cosine, simple = (_per_output(acc) for acc in accuracy)
     out_rows = []
