@@ -150,7 +150,7 @@ def test_planted_qdq_scale_is_the_first_divergence(graphs, tmp_path, capsys):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_untouched_artifacts_show_no_divergence(graphs, tmp_path, capsys, precision):
     """FP16: floor 2e-3 (one FP16 rounding is 2^-11 relative; it accumulates slowly over ~50 layers);
-    INT8: floor 1e-2 (one 8-bit rounding with an entropy scale adds 1-2 % relative L2); factor 3 over the
+    INT8: floor 2e-2 (one 8-bit rounding with an entropy scale adds 1-4 % relative L2); factor 3 over the
     largest error an earlier layer of the same kind added (see pspnet_trt/debug/compare.py)."""
     rc, out = _debug(capsys, "--reference", graphs / "fp32.onnx", "--artifact", graphs / f"{precision}.onnx",
                      "--data", _data_root(), "--images", 3, "--report", tmp_path / "rep")

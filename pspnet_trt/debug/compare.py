@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 # Rounding floor per artifact precision: error one layer may add (relative L2) without any explanation.
 # fp32: float32 re-association of sums (another kernel or graph) stays below 1e-5.
 # fp16: one FP16 rounding is 2^-11 ~ 4.9e-4 relative (rms ~2.8e-4); measured per-layer additions <= 2e-3.
-# int8: one 8-bit rounding of an activation with an entropy-calibrated scale adds ~1-2 % relative L2
-#       (step = amax/127 and activations fill a small part of the range); the conv after it amplifies that.
-NOISE_FLOOR = {"fp32": 1e-5, "fp16": 2e-3, "int8": 1e-2, "best": 1e-2}
+# int8: one 8-bit rounding of an activation with an entropy-calibrated scale adds 1-4 % relative L2 (step =
+#       amax/127, activations fill a small part of the range, entropy clips the tail; measured: 4.2 % at the
+#       input of stem.3 of the trained r18_os8_camvid at 360x480, 1-2 % elsewhere), so 2 % (x3 = 6 %).
+NOISE_FLOOR = {"fp32": 1e-5, "fp16": 2e-3, "int8": 2e-2, "best": 2e-2}
 FACTOR = 3.0
 # Ops that only select or copy values: they add no rounding; an apparent growth there is the change of the
 # tensor's norm (ReLU drops the negative part), so they are never named and do not set the noise.
