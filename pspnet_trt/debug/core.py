@@ -116,7 +116,8 @@ def debug_artifacts(reference: str, artifact: PathLike, data: Optional[PathLike]
         if fix_budget is not None:
             out = Path(fix_out) if fix_out else art.with_name(f"{art.stem}_fixed.onnx")
             fix = fix_artifact(comparison, ref, art, art_info, samples, fix_budget, out,
-                               Path(calibration) if calibration else None, float_dtype=float_dtype)
+                               Path(calibration) if calibration else None, Path(data) if data else None,
+                               float_dtype)
     if report_dir is not None:
         write_report(comparison, Path(report_dir), fix.to_dict() if fix else None)
     return comparison, fix

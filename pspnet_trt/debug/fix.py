@@ -202,7 +202,12 @@ def _int8_maker(art_model: Any, art_info: Any, reference: Path, calibration: Opt
     if read_onnx_info(reference).precision != "fp32":
         raise UserError(f"--fix on an INT8 artifact needs the FP32 ONNX as --reference, got {reference}")
     q = art_info.extra.get("quantization", {})
-    cal = CalibrationList.read(calibration, data_root)
+    try:  # a list with its own "# root:" (or absolute paths) first; else relative to the debug --data root
+        cal = CalibrationList.read(calibration)
+    except UserError:
+        if data_root is None:
+            raise
+        cal = CalibrationList.read(calibration, data_root)
     dtype = float_dtype or q.get("kept_float_dtype", "fp16")
     cache = tmp / "ranges.cache"  # calibrate once; every variant reuses the ranges (as --mixed-budget does)
 
