@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=4, help="number of images (4)")
     p.add_argument("--images-dir", help="a folder of images instead of --data")
     p.add_argument("--report", help="folder for debug.json, debug.md, error_per_layer.png")
-    p.add_argument("--factor", type=float, default=3.0, help="first-divergence factor over the earlier noise (3)")
+    p.add_argument("--factor", type=float, default=3.5,
+                   help="first divergence: a layer adds this many times the median error of earlier layers (3.5)")
     p.add_argument("--fix", type=float, metavar="BUDGET",
                    help="keep the fewest layers in higher precision so that mIoU is within BUDGET points of the "
                         "reference on the debug images; writes the fixed artifact")

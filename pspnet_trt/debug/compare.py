@@ -20,7 +20,7 @@ reference graph; what they add is mapped or left out, and the report says which:
   name, which is compared.
 
 First divergence (:func:`first_divergence`): the first tensor, in graph order, whose layer
-adds more than ``factor`` (3) times the error that earlier layers of the same kind added, and more than
+adds more than ``factor`` (3.5) times the median error that earlier layers of the same kind added, and more than
 ``factor`` times the rounding floor of the artifact's precision (:data:`NOISE_FLOOR`); see
 :func:`first_divergence`.
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 #       amax/127, activations fill a small part of the range, entropy clips the tail; measured: 4.2 % at the
 #       input of stem.3 of the trained r18_os8_camvid at 360x480, 1-2 % elsewhere), so 2 % (x3 = 6 %).
 NOISE_FLOOR = {"fp32": 1e-5, "fp16": 2e-3, "int8": 2e-2, "best": 2e-2}
-FACTOR = 3.0
+FACTOR = 3.5
 # Ops that only select or copy values: they add no rounding; an apparent growth there is the change of the
 # tensor's norm (ReLU drops the negative part), so they are never named and do not set the noise.
 EXACT_OPS = ("Relu", "MaxPool", "Concat", "Cast", "Reshape", "Flatten", "Transpose", "Identity")
@@ -340,7 +341,7 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
     return Comparison(str(reference), str(artifact), precision, list(image_names), out_rows,
                       None if first is None else {"tensor": first.tensor, "module": first.module, "op": first.op,
                                                   "rel_l2": first.rel_l2},
-                      {"name": "first tensor whose added error (growth) > factor * max(floor, largest growth of the "
+                      {"name": "first tensor whose added error (growth) > factor * max(floor, median growth of the "
                                "earlier tensors of the same kind: Q/DQ or op type)",
                        "factor": factor, "floor": floor, "precision": precision},
                       unmatched, notes, engine=engine_onnx is not None)
@@ -362,21 +363,28 @@ def kind_of(row: TensorRow) -> str:
 
 def first_divergence(rows: Iterable[TensorRow], factor: float = FACTOR, floor: float = 1e-5) -> Optional[TensorRow]:
     """First row (graph order) whose added error is ``> factor * max(floor, noise)``, where ``noise`` is
-    the largest added error of the earlier rows of the same kind (:func:`kind_of`).
+    the median added error of the earlier rows of the same kind (:func:`kind_of`).
 
     Added error (``growth``): errors from independent sources add in quadrature, so a layer whose output
     has relative L2 ``e`` and whose inputs had at most ``e_in`` added ``sqrt(e^2 - e_in^2)``. Comparing
     it with earlier layers of the same kind compares like with like: every INT8 Q/DQ pair rounds its
     tensor to 256 levels, every Conv sums many rounded products; a scale or weight that is wrong makes
-    its layer add several times what the same kind of layer added before. Ops in :data:`EXACT_OPS` are
-    skipped."""
-    noise: Dict[str, float] = {}
+    its layer add several times what the same kind of layer typically added before. The median, not the
+    maximum: one layer that is noisier than the rest (a trained model's stem.3 input rounds with 4 % error,
+    the other Q/DQ pairs with 1-2 %) must not hide a later wrong scale. Ops in :data:`EXACT_OPS` are skipped.
+
+    Measured (``factor`` 3.5, floors of :data:`NOISE_FLOOR`; r18_os8_camvid, random weights at 64x128 and
+    trained at 360x480): the largest ratio on untouched INT8 graphs was 2.4 and 2.75, on FP16 graphs 1.1;
+    a Q/DQ scale x8 gave 4.6 and 5.3, a Conv's weights x1.5 more than 10^3."""
+    noise: Dict[str, List[float]] = {}
     for r in rows:
         kind = kind_of(r)
         if r.op in EXACT_OPS:
             continue
-        if not math.isfinite(r.growth) or r.growth > factor * max(floor, noise.get(kind, 0.0)):
+        earlier = noise.setdefault(kind, [])
+        typical = statistics.median(earlier) if earlier else 0.0
+        if not math.isfinite(r.growth) or r.growth > factor * max(floor, typical):
             return r
-        noise[kind] = max(noise.get(kind, 0.0), r.growth)
+        earlier.append(r.growth)
     return None
 

@@ -28,8 +28,8 @@ def markdown(c: Comparison, fix: Optional[Dict[str, Any]] = None) -> str:
              "functions).", ""]
     lines += [f"**{summary_line(c)}**", "",
               f"Rule: the first layer (graph order) whose added error `sqrt(relL2^2 - relL2_inputs^2)` exceeds "
-              f"{rule['factor']:g} x max(floor {rule['floor']:g} for {rule['precision']}, the largest error added by "
-              f"an earlier layer of the same kind (Q/DQ pair or op type)). Ops that only select or copy values "
+              f"{rule['factor']:g} x max(floor {rule['floor']:g} for {rule['precision']}, the median error added by "
+              f"the earlier layers of the same kind (Q/DQ pair or op type)). Ops that only select or copy values "
               f"({', '.join(EXACT_OPS[:3])}, ...) are never named.", ""]
     lines += [f"- {n}" for n in c.notes]
     if c.notes:
