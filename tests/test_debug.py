@@ -1,9 +1,9 @@
 """`pspnet-trt debug`: layer-wise comparison with Polygraphy, first divergence, --fix.
 
 Real CamVid frames: the committed sample (samples/camvid, 6 test + 6 train images) or $CAMVID_ROOT.
-The model is r18_os8_camvid at 64x128 with random weights (seeded): no trained checkpoint exists on
-these machines. A trained one at $PSPNET_DEBUG_CKPT (or /work/wt/ckpt/r18_os8_camvid.pth) is used
-when present.
+The model is r18_os8_camvid at 64x128 with the trained checkpoint shipped in samples/ (or
+$PSPNET_DEBUG_CKPT), else random weights (seeded); both pass (run with PSPNET_DEBUG_CKPT=/nonexistent
+for the random ones).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "camvid"
 SIZE = (64, 128)
 PLANT_CONV = "/backbone_net/layer2/layer2.1/conv1/Conv"  # weights x1.5
 PLANT_QDQ_READER = "/backbone_net/layer2/layer2.1/conv2/Conv"  # its input Q/DQ scale x8
-CKPT = Path(os.environ.get("PSPNET_DEBUG_CKPT", "/work/wt/ckpt/r18_os8_camvid.pth"))
+# The trained checkpoint main ships (samples/, 59 % CamVid test mIoU), else random weights (seeded).
+CKPT = Path(os.environ.get("PSPNET_DEBUG_CKPT", SAMPLES.parent / "r18_os8_camvid_camvid.pth"))
 
 
 def _data_root() -> Path:
