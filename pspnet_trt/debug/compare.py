@@ -288,7 +288,7 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
         results = Comparator.run(runners, data_loader=feeds)
         # Rename to row keys: each row compares reference[src] with artifact[tensor] under one name.
-        ref_iters, art_iters, ref_norms = [], [], {}
+        ref_iters, art_iters, ref_norms = [], [], {}  # type: Tuple[List[Any], List[Any], Dict[str, List[float]]]
         for feed, ref_it, art_it in zip(feeds, results[0][1], results[1][1]):
             ref_it = {**feed, **ref_it}  # graph inputs too: the INT8 graph rounds the image by a Q/DQ pair
             r_out, a_out = {}, {}

@@ -81,6 +81,7 @@ def load_images(info: DeployInfo, data: Optional[PathLike], images: int, images_
         names = [p.name for p in files]
         samples: List[Any] = []
     else:
+        assert data is not None
         from ..data import dataset_for_spec
         from ..zoo import get_spec
 
