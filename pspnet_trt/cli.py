@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "pspnet_trt.quant.command",
     "pspnet_trt.trt.command",
     "pspnet_trt.validate.command",
+    "pspnet_trt.debug.command",
     "pspnet_trt.runtime.command",
     "pspnet_trt.serving.command",
     "pspnet_trt.demo",
