@@ -135,12 +135,13 @@ def _deploy_to_model(name: str) -> str:
 
 def fake_quant_level(info: DeployInfo) -> Any:
     """ONNX Runtime graph optimization level for an artifact: INT8 graphs meant for TensorRT run as float
-    fake quantization (``ORT_DISABLE_ALL``: no QDQ fusion into integer kernels), so the figures do not
-    depend on which CPU runs them (issue 19). ``None``: ONNX Runtime's default. (Swap for the shared
-    helper from ``pspnet_trt.quant`` once it exists.)"""
-    if info.precision in ("int8", "best") and info.extra.get("quantization", {}).get("target", "tensorrt") == "tensorrt":
-        ort = require("onnxruntime", "debug")
-        return ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    fake quantization (``ORT_DISABLE_ALL``, :func:`pspnet_trt.runtime.ort.fake_quant_for`, as the validator
+    and the sensitivity search run them), so the figures do not depend on which CPU runs them. ``None``:
+    ONNX Runtime's default."""
+    from ..runtime.ort import fake_quant_for
+
+    if fake_quant_for(info):
+        return require("onnxruntime", "debug").GraphOptimizationLevel.ORT_DISABLE_ALL
     return None
 
 
