@@ -136,7 +136,8 @@ def main() -> int:
         if args.onnx:
             onnx = Path(args.onnx)
         else:
-            from pspnet_trt.export import export_zoo, parse_size
+            from pspnet_trt.export import export_zoo
+            from pspnet_trt.sizes import parse_size
 
             onnx = export_zoo(MODEL, work / f"{MODEL}.onnx", input_size=parse_size(args.input_size), batch=None)
         info = read_onnx_info(onnx)

@@ -78,12 +78,11 @@ def resolve(choice: str, depth: int, progress: bool = True) -> Optional[Path]:
             return dest
         log.info("downloading the pretrained backbone %s -> %s", choice, dest)
         try:
-            return download(choice, dest, progress=progress)
+            return download(choice, dest, progress=progress,
+                            hint="Train from scratch with --pretrained none, or download the file elsewhere and pass "
+                                 f"--pretrained PATH (or copy it to {dest}).")
         except DownloadError as e:
-            raise PretrainedError(
-                f"cannot download the pretrained backbone ({e}). Train from scratch with --pretrained none, or "
-                f"download the file elsewhere and pass --pretrained PATH (or copy it to {dest})"
-            ) from None
+            raise PretrainedError(f"cannot download the pretrained backbone: {e}") from None
     path = Path(choice).expanduser()
     if not path.is_file():
         raise PretrainedError(f"--pretrained {choice}: no such file; pass auto, none, a URL or the path of a .pth file")

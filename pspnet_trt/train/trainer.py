@@ -518,15 +518,13 @@ def _link_latest(latest: Path, target: Path) -> None:
 
 
 def _plot(work: Path) -> None:
-    try:
-        import matplotlib
+    """``curve.png``: loss per epoch, and mIoU where evaluated."""
+    from ..reporting import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:
+        plt = pyplot()
     except ImportError:
         return
-    from ..files import atomic_path
-
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines() if line.strip()]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot([r["epoch"] for r in records], [r["loss"] for r in records], "o-", label="loss")
@@ -539,6 +537,4 @@ def _plot(work: Path) -> None:
         ax2.set_ylabel("mIoU %")
     ax.set_title("training")
     fig.tight_layout()
-    with atomic_path(work / "curve.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, work / "curve.png")
