@@ -331,6 +331,9 @@ def _resume(run: Run, latest: Path) -> None:
     run.elapsed_before = float(ckpt.get("elapsed_s", 0.0))
     run.pretrained = ckpt.get("pretrained")
     torch.set_rng_state(ckpt["torch_rng"])
+    if run.scaler is not None and "grad_scaler" in ckpt:
+        run.scaler.load_state_dict(ckpt["grad_scaler"])
+        torch.cuda.set_rng_state(ckpt["cuda_rng"], run.device)
     run.ckpt_path = latest.resolve()
     records = _previous(run.work, run.start_epoch)
     mious = [r["miou"] for r in records if r.get("miou") is not None]
@@ -440,6 +443,9 @@ def save(run: Run, epoch: int, epoch_batch: int, losses: List[float], record: Di
         extra["pretrained"] = run.pretrained
     if "miou" in record:
         extra["miou"] = record["miou"]
+    if run.scaler is not None:  # CUDA: the loss scale and the GPU's RNG (dropout) continue where they were
+        extra["grad_scaler"] = run.scaler.state_dict()
+        extra["cuda_rng"] = torch.cuda.get_rng_state(run.device)
     save_checkpoint(path, run.model.state_dict(), cur_epoch=epoch if epoch_batch else epoch + 1, cur_iter=run.it,
                     epoch_batch=epoch_batch, epoch_losses=losses if epoch_batch else [],
                     elapsed_s=run.elapsed_before + run.elapsed(), optimizer=run.optimizer.state_dict(),
