@@ -95,7 +95,7 @@ def main() -> int:
         work = Path(tmp)
         fp32 = export_onnx(model, info, work / "fp32.onnx")
         calib = CalibrationList.read(make_calibration_list(MODEL, args.data, "train", args.calibration, 0,
-                                                           out=work / "cal.txt"))
+                                                           out=work / "cal.txt"), args.data)
         t = time.perf_counter()
         trt = quantize_onnx(fp32, calib, work / "int8.onnx", args.method)
         result["quantize_tensorrt_s"] = round(time.perf_counter() - t, 1)

@@ -61,7 +61,7 @@ def main() -> int:
     summary = json.loads((work / "summary.json").read_text())
     used = json.loads((work / "config.json").read_text())
     result = {
-        "host": host(), "date": date, "command": " ".join(sys.argv), "budget_minutes": args.minutes,
+        **host(), "date": date, "command": " ".join(sys.argv), "budget_minutes": args.minutes,
         "test_miou": summary["final_miou"], "test_images": args.limit or "all",
         "iterations": summary["iterations"], "images_per_s": round(summary["images_per_s"], 3),
         "train_seconds": summary["train_seconds"], "wall_seconds_with_evaluation": round(wall, 1),

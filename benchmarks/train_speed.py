@@ -72,7 +72,7 @@ def main() -> int:
     cfg = TrainConfig(model=args.model, data=data_root, work_dir=Path("unused"), crop=crop, batch_size=args.batch).resolved()
     spec = cfg.spec
     flags = cpu_flags()
-    result: Dict[str, Any] = {"host": host(), "date": datetime.date.today().isoformat(), "cpu_flags": flags,
+    result: Dict[str, Any] = {**host(), "date": datetime.date.today().isoformat(), "cpu_flags": flags,
                               "model": args.model, "crop": list(crop), "batch": args.batch, "threads": args.threads,
                               "load_average_start": os.getloadavg()[0], "command": " ".join(sys.argv)}
 
@@ -146,7 +146,7 @@ def main() -> int:
                 print(f"trainer, {workers} workers: {trainer[f'workers_{workers}']} images/s", flush=True)
         result["trainer_images_per_s"] = trainer
     result["load_average_end"] = os.getloadavg()[0]
-    out = args.out or ROOT / "benchmarks" / "results" / f"train_speed_{result['host']['host']}_{result['date']}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / f"train_speed_{result['host']}_{result['date']}.json"
     write_json(out, result)
     print(out)
     return 0

@@ -268,7 +268,7 @@ def test_float_layers_are_found_by_structure_not_names(tiny_onnx, calib, tmp_pat
     must_float = {names[n] for n in ("/ppm_net/convs.0/convs.0.0/Conv", "/ppm_net/convs.1/convs.1.0/Conv",
                                      "/ppm_net/convs.2/convs.2.0/Conv", "/ppm_net/convs.3/convs.3.0/Conv",
                                      "/decoder/decoder.1/Conv")}
-    out = quantize_onnx(tmp_path / "renamed.onnx", CalibrationList.read(calib), tmp_path / "q.onnx", "minmax")
+    out = quantize_onnx(tmp_path / "renamed.onnx", CalibrationList.read(calib, SAMPLE), tmp_path / "q.onnx", "minmax")
     model = onnx.load(out)
     producers = {o: n for n in model.graph.node for o in n.output}
     by_name = {n.name: n for n in model.graph.node}
@@ -287,7 +287,7 @@ def test_float_layers_are_found_by_structure_not_names(tiny_onnx, calib, tmp_pat
 
     save_onnx(unnamed, tmp_path / "unnamed.onnx")
     with pytest.raises(UserError, match="unnamed or duplicate"):
-        quantize_onnx(tmp_path / "unnamed.onnx", CalibrationList.read(calib), tmp_path / "u.onnx", "minmax")
+        quantize_onnx(tmp_path / "unnamed.onnx", CalibrationList.read(calib, SAMPLE), tmp_path / "u.onnx", "minmax")
 
 
 def _qdq_inits(model, node_filter):
@@ -352,7 +352,7 @@ def test_check_placement_refuses_each_broken_rule(int8, tiny_onnx, calib, tmp_pa
 
     monkeypatch.setattr(qdq, "excluded_nodes", lambda model: {})
     with pytest.raises(RuntimeError, match="(ppm_net|decoder).* is quantized but must stay float"):
-        quantize_onnx(tiny_onnx, CalibrationList.read(calib), tmp_path / "x.onnx", "minmax")
+        quantize_onnx(tiny_onnx, CalibrationList.read(calib, SAMPLE), tmp_path / "x.onnx", "minmax")
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -422,7 +422,7 @@ def test_cpu_target_is_made_for_the_cpu_class_and_warns_on_another(tiny_onnx, ca
     from pspnet_trt.cpu import parse_cpuinfo
 
     amd, intel = parse_cpuinfo(AMD_AVX2, "x86_64"), parse_cpuinfo(INTEL_VNNI, "x86_64")
-    cal = CalibrationList.read(calib)
+    cal = CalibrationList.read(calib, SAMPLE)
     paths = {c.cpu_class: quantize_onnx(tiny_onnx, cal, tmp_path / f"{c.cpu_class}.onnx", "minmax", target="cpu", cpu=c)
              for c in (amd, intel)}
     for cls, reduce in (("x86-avx2", True), ("x86-vnni", False)):
@@ -517,3 +517,24 @@ def test_benchmark_host_record_names_the_cpu_and_its_flags():
         text = script.read_text()
         if "write_json(" in text:  # a script that writes results records where it ran
             assert "**host()" in text, f"{script.name} writes JSON without bench.host()"
+
+
+def test_kept_float_conv_reads_the_float_tensor_even_when_another_consumer_quantizes_it(tiny_onnx, calib, tmp_path):
+    """layer1.0.conv1 shares its input with the residual Add's identity path, which keeps its Q/DQ. Kept out of
+    INT8, the Conv must read the tensor before quantization (else it computes on INT8-rounded values and
+    TensorRT sees an INT8 input with float weights, which check_placement refuses)."""
+    cal = CalibrationList.read(calib, SAMPLE)
+    name = "/backbone_net/layer1/layer1.0/conv1/Conv"
+    for dtype in ("fp32", "fp16"):
+        out = quantize_onnx(tiny_onnx, cal, tmp_path / f"{dtype}.onnx", keep_float=[name], float_dtype=dtype)
+        model = onnx.load(out)
+        check_placement(model)
+        producers = {o: n for n in model.graph.node for o in n.output}
+        conv = next(n for n in model.graph.node if n.name == name)
+        src = producers[conv.input[0]]
+        if dtype == "fp16":
+            src = producers[src.input[0]]  # through the island's Cast
+        assert src.op_type not in ("DequantizeLinear", "QuantizeLinear"), src.op_type
+        shared = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in
+                  (conv.input[0], producers[conv.input[0]].input[0] if dtype == "fp16" else conv.input[0])]
+        assert shared, "the other consumer's Q/DQ on that tensor is gone: the test no longer tests sharing"

@@ -201,6 +201,22 @@ def residual_adds(model: Any) -> int:
     return len(dropped) // 2
 
 
+def float_inputs(model: Any, names: Sequence[str]) -> None:
+    """Let each kept-float Conv of ``names`` read its input before quantization (in place).
+
+    ONNX Runtime puts one Q/DQ pair on a tensor that several nodes read; a Conv left out of INT8
+    whose input tensor another consumer quantizes would still read it INT8-rounded (and TensorRT
+    would see a Conv with an INT8 input and float weights). It reads the float tensor instead."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name not in names or node.op_type != "Conv":
+            continue
+        dq = producers.get(node.input[0])
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is not None and q.op_type == "QuantizeLinear":
+            node.input[0] = q.input[0]
+
+
 def fp16_islands(model: Any, names: Sequence[str]) -> None:
     """Turn the float Convs ``names`` of ``model`` (in place) into ``Cast(fp16) -> Conv -> Cast(fp32)``
     with FP16 weights and bias. Raises, changing nothing, if a name is not
@@ -302,6 +318,7 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
     if symmetric:
         log.info("residual Adds: Q/DQ kept on the residual input only (%d main-branch inputs left float)",
                  residual_adds(quantized))
+    float_inputs(quantized, keep_float)
     if float_dtype == "fp16":
         fp16_islands(quantized, keep_float)
     seconds = time.perf_counter() - start
