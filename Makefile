@@ -15,6 +15,10 @@ CHECKPOINT ?=
 ONNX ?=
 ENGINE ?=
 WORK ?= work/$(MODEL)
+# FRAME=HxW: raw-frame artifacts (uint8 BGR camera frames of that size in, labels at that size out)
+FRAME ?=
+FRAME_ARGS = $(if $(FRAME),--input-format bgr8 --frame-size $(FRAME))
+FRAME_TAG = $(if $(FRAME),_frame$(FRAME))
 
 .PHONY: install test typecheck lint demo zoo train export calibrate quantize engine build validate bench clean
 
@@ -50,7 +54,7 @@ train: install
 
 EXPORT_PRECISION = $(if $(filter fp16,$(PRECISION)),fp16,fp32)
 export: install
-	$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision $(EXPORT_PRECISION) --out engines/$(MODEL)_$(EXPORT_PRECISION).onnx
+	$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision $(EXPORT_PRECISION) $(FRAME_ARGS) --out engines/$(MODEL)$(FRAME_TAG)_$(EXPORT_PRECISION).onnx
 
 calibrate: install
 	$(if $(DATA),,$(error set DATA=<dataset root>))
@@ -61,7 +65,7 @@ quantize: install
 
 # make engine MODEL=r50_os8_cityscapes PRECISION=fp16 : download -> export -> (quantize) -> build -> quick validation
 engine: install
-	$(CLI) engine --model $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(DATA),--data $(DATA))
+	$(CLI) engine --model $(MODEL) --precision $(PRECISION) $(FRAME_ARGS) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(DATA),--data $(DATA))
 
 validate: install
 	$(if $(DATA),,$(error set DATA=<dataset root>))

@@ -22,7 +22,7 @@ from ..data import SegDataset, dataset_for_spec
 from ..deploy import DeployInfo
 from ..errors import UserError
 from ..files import atomic_open
-from ..preprocess import make_batch, read_image
+from ..preprocess import input_batch, read_image
 from ..zoo import get_spec
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,10 @@ class CalibrationList:
                             f"run `pspnet-trt calibrate ... --input-size {want}` or quantize the {made} export")
 
     def batches(self, info: DeployInfo) -> Iterator[np.ndarray]:
-        """Each image preprocessed exactly as at deploy time (the artifact's own metadata)."""
+        """Each image as the artifact takes it at deploy time (its own metadata: a raw-frame artifact gets the
+        uint8 frame at its frame size, and its graph does the rest)."""
         for p in self.images:
-            yield make_batch([read_image(str(p))], info.input_size, info.normalization)
+            yield input_batch([read_image(str(p))], info)
 
 
 def select_balanced(dataset: SegDataset, n: int, seed: int, num_classes: int) -> List[int]:

@@ -36,13 +36,21 @@ class Backend(abc.ABC):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """An array of the input's shape and dtype for ``batch`` images, to fill and pass to :meth:`run`
+        (the TensorRT backend hands out its own host buffer, so the input is not copied again)."""
+        return np.empty(self.info.input_shape(batch), self.info.input_dtype)
+
     def check_batch(self, batch: np.ndarray) -> np.ndarray:
-        h, w = self.info.input_size
-        if batch.ndim != 4 or batch.shape[1:] != (3, h, w):
-            raise ValueError(f"{self.name}: expected a batch of shape Nx3x{h}x{w}, got {batch.shape}")
+        want = self.info.input_shape(batch.shape[0] if batch.ndim else 0)
+        if batch.shape != want:
+            shape = "x".join(["N", *map(str, want[1:])])
+            raise ValueError(f"{self.name}: expected a {self.info.input_format} batch of shape {shape}, got {batch.shape}")
         if self.info.batch is not None and batch.shape[0] != self.info.batch:
             raise ValueError(f"{self.name}: this artifact has a static batch of {self.info.batch}, got {batch.shape[0]}")
-        return np.ascontiguousarray(batch, dtype=np.float32)
+        if self.info.raw_frames and batch.dtype != np.uint8:
+            raise ValueError(f"{self.name}: this artifact takes uint8 BGR frames, got {batch.dtype}")
+        return np.ascontiguousarray(batch, dtype=self.info.input_dtype)
 
 
 def open_backend(source: Union[str, Path], device: str = "cpu", checkpoint: Optional[Union[str, Path]] = None,

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..deploy import DeployInfo
 from ..errors import UserError
-from ..preprocess import check_image, logits_to_labels, make_batch, overlay, resize_labels
+from ..preprocess import check_image, frames_batch, input_batch, logits_to_labels, overlay, resize_labels
 from .backend import Backend, open_backend
 
 
@@ -71,11 +71,8 @@ class Segmenter:
         results: List[np.ndarray] = []
         for start in range(0, len(images), step):
             chunk = images[start:start + step]
-            batch = make_batch(chunk, self.input_size, self.info.normalization)
-            if self.info.batch and len(chunk) < self.info.batch:  # static batch: pad with the last image
-                batch = np.concatenate([batch, np.repeat(batch[-1:], self.info.batch - len(chunk), axis=0)])
             with self._lock:
-                out = self.backend.run(batch)
+                out = self.backend.run(self._batch(chunk))
             for i, image in enumerate(chunk):
                 size = image.shape[:2]
                 if "logits" in out:  # bilinear logits to the image size, then argmax (sssegmentation's way)
@@ -84,12 +81,30 @@ class Segmenter:
                     results.append(resize_labels(out["labels"][i], size))
         return results
 
+    def _batch(self, chunk: Sequence[np.ndarray]) -> np.ndarray:
+        """The backend input for ``chunk``, padded to a static batch with the last image. A raw-frame (bgr8)
+        artifact: each frame is copied once, into the backend's own input buffer (no host preprocessing;
+        a frame of another size is resized on the host first, with a debug line)."""
+        n = self.info.batch or len(chunk)
+        if self.info.raw_frames:
+            assert self.info.frame_size is not None
+            padded = list(chunk) + [chunk[-1]] * (n - len(chunk))
+            return frames_batch(padded, self.info.frame_size, out=self.backend.input_buffer(n))
+        batch = input_batch(chunk, self.info)
+        if len(chunk) < n:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], n - len(chunk), axis=0)])
+        return batch
+
     def overlay(self, image_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The label map in the artifact's palette blended over the image."""
         return overlay(image_bgr, labels, self.palette, alpha)
 
     def infer_device(self, input_ptr: int, output_ptr: Any, stream: int = 0) -> None:
-        """Run on raw CUDA device pointers (Nx3xHxW float32 in, the artifact's outputs out) on ``stream``.
+        """Run on raw CUDA device pointers (the artifact's input in, its outputs out) on ``stream``.
+
+        The input is what ``info.input_format`` says: for a raw-frame (bgr8) artifact a pointer to the
+        NxHxWx3 uint8 BGR frame(s) at ``info.frame_size`` (e.g. a decoder's device buffer), and the labels
+        come back as NxHxW uint8 at the frame size; otherwise Nx3xHxW float32 at the input size.
 
         For apps that keep their data on the GPU (C++ next to Python): no host copies. TensorRT only.
         """

@@ -48,14 +48,15 @@ def check_engine_io(io: Sequence[TensorIO], info: DeployInfo, engine: Union[str,
     rebuild = f"rebuild {engine} with `pspnet-trt build` from the pspnet-trt ONNX"
     inputs = [t for t in io if t.is_input]
     outputs = {t.name: t for t in io if not t.is_input}
-    h, w = info.input_size
+    h, w = info.output_size
     if [t.name for t in inputs] != [info.input_name]:
         raise UserError(f"{engine} has inputs {[t.name for t in inputs]}, its manifest says [{info.input_name!r}]: {rebuild}")
     inp = inputs[0]
-    if inp.dtype != "FLOAT" or len(inp.shape) != 4 or inp.shape[1:] != (3, h, w) or \
+    want_dtype, want_shape = ("UINT8" if info.raw_frames else "FLOAT"), info.input_shape(-1)[1:]
+    if inp.dtype != want_dtype or len(inp.shape) != 4 or inp.shape[1:] != want_shape or \
             inp.shape[0] not in (-1, info.batch or -1):
-        raise UserError(f"{engine} takes {inp.dtype} {inp.shape}, its manifest says FLOAT "
-                        f"({info.batch or 'N'}, 3, {h}, {w}): {rebuild}")
+        raise UserError(f"{engine} takes {inp.dtype} {inp.shape}, its manifest says {want_dtype} "
+                        f"({info.batch or 'N'}, {', '.join(map(str, want_shape))}): {rebuild}")
     if sorted(outputs) != sorted(info.output_names):
         raise UserError(f"{engine} has outputs {sorted(outputs)}, its manifest says {sorted(info.output_names)}: {rebuild}")
     for name, t in outputs.items():
@@ -123,8 +124,8 @@ class TensorRTBackend(Backend):
             return bufs
         if bufs is not None:
             self._free(bufs)
-        h, w = self.info.input_size
-        host = {self.info.input_name: np.empty((batch, 3, h, w), np.float32)}
+        h, w = self.info.output_size
+        host = {self.info.input_name: np.empty(self.info.input_shape(batch), self._dtype(self.info.input_name))}
         for name in self.outputs:
             shape = (batch, self.info.num_classes, h, w) if name == "logits" else (batch, h, w)
             host[name] = np.empty(shape, self._dtype(name))
@@ -136,7 +137,10 @@ class TensorRTBackend(Backend):
     # -- inference -----------------------------------------------------------------------------
     def infer_device(self, input_ptr: int, output_ptrs: Union[int, Dict[str, int]], stream: int = 0,
                      batch: Optional[int] = None) -> None:
-        """Enqueue inference on ``stream`` reading ``input_ptr`` (Nx3xHxW float32) and writing the outputs.
+        """Enqueue inference on ``stream`` reading ``input_ptr`` and writing the outputs.
+
+        ``input_ptr``: Nx3xHxW float32, or for a raw-frame (bgr8) engine NxHxWx3 uint8 BGR frames at the
+        frame size (e.g. a camera decoder's device buffer: no host copy, no preprocessing kernel of ours).
 
         ``output_ptrs``: one pointer (single-output engines) or {output name: pointer}. Returns after
         enqueueing; synchronise ``stream`` before reading the outputs.
@@ -147,7 +151,7 @@ class TensorRTBackend(Backend):
                 raise UserError(f"this engine has outputs {self.outputs}: pass a dict of pointers")
             output_ptrs = {self.outputs[0]: output_ptrs}
         n = batch or self.info.batch or 1
-        if self.info.batch is None and not ctx.set_input_shape(self.info.input_name, (n, 3, *self.info.input_size)):
+        if self.info.batch is None and not ctx.set_input_shape(self.info.input_name, self.info.input_shape(n)):
             raise UserError(f"batch {n} is outside the engine's optimization profile; rebuild with --max-batch {n}")
         missing = [name for name in self.outputs if name not in output_ptrs]
         if missing:
@@ -164,7 +168,8 @@ class TensorRTBackend(Backend):
         batch = self.check_batch(batch)
         bufs = self._buffers(batch.shape[0])
         host, device, stream = bufs["host"], bufs["device"], bufs["stream"]
-        np.copyto(host[self.info.input_name], batch)
+        if batch is not host[self.info.input_name]:  # filled in place via input_buffer(): no second copy
+            np.copyto(host[self.info.input_name], batch)
         cuda.memcpy_htod(device[self.info.input_name], host[self.info.input_name].ctypes.data,
                          host[self.info.input_name].nbytes, stream)
         self.infer_device(device[self.info.input_name], {n: device[n] for n in self.outputs}, stream, batch.shape[0])
@@ -178,8 +183,8 @@ class TensorRTBackend(Backend):
         ``__cuda_array_interface__`` (CuPy, Numba); shapes and dtypes must be the engine's, memory
         contiguous (checked). ``stream``: the producer's stream (torch: ``torch.cuda.current_stream().cuda_stream``)."""
         n = int(images.shape[0])
-        h, w = self.info.input_size
-        _check_tensor(images, (n, 3, h, w), "float32", "images")
+        h, w = self.info.output_size
+        _check_tensor(images, self.info.input_shape(n), self.info.input_dtype, "images")
         unknown = sorted(set(outputs) - set(self.outputs))
         if unknown:
             raise UserError(f"run_dlpack: no output named {unknown}; the engine writes {self.outputs}")
@@ -187,6 +192,10 @@ class TensorRTBackend(Backend):
             shape = (n, self.info.num_classes, h, w) if name == "logits" else (n, h, w)
             _check_tensor(t, shape, np.dtype(self._dtype(name)).name, name)
         self.infer_device(_pointer(images), {k: _pointer(v) for k, v in outputs.items()}, stream, n)
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """This thread's host input buffer for ``batch`` images: fill it and pass it to :meth:`run`."""
+        return self._buffers(batch)["host"][self.info.input_name]
 
     def _free(self, bufs: Dict[str, Any]) -> None:
         from ..trt import cuda

@@ -24,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--data", help="dataset root: calibration (INT8) and a quick validation")
     p.add_argument("--validate-images", type=int, default=20)
     p.add_argument("--out-dir", default="engines")
+    from ..export.command import add_input_format_options
+
+    add_input_format_options(p)
     p.set_defaults(func=_engine)
 
 
@@ -56,4 +59,5 @@ def _engine(args: argparse.Namespace) -> int:
     from .pipeline import make_engine
 
     return make_engine(args.model, _config(args), checkpoint=args.checkpoint, input_size=args.input_size,
-                       data=args.data, validate_images=args.validate_images, out_dir=args.out_dir)
+                       data=args.data, validate_images=args.validate_images, out_dir=args.out_dir,
+                       input_format=args.input_format, frame_size=args.frame_size, frame_upsample=args.frame_upsample)
