@@ -56,7 +56,7 @@ class DeployInfo:
     extra: Dict[str, Any] = field(default_factory=dict)  # e.g. quantization details
     input_format: str = "normalized"  # see INPUT_FORMATS
     frame_size: Optional[Tuple[int, int]] = None  # (H, W) of the frames a bgr8 artifact takes; None otherwise
-    frame_upsample: str = "logits"  # bgr8 only: see FRAME_UPSAMPLES
+    frame_upsample: str = "labels"  # bgr8 only: see FRAME_UPSAMPLES
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_KINDS:
@@ -143,7 +143,7 @@ class DeployInfo:
                 extra=dict(d.get("extra") or {}),
                 input_format=str(d.get("input_format", "normalized")),
                 frame_size=None if d.get("frame_size") is None else (int(d["frame_size"][0]), int(d["frame_size"][1])),
-                frame_upsample=str(d.get("frame_upsample", "logits")),
+                frame_upsample=str(d.get("frame_upsample", "labels")),
             )
         except (KeyError, TypeError, IndexError, ValueError) as e:
             raise ValueError(f"invalid pspnet-trt deploy metadata ({type(e).__name__}: {e})") from None

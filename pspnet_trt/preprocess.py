@@ -76,6 +76,35 @@ def keep_ratio_size(hw: Tuple[int, int], fit: Optional[Tuple[int, int]]) -> Tupl
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
+RESIZE_MODES = ("stretch", "keep_ratio")
+
+
+def fit_size(hw: Tuple[int, int], box: Tuple[int, int]) -> Tuple[int, int]:
+    """Largest (H, W) with the aspect ratio of ``hw`` that fits in ``box`` (keep-ratio letterbox)."""
+    scale = min(box[0] / hw[0], box[1] / hw[1])
+    return max(1, min(box[0], int(hw[0] * scale + 0.5))), max(1, min(box[1], int(hw[1] * scale + 0.5)))
+
+
+def mean_bgr(norm: Normalization) -> Tuple[int, int, int]:
+    """The normalisation mean as a BGR uint8 colour: letterbox padding that normalises to ~0 (as sssegmentation
+    pads normalised images with 0)."""
+    mean = [int(round(v)) for v in norm.mean]
+    b, g, r = (mean[::-1] if norm.channel_order == "rgb" else mean)
+    return b, g, r
+
+
+def letterbox(image: np.ndarray, box: Tuple[int, int], fill: Tuple[int, int, int],
+              out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """``image`` resized keeping its ratio (cv2 INTER_LINEAR) into the top-left of a ``box``-sized canvas filled
+    with ``fill``; returns the canvas (``out`` when given) and the (H, W) of the image inside it."""
+    inner = fit_size(image.shape[:2], box)
+    if out is None:
+        out = np.empty((*box, 3), np.uint8)
+    out[...] = fill
+    out[:inner[0], :inner[1]] = resize_image(image, inner)
+    return out, inner
+
+
 def make_batch(images: Sequence[np.ndarray], size: Tuple[int, int], norm: Normalization) -> np.ndarray:
     """BGR uint8 images of any size -> Nx3xHxW float32 at the artifact's static input size."""
     return np.stack([normalize(resize_image(check_image(im), size), norm) for im in images])

@@ -174,12 +174,12 @@ def test_segmenter_on_raw_frames(bgr8_onnx, caplog):
     frame = _image(FRAME, 7)
     want = ort.InferenceSession(str(bgr8_onnx)).run(None, {"images": frame[None]})[0][0]
     with Segmenter.open(bgr8_onnx) as seg:
-        with caplog.at_level(logging.DEBUG, logger="pspnet_trt.preprocess"):
+        with caplog.at_level(logging.DEBUG):
             got = seg.predict(frame)
         assert not [r for r in caplog.records if "resized on the host" in r.message]
         np.testing.assert_array_equal(got, want)
         other = _image((120, 200), 8)
-        with caplog.at_level(logging.DEBUG, logger="pspnet_trt.preprocess"):
+        with caplog.at_level(logging.DEBUG):
             labels = seg.predict(other)
         assert labels.shape == (120, 200) and labels.dtype == np.uint8
         assert len([r for r in caplog.records if "resized on the host" in r.message]) == 1
@@ -225,7 +225,13 @@ def test_quantize_accepts_raw_frame_graph_with_qdq_where_it_is_today(bgr8_onnx, 
     the same Conv/Add nodes as for the normalized graph; check_placement accepts it."""
     import onnx
 
-    from pspnet_trt.quant import CalibrationList, check_placement, make_calibration_list, qdq_summary, quantize_onnx
+    from pspnet_trt.quant import (
+        CalibrationList,
+        check_placement,
+        make_calibration_list,
+        qdq_summary,
+        quantize_onnx,
+    )
 
     sample = Path(__file__).resolve().parents[1] / "samples" / "camvid"
     cal = CalibrationList.read(make_calibration_list("r18_os8_camvid", sample, "train", 2, seed=0,
@@ -245,3 +251,45 @@ def test_quantize_accepts_raw_frame_graph_with_qdq_where_it_is_today(bgr8_onnx, 
 
     out = ort.InferenceSession(str(tmp_path / "raw_int8.onnx")).run(None, {"images": _image(FRAME)[None]})[0]
     assert out.shape == (1, *FRAME) and out.dtype == np.uint8
+
+
+def test_keep_ratio_letterboxes_and_cuts_labels_back(tiny_onnx, tiny_info):
+    """resize='keep_ratio': a 64x64 image goes into the left 64x64 of the 64x128 input, the rest is the mean
+    colour, and the labels are cut back out; 'stretch' resizes the image to 64x128 instead."""
+    from pspnet_trt.preprocess import make_batch, mean_bgr
+    from pspnet_trt.runtime import Segmenter
+    from pspnet_trt.runtime.ort import OrtBackend
+    from pspnet_trt.runtime.segmenter import default_resize
+
+    image = _image((64, 64), 11)
+    canvas = np.empty((64, 128, 3), np.uint8)
+    canvas[:] = mean_bgr(tiny_info.normalization)
+    canvas[:, :64] = image
+    backend = OrtBackend(tiny_onnx)
+    want = backend.run(make_batch([canvas], (64, 128), tiny_info.normalization))["logits"][0][:, :, :64].argmax(0)
+    got = Segmenter(backend, resize="keep_ratio").predict(image)
+    assert got.shape == (64, 64)
+    np.testing.assert_array_equal(got, want)
+    stretched = Segmenter(backend, resize="stretch").predict(image)
+    assert stretched.shape == (64, 64) and (stretched != got).any()
+    assert default_resize(tiny_info) == "stretch"  # CamVid: tested at its native size (= deploy size)
+    from pspnet_trt.deploy import DeployInfo
+    from pspnet_trt.zoo import get_spec
+
+    assert default_resize(DeployInfo.from_spec(get_spec("r50_os8_voc"))) == "keep_ratio"  # sssegmentation keep_ratio
+    from pspnet_trt.errors import UserError
+
+    with pytest.raises(UserError, match="resize must be one of"):
+        Segmenter(backend, resize="crop")
+
+
+def test_keep_ratio_on_raw_frames(bgr8_onnx):
+    from pspnet_trt.preprocess import letterbox, mean_bgr
+    from pspnet_trt.runtime import Segmenter
+
+    seg = Segmenter.open(bgr8_onnx, resize="keep_ratio")
+    image = _image((48, 160), 12)  # wider than the 96x160 frame: fills the top half
+    canvas, inner = letterbox(image, FRAME, mean_bgr(seg.info.normalization))
+    assert inner == (48, 160)
+    want = seg.backend.run(canvas[None])["labels"][0][:48]
+    np.testing.assert_array_equal(seg.predict(image), want)

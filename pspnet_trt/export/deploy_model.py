@@ -88,6 +88,19 @@ class Preprocess(nn.Module):
         return self.normalize(x) if shrink else x
 
 
+class NearestLabels(nn.Module):
+    """Int64 label map Nx1xHxW -> NxFHxFW at the frame size, nearest neighbour (floor of x * in/out, as
+    ``cv2.INTER_NEAREST``); Resize runs on a float copy (TensorRT resizes no integers) kept FP32 in FP16 graphs."""
+
+    def __init__(self, frame_hw: Tuple[int, int], dtype: torch.dtype) -> None:
+        super().__init__()
+        self.frame_hw, self.dtype = tuple(frame_hw), dtype
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(labels.to(torch.float32), size=self.frame_hw, mode="nearest")
+        return x.squeeze(1).to(self.dtype)
+
+
 class DeployPSPNet(nn.Module):
     """The network input (normalised NCHW float at a static size, or a raw-frame format with
     :class:`Preprocess` in front) -> ``{"logits": NxCxHxW, "labels": NxHxW}`` (as asked).
@@ -109,6 +122,7 @@ class DeployPSPNet(nn.Module):
         self.frame_hw = tuple(frame_hw) if frame_hw is not None else None
         self.frame_upsample = frame_upsample
         self.preprocess = None
+        self.label_upsample = NearestLabels(self.frame_hw, labels_dtype) if self.frame_hw is not None else None
         if input_format != "normalized":
             self.preprocess = Preprocess(input_format, norm or Normalization(), self.input_hw, self.frame_hw)
         self.backbone_net = model.backbone_net
@@ -124,10 +138,9 @@ class DeployPSPNet(nn.Module):
             if self.frame_upsample == "logits":
                 logits = F.interpolate(logits, size=self.frame_hw, mode="bilinear", align_corners=False)
                 return {"labels": logits.argmax(1).to(self.labels_dtype)}
+            assert self.label_upsample is not None
             logits = F.interpolate(logits, size=self.input_hw, mode="bilinear", align_corners=False)
-            labels = logits.argmax(1, keepdim=True).to(torch.float32)
-            labels = F.interpolate(labels, size=self.frame_hw, mode="nearest")
-            return {"labels": labels.squeeze(1).to(self.labels_dtype)}
+            return {"labels": self.label_upsample(logits.argmax(1, keepdim=True))}
         logits = F.interpolate(logits, size=self.input_hw, mode="bilinear", align_corners=False)
         out = {}
         if self.output in ("logits", "both"):

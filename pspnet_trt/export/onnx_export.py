@@ -40,9 +40,11 @@ LABEL_DTYPES = ("uint8", "int32")
 # Nodes of the in-graph preprocessing of raw-frame artifacts (export/deploy_model.py: Preprocess): they stay
 # FP32 in the FP16 graph (a uint8 frame, the resize and (x - mean) / std are cheap and exact in FP32).
 PREPROCESS_SCOPE = "/preprocess/"
-# bgr8 graphs: upsample the logits to the frame size, then ArgMax; chosen by benchmarks/frame_upsample.py
+# ... and so does the nearest upsample of the label map (frame_upsample="labels": ints in a float Resize).
+KEEP_FP32_SCOPES = (PREPROCESS_SCOPE, "/label_upsample/")
+# bgr8 graphs: ArgMax at the input size, then nearest to the frame size; chosen by benchmarks/frame_upsample.py
 # (see the README, "Raw-frame artifacts").
-DEFAULT_FRAME_UPSAMPLE = "logits"
+DEFAULT_FRAME_UPSAMPLE = "labels"
 
 
 def trace_onnx(model: nn.Module, info: DeployInfo, opset: int = OPSET, labels_dtype: str = "uint8") -> onnx.ModelProto:
@@ -83,12 +85,12 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = FP16_KEEP_FP32_OPS,
-            keep_fp32_scope: str = PREPROCESS_SCOPE) -> onnx.ModelProto:
+            keep_fp32_scopes: Tuple[str, ...] = KEEP_FP32_SCOPES) -> onnx.ModelProto:
     """FP16 graph with FP32 inputs/outputs (TensorRT 11 takes precision from the graph, not from flags).
 
     onnxconverter-common's converter: weights and activations FP16, casts at the graph boundary and
-    around ``keep_fp32_ops`` and the nodes named ``keep_fp32_scope*`` (a raw-frame graph's preprocessing,
-    so the frame is resized and normalised in FP32 and cast to FP16 once, at the network). TensorRT builds it strongly typed; ONNX Runtime on the CPU runs it
+    around ``keep_fp32_ops`` and the nodes named ``keep_fp32_scopes*`` (a raw-frame graph's preprocessing,
+    so the frame is resized and normalised in FP32 and cast to FP16 once, at the network; and its label upsample). TensorRT builds it strongly typed; ONNX Runtime on the CPU runs it
     with the same FP16 rounding of weights and activations, which predicts the engine's agreement.
     """
     require("onnxconverter_common", "FP16 conversion")
@@ -96,7 +98,7 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = FP16_KEEP_FP3
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        keep_nodes = [n.name for n in model.graph.node if n.name.startswith(keep_fp32_scope)]
+        keep_nodes = [n.name for n in model.graph.node if n.name.startswith(keep_fp32_scopes)]
         if keep_nodes:  # the converter leaves a kept node's stale FP32 value_info on its new FP16 cast output
             model = copy.deepcopy(model)
             del model.graph.value_info[:]

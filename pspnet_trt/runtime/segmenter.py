@@ -14,6 +14,7 @@ its own ONNX Runtime session or TensorRT execution context.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
@@ -22,21 +23,50 @@ import numpy as np
 
 from ..deploy import DeployInfo
 from ..errors import UserError
-from ..preprocess import check_image, frames_batch, input_batch, logits_to_labels, overlay, resize_labels
+from ..preprocess import (
+    RESIZE_MODES,
+    check_image,
+    fill_frame,
+    input_batch,
+    letterbox,
+    logits_to_labels,
+    mean_bgr,
+    overlay,
+    resize_labels,
+)
 from .backend import Backend, open_backend
+
+log = logging.getLogger(__name__)
+
+
+def default_resize(info: DeployInfo) -> str:
+    """What the zoo entry's dataset does at test time: sssegmentation's test Resize keeps the aspect ratio
+    (VOC, ADE20K, Cityscapes: ``eval_resize`` set) -> ``keep_ratio``; CamVid is tested at its native size,
+    which is the deploy size -> ``stretch`` (a no-op there). Unknown models: ``stretch``."""
+    from ..zoo import ZOO
+
+    spec = ZOO.get(info.model)
+    return "keep_ratio" if spec is not None and spec.eval_resize is not None else "stretch"
 
 
 class Segmenter:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, resize: Optional[str] = None) -> None:
+        """``resize``: how an image of another aspect ratio reaches the artifact's fixed input: ``stretch``
+        (resize to it), or ``keep_ratio`` (letterbox: resize keeping the ratio into the top-left corner, pad
+        with the mean colour, cut the labels back out). Default: :func:`default_resize` of the zoo entry."""
         self.backend = backend
+        self.resize = resize or default_resize(backend.info)
+        if self.resize not in RESIZE_MODES:
+            raise UserError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         self._lock = threading.Lock()
 
     @classmethod
     def open(cls, source: Union[str, Path], device: str = "cpu", checkpoint: Optional[Union[str, Path]] = None,
-             **kwargs: Any) -> Segmenter:
+             resize: Optional[str] = None, **kwargs: Any) -> Segmenter:
         """``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``, manifest beside it) or a zoo name
-        (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``cpu`` or ``cuda[:N]``."""
-        return cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs))
+        (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``cpu`` or ``cuda[:N]``.
+        ``resize``: ``stretch`` or ``keep_ratio`` (see :meth:`__init__`)."""
+        return cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs), resize=resize)
 
     # -- what the artifact says about itself ------------------------------------------------------
     @property
@@ -71,29 +101,49 @@ class Segmenter:
         results: List[np.ndarray] = []
         for start in range(0, len(images), step):
             chunk = images[start:start + step]
+            batch, inner = self._batch(chunk)
             with self._lock:
-                out = self.backend.run(self._batch(chunk))
+                out = self.backend.run(batch)
             for i, image in enumerate(chunk):
                 size = image.shape[:2]
+                h, w = inner[i]  # the image's part of the output (all of it unless letterboxed)
                 if "logits" in out:  # bilinear logits to the image size, then argmax (sssegmentation's way)
-                    results.append(logits_to_labels(out["logits"][i], size))
+                    results.append(logits_to_labels(out["logits"][i][:, :h, :w], size))
                 else:
-                    results.append(resize_labels(out["labels"][i], size))
+                    results.append(resize_labels(out["labels"][i][:h, :w], size))
         return results
 
-    def _batch(self, chunk: Sequence[np.ndarray]) -> np.ndarray:
-        """The backend input for ``chunk``, padded to a static batch with the last image. A raw-frame (bgr8)
-        artifact: each frame is copied once, into the backend's own input buffer (no host preprocessing;
-        a frame of another size is resized on the host first, with a debug line)."""
+    def _batch(self, chunk: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
+        """The backend input for ``chunk`` (padded to a static batch with the last image) and, per image, the
+        (H, W) of the output that belongs to it. A raw-frame (bgr8) artifact: each frame is copied once, into
+        the backend's own input buffer (no host preprocessing; a frame of another size is resized on the host
+        first, with a debug line)."""
         n = self.info.batch or len(chunk)
+        padded = list(chunk) + [chunk[-1]] * (n - len(chunk))
+        box = self.info.frame_size if self.info.raw_frames else self.input_size
+        assert box is not None
+        keep = self.resize == "keep_ratio"
         if self.info.raw_frames:
-            assert self.info.frame_size is not None
-            padded = list(chunk) + [chunk[-1]] * (n - len(chunk))
-            return frames_batch(padded, self.info.frame_size, out=self.backend.input_buffer(n))
+            batch = self.backend.input_buffer(n)
+            inner = []
+            for i, image in enumerate(padded):
+                if keep and image.shape[:2] != box:
+                    log.debug("frame %dx%d letterboxed on the host into the artifact's frame size %dx%d",
+                              *image.shape[:2], *box)
+                    inner.append(letterbox(image, box, mean_bgr(self.info.normalization), out=batch[i])[1])
+                else:
+                    fill_frame(batch[i], image)
+                    inner.append(box)
+            return batch, inner[:len(chunk)]
+        if keep:
+            boxed = [letterbox(im, box, mean_bgr(self.info.normalization)) for im in chunk]
+            chunk, inner = [b[0] for b in boxed], [b[1] for b in boxed]
+        else:
+            inner = [box] * len(chunk)
         batch = input_batch(chunk, self.info)
         if len(chunk) < n:
             batch = np.concatenate([batch, np.repeat(batch[-1:], n - len(chunk), axis=0)])
-        return batch
+        return batch, inner
 
     def overlay(self, image_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The label map in the artifact's palette blended over the image."""
@@ -125,5 +175,6 @@ class Segmenter:
 
     def __repr__(self) -> str:
         i = self.info
-        return (f"Segmenter({i.model}, {self.backend.name}, {i.precision}, {i.input_size[0]}x{i.input_size[1]}, "
-                f"{i.num_classes} classes, output={i.output})")
+        frame = f", {i.input_format} frames {i.frame_size[0]}x{i.frame_size[1]}" if i.frame_size else ""
+        return (f"Segmenter({i.model}, {self.backend.name}, {i.precision}, {i.input_size[0]}x{i.input_size[1]}{frame}, "
+                f"{i.num_classes} classes, output={i.output}, resize={self.resize})")
