@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "pspnet_trt.trt.command",
     "pspnet_trt.validate.command",
     "pspnet_trt.runtime.command",
+    "pspnet_trt.serving.deepstream",
     "pspnet_trt.demo",
 )
 

@@ -142,6 +142,9 @@ class DeployPSPNet(nn.Module):
             logits = F.interpolate(logits, size=self.input_hw, mode="bilinear", align_corners=False)
             return {"labels": self.label_upsample(logits.argmax(1, keepdim=True))}
         logits = F.interpolate(logits, size=self.input_hw, mode="bilinear", align_corners=False)
+        if self.preprocess is not None and self.preprocess.input_format == "pixels":
+            # DeepStream's segmentation parser ignores scores <= -1 (serving/deepstream.py): probabilities instead
+            logits = torch.softmax(logits, dim=1)
         out = {}
         if self.output in ("logits", "both"):
             out["logits"] = logits

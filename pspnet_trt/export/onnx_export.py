@@ -157,7 +157,10 @@ def export_onnx(model: nn.Module, info: DeployInfo, out: Union[str, Path], preci
     precision = precision or info.precision
     if precision not in ("fp32", "fp16"):
         raise UserError(f"export writes fp32 or fp16 graphs, got {precision!r} (INT8: `pspnet-trt quantize`)")
-    info = info.with_(precision=precision, extra={**info.extra, "labels_dtype": labels_dtype, "opset": opset})
+    extra = {**info.extra, "labels_dtype": labels_dtype, "opset": opset}
+    if info.input_format == "pixels" and info.output != "labels":
+        extra["scores"] = "softmax"  # the "logits" output holds class probabilities (for DeepStream's parser)
+    info = info.with_(precision=precision, extra=extra)
     start = time.perf_counter()
     graph = trace_onnx(model, info, opset=opset, labels_dtype=labels_dtype)
     if slim:
