@@ -293,3 +293,23 @@ def test_keep_ratio_on_raw_frames(bgr8_onnx):
     assert inner == (48, 160)
     want = seg.backend.run(canvas[None])["labels"][0][:48]
     np.testing.assert_array_equal(seg.predict(image), want)
+
+
+def test_validator_and_bench_take_raw_frame_artifacts(tiny_model, tiny_info, bgr8_onnx, tiny_onnx):
+    """The validator feeds a bgr8 artifact each image at its frame size (its own input), next to a normalized
+    artifact fed the shared host preprocessing; bench times it on uint8 frames."""
+    from pspnet_trt.bench import measure
+    from pspnet_trt.data import open_dataset
+    from pspnet_trt.runtime.ort import OrtBackend
+    from pspnet_trt.runtime.torch_backend import TorchBackend
+    from pspnet_trt.validate import validate
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "camvid"
+    raw, norm = OrtBackend(bgr8_onnx), OrtBackend(tiny_onnx)
+    report = validate(TorchBackend(tiny_model, tiny_info.with_(output="logits")), [raw, norm],
+                      open_dataset("camvid", sample, "test"), limit=2, progress=False)
+    rows = {r["backend"] + str(i): r for i, r in enumerate(report.rows)}
+    assert len(rows) == 3 and report.images == 2
+    assert report.rows[1]["agreement"] > 50  # same weights: mostly the same labels (random tiny model)
+    latency = measure(raw, iterations=2, warmup=1)
+    assert latency.p50_ms > 0 and latency.batch == 1
