@@ -144,7 +144,7 @@ class Writer:
             if self.video is None:
                 self.video_path = self.out / f"{self.source.name}_overlay.mp4"
                 h, w = blended.shape[:2]
-                self.video = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+                self.video = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (w, h))
                 if not self.video.isOpened():
                     raise UserError(f"OpenCV cannot write {self.video_path} with the mp4v codec")
             self.video.write(blended)

@@ -195,7 +195,8 @@ class TensorRTBackend(Backend):
 
     def input_buffer(self, batch: int) -> np.ndarray:
         """This thread's host input buffer for ``batch`` images: fill it and pass it to :meth:`run`."""
-        return self._buffers(batch)["host"][self.info.input_name]
+        buffer: np.ndarray = self._buffers(batch)["host"][self.info.input_name]
+        return buffer
 
     def _free(self, bufs: Dict[str, Any]) -> None:
         from ..trt import cuda
