@@ -83,6 +83,46 @@ class Timed:
                 "backend_ms_p50": statistics.median(t - h for t, h in zip(self.total, self.host)), "iters": len(self.host)}
 
 
+def preprocess_only(args: argparse.Namespace) -> Dict[str, Any]:
+    """What moved into the graph, alone: today's host preprocessing (make_batch) vs the bgr8 graph's
+    preprocessing subgraph (frame -> network input) on ONNX Runtime CPU, round-robin, no network."""
+    import onnx.utils
+    import onnxruntime as ort
+
+    from pspnet_trt.deploy import read_onnx_info
+    from pspnet_trt.preprocess import make_batch
+
+    tmp = Path(tempfile.mkdtemp(prefix="host_overhead_pre_"))
+    rows = []
+    for name, classes, net, fsize in CASES:
+        image = frame(fsize)
+        path = export_zoo(args.model, tmp / f"{name}_bgr8.onnx", input_size=net, num_classes=classes,
+                          input_format="bgr8", frame_size=fsize)
+        model = onnx.load(str(path))
+        tensor = next(n for n in model.graph.node if n.op_type == "Conv").input[0]
+        onnx.utils.extract_model(str(path), str(tmp / "pre.onnx"), ["images"], [tensor])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        sess = ort.InferenceSession(str(tmp / "pre.onnx"), options, providers=["CPUExecutionProvider"])
+        info = read_onnx_info(path)
+        host, graph = [], []
+        for _ in range(args.iters + 1):
+            t = time.perf_counter()
+            make_batch([image], net, info.normalization)
+            host.append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            sess.run(None, {"images": image[None]})
+            graph.append((time.perf_counter() - t) * 1e3)
+        row = {"case": name, "host_make_batch_ms_p50": statistics.median(host[1:]),
+               "graph_preprocess_ort_cpu_ms_p50": statistics.median(graph[1:]), "iters": args.iters}
+        print(row, flush=True)
+        rows.append(row)
+    return {"benchmark": "host_overhead_preprocess_only", "threads": args.threads, "rows": rows,
+            "host": {"name": socket.gethostname(), "cpus": os.cpu_count(), "note": "2-core machine shared with other jobs"},
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="host_overhead_"))
     rows = []
@@ -123,9 +163,11 @@ def main() -> None:
     p.add_argument("--model", default="r18_os8_camvid")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--preprocess-only", action="store_true",
+                   help="time only today's host preprocessing vs the bgr8 graph's preprocessing subgraph")
     p.add_argument("--out")
     args = p.parse_args()
-    data = run(args)
+    data = preprocess_only(args) if args.preprocess_only else run(args)
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
         f"host_overhead_{socket.gethostname()}_{datetime.date.today().isoformat()}.json")
     write_json(out, data)

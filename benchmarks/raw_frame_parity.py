@@ -89,12 +89,16 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     common = dict(checkpoint=ckpt, input_size=size)
     files: Dict[str, Dict[str, Path]] = {}
     t0 = time.perf_counter()
+    def modes_for(precision: str) -> List[str]:
+        return list(args.modes) if precision == "fp32" or not args.float_modes else list(args.float_modes)
+
     for precision in ("fp32", "fp16"):
         if precision not in args.precisions and not (precision == "fp32" and "int8" in args.precisions):
             continue
         files[precision] = {"normalized": export_zoo(args.model, tmp / f"norm_{precision}.onnx", output="both",
                                                      precision=precision, **common)}
-        for mode in args.modes:
+        wanted = set(modes_for(precision)) | (set(modes_for("int8")) if precision == "fp32" else set())
+        for mode in [m for m in MODES if m in wanted]:
             files[precision][mode] = export_zoo(args.model, tmp / f"bgr8_{mode}_{precision}.onnx", precision=precision,
                                                 input_format="bgr8", frame_size=frame, frame_upsample=mode, **common)
     if "int8" in args.precisions:
@@ -102,15 +106,16 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
         cal = CalibrationList.read(make_calibration_list(args.model, root, spec.train_split, args.calib_images, 0,
                                                          out=tmp / "cal.txt", input_size=size))
-        files["int8"] = {k: quantize_onnx(v, cal, tmp / f"{k}_int8.onnx") for k, v in files["fp32"].items()}
+        files["int8"] = {k: quantize_onnx(v, cal, tmp / f"{k}_int8.onnx") for k, v in files["fp32"].items()
+                         if k == "normalized" or k in modes_for("int8")}
     export_s = time.perf_counter() - t0
     results: Dict[str, Any] = {}
     info = None
     for precision in args.precisions:
-        sess = {k: session(v, args.threads) for k, v in files[precision].items()}
-        probe = session(probe_model(files[precision][args.modes[0]], tmp / f"probe_{precision}.onnx"), args.threads) \
+        modes = modes_for(precision)
+        sess = {k: session(v, args.threads) for k, v in files[precision].items() if k == "normalized" or k in modes}
+        probe = session(probe_model(files[precision][modes[0]], tmp / f"probe_{precision}.onnx"), args.threads) \
             if precision == "fp32" else None
-        modes = args.modes
         metrics = {k: SegMetrics(spec.num_classes) for k in ("host_labels", "host_logits", *modes)}
         same = {m: [0, 0] for m in modes}
         on_boundary = {m: 0 for m in modes}
@@ -118,6 +123,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         input_mean: List[float] = []
         input_over_half = [0, 0]
         for i in range(n):
+            if i and i % 25 == 0:
+                print(f"{precision}: {i}/{n} images, agreement so far "
+                      f"{ {m: round(100.0 * v[0] / v[1], 3) for m, v in same.items()} }", flush=True)
             sample = dataset[i]
             info = info or read_onnx_info(files[precision]["normalized"])
             batch = make_batch([sample.image], size, info.normalization)
@@ -182,6 +190,8 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"], choices=["fp32", "fp16", "int8"])
     p.add_argument("--calib-images", type=int, default=16)
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES, help="frame_upsample modes to compare")
+    p.add_argument("--float-modes", nargs="+", choices=MODES,
+                   help="modes for fp16/int8 (default: --modes); e.g. only the default mode to save time")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="JSON path (default: benchmarks/results/raw_frame_parity_<host>_<date>.json)")
     args = p.parse_args()
