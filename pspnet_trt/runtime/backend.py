@@ -1,7 +1,9 @@
 """The one call shape every inference backend has (PyTorch, ONNX Runtime, TensorRT).
 
-``run(batch)`` takes an Nx3xHxW float32 batch, already resized to ``info.input_size`` and
-normalised (see :mod:`pspnet_trt.preprocess`), and returns the artifact's outputs by name:
+``run(batch)`` takes the artifact's input (``info.input_format``): an Nx3xHxW float32 batch already
+resized to ``info.input_size`` and normalised (see :mod:`pspnet_trt.preprocess`), or for a raw-frame
+(bgr8) artifact NxHxWx3 uint8 BGR frames at ``info.frame_size`` (labels then come at that size), and
+returns the artifact's outputs by name:
 ``"logits"`` (NxCxHxW float32, upsampled to the input size) and/or ``"labels"`` (NxHxW uint8).
 """
 
