@@ -15,6 +15,10 @@ CHECKPOINT ?=
 ONNX ?=
 ENGINE ?=
 WORK ?= work/$(MODEL)
+# FRAME=HxW: raw-frame artifacts (uint8 BGR camera frames of that size in, labels at that size out)
+FRAME ?=
+FRAME_ARGS = $(if $(FRAME),--input-format bgr8 --frame-size $(FRAME))
+FRAME_TAG = $(if $(FRAME),_frame$(FRAME))
 
 .PHONY: install test typecheck lint demo zoo train export calibrate quantize engine build validate bench clean
 
@@ -53,11 +57,11 @@ train: install
 
 # export writes the FP32 graph (what quantize reads) and, with PRECISION=fp16 (the default), the FP16 graph too.
 # The calibration list's image paths are relative to the dataset root: quantize takes it from DATA.
-FP32_ONNX = engines/$(MODEL)_fp32.onnx
+FP32_ONNX = engines/$(MODEL)$(FRAME_TAG)_fp32.onnx
 CALIBRATION ?= calibration/$(MODEL)_train_n64_s0.txt
 export: install
-	$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision fp32 --out $(FP32_ONNX)
-	$(if $(filter fp16,$(PRECISION)),$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision fp16 --out engines/$(MODEL)_fp16.onnx)
+	$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision fp32 $(FRAME_ARGS) --out $(FP32_ONNX)
+	$(if $(filter fp16,$(PRECISION)),$(CLI) export --model $(MODEL) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) --precision fp16 $(FRAME_ARGS) --out engines/$(MODEL)$(FRAME_TAG)_fp16.onnx)
 
 calibrate: install
 	$(if $(DATA),,$(error set DATA=<dataset root>))
@@ -65,12 +69,12 @@ calibrate: install
 
 quantize: install
 	$(if $(DATA),,$(error set DATA=<dataset root>: the calibration list's paths are relative to it))
-	$(CLI) quantize --onnx $(FP32_ONNX) --calibration $(CALIBRATION) --data $(DATA) --out engines/$(MODEL)_int8.onnx
+	$(CLI) quantize --onnx $(FP32_ONNX) --calibration $(CALIBRATION) --data $(DATA) --out engines/$(MODEL)$(FRAME_TAG)_int8.onnx
 
 # make engine MODEL=r50_os8_cityscapes PRECISION=fp16 : download -> export -> (quantize) -> build -> check
 # (mIoU gate with DATA=ROOT, else labels agreement with PyTorch on samples/ or IMAGES_DIR=FOLDER; exit 1 below it)
 engine: install
-	$(CLI) engine --model $(MODEL) --precision $(PRECISION) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(DATA),--data $(DATA)) $(if $(IMAGES_DIR),--images-dir $(IMAGES_DIR))
+	$(CLI) engine --model $(MODEL) --precision $(PRECISION) $(FRAME_ARGS) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(DATA),--data $(DATA)) $(if $(IMAGES_DIR),--images-dir $(IMAGES_DIR))
 
 validate: install
 	$(if $(DATA),,$(error set DATA=<dataset root>))

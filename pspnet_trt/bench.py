@@ -44,9 +44,15 @@ def percentile(values: List[float], q: float) -> float:
 
 def measure(backend: Backend, iterations: int = 20, warmup: int = 3, batch: Optional[int] = None,
             seed: int = 0) -> Latency:
-    """Time ``backend.run`` on a random normalised batch at the artifact's input size."""
+    """Time ``backend.run`` on a random batch of the artifact's input: normalised NCHW at the input size, uint8
+    frames at the frame size for a raw-frame (bgr8) artifact, 0..255 floats for a pixels artifact."""
     n = batch or backend.info.batch or 1
-    x = np.random.default_rng(seed).standard_normal((n, 3, *backend.info.input_size)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    shape = backend.info.input_shape(n)
+    if backend.info.input_format == "normalized":
+        x = rng.standard_normal(shape).astype(np.float32)
+    else:
+        x = rng.integers(0, 256, shape).astype(backend.info.input_dtype)
     for _ in range(warmup):
         backend.run(x)
     times = []

@@ -17,7 +17,7 @@ import numpy as np
 
 from .deploy import DeployInfo
 from .errors import UserError
-from .preprocess import make_batch, read_image
+from .preprocess import input_batch, read_image
 
 
 @dataclass
@@ -65,6 +65,7 @@ class CalibrationList:
                             f"run `pspnet-trt calibrate ... --input-size {want}` or quantize the {made} export")
 
     def batches(self, info: DeployInfo) -> Iterator[np.ndarray]:
-        """Each image preprocessed exactly as at deploy time (the artifact's own metadata)."""
+        """Each image as the artifact takes it at deploy time (its own metadata: a raw-frame artifact gets the
+        uint8 frame at its frame size, and its graph does the rest)."""
         for p in self.images:
-            yield make_batch([read_image(str(p))], info.input_size, info.normalization)
+            yield input_batch([read_image(str(p))], info)

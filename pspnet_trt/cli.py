@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "pspnet_trt.debug.command",
     "pspnet_trt.runtime.command",
     "pspnet_trt.serving.command",
+    "pspnet_trt.serving.deepstream",
     "pspnet_trt.demo",
 )
 

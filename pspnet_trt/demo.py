@@ -172,6 +172,7 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     """Run every stage (or reuse it), write the report folder, return the table rows."""
     from .bench import measure
     from .data import open_dataset
+    from .export import export_onnx
     from .files import write_json
     from .quant import CalibrationList, make_calibration_list, quantize_onnx
     from .runtime.ort import OrtBackend
@@ -193,6 +194,13 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     no_engines, labels_dtype = engine_plan()
     model, info, onnx = export_stage(cfg, stages, ckpt, labels_dtype)
 
+    # 2b. raw-frame FP16 artifact: uint8 BGR frames of the dataset's size in, labels at that size out
+    frame = tuple(eval_set[0].image.shape[:2])
+    frames_onnx = work / f"{MODEL}_fp16_bgr8_{frame[0]}x{frame[1]}.onnx"
+    stages.run("export_fp16_bgr8", {"checkpoint": ckpt, "size": cfg.input_size, "frame": frame}, [frames_onnx],
+               lambda: str(export_onnx(model, info.with_(input_format="bgr8", frame_size=frame), frames_onnx,
+                                       precision="fp16")))
+
     # 3. INT8: calibration list from the training split, explicit Q/DQ
     calib = work / "calibration.txt"
     stages.run("quantize", {"onnx": onnx["fp32"], "data": cfg.data, "images": cfg.calib_images}, [onnx["int8"], calib],
@@ -205,12 +213,13 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     # 5. validate everything against PyTorch on the same images, and time each backend
     reference = TorchBackend(model, info)  # same deploy head as the artifacts: agreement shows numerics only
     artifacts = [OrtBackend(onnx[p], threads=2) for p in ("fp32", "fp16", "int8")] + engines
+    artifacts.append(OrtBackend(frames_onnx, threads=2))  # the validator feeds it each image at its frame size
     report = validate(reference, artifacts, eval_set, limit=cfg.eval_images, report_dir=report_dir / "validation")
     write_records(report)  # each artifact's verdict beside it (NAME.validation.json, engine manifests)
     rows = report.rows
     for row, backend in zip(rows, [reference, *artifacts]):
         row["latency_ms"] = measure(backend, iterations=cfg.bench_iters, warmup=1).p50_ms
-    write_overlays(OrtBackend(onnx["fp16"]), eval_set, report_dir / "overlays", n=3)
+    write_overlays(OrtBackend(frames_onnx), eval_set, report_dir / "overlays", n=3)
     write_json(report_dir / "demo.json", {"train": train_summary, "rows": rows, "data": str(cfg.data),
                                           "fast": cfg.fast, "tensorrt": [str(e.path) for e in engines]})
     table = format_table(rows)

@@ -20,6 +20,20 @@ OUTPUT_KINDS = ("labels", "logits", "both")
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "labels")}
+# What the artifact's input tensor holds (DeployInfo.input_format):
+#   normalized: float32 N x 3 x H x W at the network size, already (x - mean) / std in the model's channel order
+#               (the host does resize + normalise: pspnet_trt.preprocess.make_batch);
+#   bgr8:       uint8 N x FH x FW x 3 BGR camera frames at DeployInfo.frame_size (cv2.imread / VideoCapture
+#               layout); the graph casts, reorders channels, resizes to the network size, normalises, and
+#               writes uint8 N x FH x FW labels at the frame size;
+#   pixels:     float32 N x 3 x H x W at the network size, 0..255, in the model's channel order; the graph
+#               normalises per channel (what DeepStream's Gst-nvinfer delivers with net-scale-factor=1).
+INPUT_FORMATS = ("normalized", "bgr8", "pixels")
+# How a bgr8 graph brings its prediction to the frame size (DeployInfo.frame_upsample):
+#   logits: bilinear upsample of the class scores straight to the frame size, then ArgMax (sssegmentation's way);
+#   labels: ArgMax at the network size, then nearest upsample of the label map (what the host does for a
+#           labels artifact of the normalized format).
+FRAME_UPSAMPLES = ("logits", "labels")
 
 
 class MetadataError(UserError, ValueError):
@@ -45,10 +59,21 @@ class DeployInfo:
     checkpoint_sha256: Optional[str] = None  # None = random weights
     package_version: str = field(default_factory=package_version)
     extra: Dict[str, Any] = field(default_factory=dict)  # e.g. quantization details
+    input_format: str = "normalized"  # see INPUT_FORMATS
+    frame_size: Optional[Tuple[int, int]] = None  # (H, W) of the frames a bgr8 artifact takes; None otherwise
+    frame_upsample: str = "labels"  # bgr8 only: see FRAME_UPSAMPLES
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_KINDS:
             raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {self.output!r}")
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {self.input_format!r}")
+        if (self.input_format == "bgr8") != (self.frame_size is not None):
+            raise ValueError("frame_size is given for (and only for) input_format 'bgr8'")
+        if self.input_format == "bgr8" and self.output != "labels":
+            raise ValueError(f"a bgr8 artifact outputs labels at the frame size, not {self.output!r}")
+        if self.frame_upsample not in FRAME_UPSAMPLES:
+            raise ValueError(f"frame_upsample must be one of {FRAME_UPSAMPLES}, got {self.frame_upsample!r}")
         if len(self.class_names) != len(self.palette):
             raise ValueError("class_names and palette differ in length")
 
@@ -63,6 +88,26 @@ class DeployInfo:
     @property
     def output_names(self) -> Tuple[str, ...]:
         return OUTPUT_NAMES[self.output]
+
+    @property
+    def raw_frames(self) -> bool:
+        """True when the artifact takes uint8 BGR frames (no host preprocessing at all)."""
+        return self.input_format == "bgr8"
+
+    @property
+    def output_size(self) -> Tuple[int, int]:
+        """(H, W) of the label/logit outputs: the frame size of a bgr8 artifact, else the input size."""
+        return self.frame_size if self.frame_size is not None else self.input_size
+
+    @property
+    def input_dtype(self) -> str:
+        return "uint8" if self.input_format == "bgr8" else "float32"
+
+    def input_shape(self, batch: int) -> Tuple[int, ...]:
+        """Shape of the input tensor for ``batch`` images (NHWC uint8 frames for bgr8, else NCHW)."""
+        if self.frame_size is not None:
+            return (batch, *self.frame_size, 3)
+        return (batch, 3, *self.input_size)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, input_size: Optional[Tuple[int, int]] = None, num_classes: Optional[int] = None,
@@ -83,6 +128,7 @@ class DeployInfo:
         d["input_size"] = list(self.input_size)
         d["class_names"] = list(self.class_names)
         d["palette"] = [list(p) for p in self.palette]
+        d["frame_size"] = None if self.frame_size is None else list(self.frame_size)
         return d
 
     @classmethod
@@ -101,6 +147,9 @@ class DeployInfo:
                 checkpoint_sha256=d.get("checkpoint_sha256"),
                 package_version=str(d.get("package_version", "unknown")),
                 extra=dict(d.get("extra") or {}),
+                input_format=str(d.get("input_format", "normalized")),
+                frame_size=None if d.get("frame_size") is None else (int(d["frame_size"][0]), int(d["frame_size"][1])),
+                frame_upsample=str(d.get("frame_upsample", "labels")),
             )
         except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:
             where = f"{source}: metadata" if source else "metadata"

@@ -6,14 +6,20 @@ all see the same pixels.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from .files import atomic_open
 from .zoo import Normalization
+
+if TYPE_CHECKING:
+    from .deploy import DeployInfo
+
+log = logging.getLogger(__name__)
 
 
 def check_image(image: np.ndarray, what: str = "image") -> np.ndarray:
@@ -70,9 +76,79 @@ def keep_ratio_size(hw: Tuple[int, int], fit: Optional[Tuple[int, int]]) -> Tupl
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
+RESIZE_MODES = ("stretch", "keep_ratio")
+
+
+def fit_size(hw: Tuple[int, int], box: Tuple[int, int]) -> Tuple[int, int]:
+    """Largest (H, W) with the aspect ratio of ``hw`` that fits in ``box`` (keep-ratio letterbox)."""
+    scale = min(box[0] / hw[0], box[1] / hw[1])
+    return max(1, min(box[0], int(hw[0] * scale + 0.5))), max(1, min(box[1], int(hw[1] * scale + 0.5)))
+
+
+def mean_bgr(norm: Normalization) -> Tuple[int, int, int]:
+    """The normalisation mean as a BGR uint8 colour: letterbox padding that normalises to ~0 (as sssegmentation
+    pads normalised images with 0)."""
+    mean = [int(round(v)) for v in norm.mean]
+    b, g, r = (mean[::-1] if norm.channel_order == "rgb" else mean)
+    return b, g, r
+
+
+def letterbox(image: np.ndarray, box: Tuple[int, int], fill: Tuple[int, int, int],
+              out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """``image`` resized keeping its ratio (cv2 INTER_LINEAR) into the top-left of a ``box``-sized canvas filled
+    with ``fill``; returns the canvas (``out`` when given) and the (H, W) of the image inside it."""
+    inner = fit_size(image.shape[:2], box)
+    if out is None:
+        out = np.empty((*box, 3), np.uint8)
+    out[...] = fill
+    out[:inner[0], :inner[1]] = resize_image(image, inner)
+    return out, inner
+
+
 def make_batch(images: Sequence[np.ndarray], size: Tuple[int, int], norm: Normalization) -> np.ndarray:
     """BGR uint8 images of any size -> Nx3xHxW float32 at the artifact's static input size."""
     return np.stack([normalize(resize_image(check_image(im), size), norm) for im in images])
+
+
+def fill_frame(dst: np.ndarray, image: np.ndarray) -> None:
+    """Write BGR ``image`` into the HxWx3 uint8 slot ``dst`` of a raw-frame batch: one copy when the sizes
+    match, else one ``cv2.resize`` straight into ``dst`` (with one debug line)."""
+    h, w = dst.shape[:2]
+    if image.shape[:2] == (h, w):
+        np.copyto(dst, image)
+        return
+    log.debug("frame %dx%d resized on the host to the artifact's frame size %dx%d", *image.shape[:2], h, w)
+    cv2.resize(image, (w, h), dst=dst, interpolation=cv2.INTER_LINEAR)
+
+
+def frames_batch(images: Sequence[np.ndarray], frame_size: Tuple[int, int], out: Optional[np.ndarray] = None) -> np.ndarray:
+    """BGR uint8 images -> NxHxWx3 uint8 at ``frame_size``, written into ``out`` when given (a backend's own
+    input buffer, so the frame is copied once). Images of another size are resized on the host first."""
+    if out is None:
+        out = np.empty((len(images), *frame_size, 3), np.uint8)
+    for i, image in enumerate(images):
+        fill_frame(out[i], check_image(image, f"image {i}"))
+    return out
+
+
+def pixels_batch(images: Sequence[np.ndarray], size: Tuple[int, int], norm: Normalization) -> np.ndarray:
+    """BGR uint8 images -> Nx3xHxW float32 0..255 in the model's channel order (``--input-format pixels``)."""
+    out = []
+    for im in images:
+        x = resize_image(check_image(im), size)
+        x = x[..., ::-1] if norm.channel_order == "rgb" else x
+        out.append(x.transpose(2, 0, 1).astype(np.float32))
+    return np.stack(out)
+
+
+def input_batch(images: Sequence[np.ndarray], info: DeployInfo) -> np.ndarray:
+    """BGR uint8 images -> the input tensor of an artifact described by ``info`` (any input format)."""
+    if info.input_format == "bgr8":
+        assert info.frame_size is not None
+        return frames_batch(images, info.frame_size)
+    if info.input_format == "pixels":
+        return pixels_batch(images, info.input_size, info.normalization)
+    return make_batch(images, info.input_size, info.normalization)
 
 
 def logits_to_labels(logits: np.ndarray, size: Optional[Tuple[int, int]] = None) -> np.ndarray:

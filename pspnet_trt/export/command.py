@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="dtype of the labels output (int32 for TensorRT 8.5/8.6, which cannot cast to uint8)")
     p.add_argument("--num-classes", type=int, help="override the zoo's class count (fine-tuned checkpoints)")
     p.add_argument("--random-seed", type=int, default=0, help="seed of the random weights when no checkpoint")
+    add_input_format_options(p)
     p.add_argument("--out", required=True, help="output .onnx path")
     p.set_defaults(func=_export)
 
@@ -35,6 +36,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_check)
 
 
+def add_input_format_options(p: argparse.ArgumentParser) -> None:
+    """--input-format / --frame-size / --frame-upsample (export and engine)."""
+    from ..deploy import FRAME_UPSAMPLES, INPUT_FORMATS
+    from .onnx_export import DEFAULT_FRAME_UPSAMPLE
+
+    p.add_argument("--input-format", choices=INPUT_FORMATS, default="normalized",
+                   help="normalized: float NCHW, host preprocessing (default); bgr8: uint8 NxHxWx3 BGR camera frames "
+                        "at --frame-size, preprocessing and the upsample to the frame in the graph; pixels: float "
+                        "0..255 NCHW at the input size, per-channel normalisation in the graph (DeepStream)")
+    p.add_argument("--frame-size", help="bgr8: HxW of the camera frames the graph takes (e.g. 1024x2048)")
+    p.add_argument("--frame-upsample", choices=FRAME_UPSAMPLES, default=DEFAULT_FRAME_UPSAMPLE,
+                   help="bgr8: logits = bilinear class scores to the frame, then ArgMax; labels = ArgMax at the "
+                        "input size, then nearest (cheaper, see README)")
+
+
 def _export(args: argparse.Namespace) -> int:
     from ..sizes import parse_size
     from . import export_zoo
@@ -43,7 +59,8 @@ def _export(args: argparse.Namespace) -> int:
         args.model, args.out, checkpoint=args.checkpoint,
         input_size=parse_size(args.input_size) if args.input_size else None, output=args.output,
         precision=args.precision, batch=None if args.dynamic_batch else args.batch, num_classes=args.num_classes,
-        labels_dtype=args.labels_dtype, random_seed=args.random_seed,
+        labels_dtype=args.labels_dtype, random_seed=args.random_seed, input_format=args.input_format,
+        frame_size=parse_size(args.frame_size) if args.frame_size else None, frame_upsample=args.frame_upsample,
     )
     print(out)
     return 0

@@ -7,13 +7,14 @@ to the input size plus an optional ArgMax, so an edge GPU copies HxW bytes inste
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..models import PSPNet
+from ..zoo import Normalization
 from .pools import FixedAdaptiveAvgPool2d
 
 
@@ -47,24 +48,103 @@ class DeployPPM(nn.Module):
         return self.bottleneck(torch.cat(levels, dim=1))
 
 
+class Preprocess(nn.Module):
+    """In-graph preprocessing of a raw-frame artifact (see ``pspnet_trt.deploy.INPUT_FORMATS``).
+
+    ``bgr8``: uint8 NxFHxFWx3 BGR -> Cast -> Transpose to NCHW -> channel order (Slice, step -1) ->
+    bilinear Resize to the network size (half-pixel centres, no antialias: the sampling of
+    ``cv2.resize(..., INTER_LINEAR)``) -> ``(x - mean) / std`` (Sub, Div: no Add, so the INT8 pass
+    puts no Q/DQ here). The per-channel affine map commutes with bilinear interpolation (its weights
+    sum to 1), so it runs on whichever side of the Resize has fewer pixels.
+    ``pixels``: float 0..255 Nx3xHxW in the model's channel order -> ``(x - mean) / std``.
+    """
+
+    def __init__(self, input_format: str, norm: Normalization, input_hw: Tuple[int, int],
+                 frame_hw: Optional[Tuple[int, int]] = None) -> None:
+        super().__init__()
+        self.input_format = input_format
+        self.input_hw = tuple(input_hw)
+        self.frame_hw = tuple(frame_hw) if frame_hw is not None else None
+        self.flip = norm.channel_order == "rgb"
+        self.register_buffer("mean", torch.tensor(norm.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(norm.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.input_format == "pixels":
+            return self.normalize(images)
+        assert self.frame_hw is not None
+        x = images.to(torch.float32).permute(0, 3, 1, 2)
+        if self.flip:
+            x = x.flip(1)
+        if self.frame_hw == self.input_hw:
+            return self.normalize(x)
+        shrink = self.frame_hw[0] * self.frame_hw[1] > self.input_hw[0] * self.input_hw[1]
+        if not shrink:
+            x = self.normalize(x)
+        x = F.interpolate(x, size=self.input_hw, mode="bilinear", align_corners=False, antialias=False)
+        return self.normalize(x) if shrink else x
+
+
+class NearestLabels(nn.Module):
+    """Int64 label map Nx1xHxW -> NxFHxFW at the frame size, nearest neighbour (floor of x * in/out, as
+    ``cv2.INTER_NEAREST``); Resize runs on a float copy (TensorRT resizes no integers) kept FP32 in FP16 graphs."""
+
+    def __init__(self, frame_hw: Tuple[int, int], dtype: torch.dtype) -> None:
+        super().__init__()
+        self.frame_hw, self.dtype = tuple(frame_hw), dtype
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(labels.to(torch.float32), size=self.frame_hw, mode="nearest")
+        return x.squeeze(1).to(self.dtype)
+
+
 class DeployPSPNet(nn.Module):
-    """Normalised NCHW float input at a static size -> ``{"logits": NxCxHxW, "labels": NxHxW}`` (as asked)."""
+    """The network input (normalised NCHW float at a static size, or a raw-frame format with
+    :class:`Preprocess` in front) -> ``{"logits": NxCxHxW, "labels": NxHxW}`` (as asked).
+
+    With ``frame_hw`` (bgr8) the prediction is brought to the frame size: ``frame_upsample="logits"``
+    upsamples the class scores bilinearly straight from the head's output (as sssegmentation's test does)
+    and takes the ArgMax there; ``"labels"`` takes the ArgMax at the network size and upsamples the label
+    map nearest-neighbour (Resize on a float copy: TensorRT resizes no uint8)."""
 
     def __init__(self, model: PSPNet, input_hw: Tuple[int, int], output: str = "labels",
-                 labels_dtype: torch.dtype = torch.uint8) -> None:
+                 labels_dtype: torch.dtype = torch.uint8, input_format: str = "normalized",
+                 norm: Optional[Normalization] = None, frame_hw: Optional[Tuple[int, int]] = None,
+                 frame_upsample: str = "logits") -> None:
         super().__init__()
         model = model.eval()
         self.input_hw = tuple(input_hw)
         self.output = output
         self.labels_dtype = labels_dtype
+        self.frame_hw = tuple(frame_hw) if frame_hw is not None else None
+        self.frame_upsample = frame_upsample
+        self.preprocess = None
+        self.label_upsample = NearestLabels(self.frame_hw, labels_dtype) if self.frame_hw is not None else None
+        if input_format != "normalized":
+            self.preprocess = Preprocess(input_format, norm or Normalization(), self.input_hw, self.frame_hw)
         self.backbone_net = model.backbone_net
         self.ppm_net = DeployPPM(model.ppm_net, feature_size(model, self.input_hw))
         self.decoder = model.decoder
 
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if self.preprocess is not None:
+            images = self.preprocess(images)
         features = self.backbone_net(images)[-1]
         logits = self.decoder(self.ppm_net(features))
+        if self.frame_hw is not None:
+            if self.frame_upsample == "logits":
+                logits = F.interpolate(logits, size=self.frame_hw, mode="bilinear", align_corners=False)
+                return {"labels": logits.argmax(1).to(self.labels_dtype)}
+            assert self.label_upsample is not None
+            logits = F.interpolate(logits, size=self.input_hw, mode="bilinear", align_corners=False)
+            return {"labels": self.label_upsample(logits.argmax(1, keepdim=True))}
         logits = F.interpolate(logits, size=self.input_hw, mode="bilinear", align_corners=False)
+        if self.preprocess is not None and self.preprocess.input_format == "pixels":
+            # DeepStream's segmentation parser ignores scores <= -1 (serving/deepstream.py): probabilities instead
+            logits = torch.softmax(logits, dim=1)
         out = {}
         if self.output in ("logits", "both"):
             out["logits"] = logits

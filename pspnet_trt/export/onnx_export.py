@@ -11,12 +11,13 @@ needs no extra packages. The dynamo exporter would lower adaptive pooling to Gat
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple, Union
 
 from ..deploy import METADATA_KEY, DeployInfo
 from ..deps import require
@@ -36,6 +37,14 @@ FORBIDDEN_OPS = {"Gather", "GatherND", "GatherElements", "Where", "NonZero", "Lo
 # the label output needs no extra cast; see benchmarks/export_parity.py for the agreement figures.
 FP16_KEEP_FP32_OPS = ("ArgMax",)
 LABEL_DTYPES = ("uint8", "int32")
+# Nodes of the in-graph preprocessing of raw-frame artifacts (export/deploy_model.py: Preprocess): they stay
+# FP32 in the FP16 graph (a uint8 frame, the resize and (x - mean) / std are cheap and exact in FP32).
+PREPROCESS_SCOPE = "/preprocess/"
+# ... and so does the nearest upsample of the label map (frame_upsample="labels": ints in a float Resize).
+KEEP_FP32_SCOPES = (PREPROCESS_SCOPE, "/label_upsample/")
+# bgr8 graphs: ArgMax at the input size, then nearest to the frame size; chosen by benchmarks/frame_upsample.py
+# (see the README, "Raw-frame artifacts").
+DEFAULT_FRAME_UPSAMPLE = "labels"
 
 
 def trace_onnx(model: nn.Module, info: DeployInfo, opset: int = OPSET, labels_dtype: str = "uint8") -> onnx.ModelProto:
@@ -46,8 +55,10 @@ def trace_onnx(model: nn.Module, info: DeployInfo, opset: int = OPSET, labels_dt
 
     if labels_dtype not in LABEL_DTYPES:
         raise UserError(f"labels dtype must be one of {LABEL_DTYPES}, got {labels_dtype!r}")
-    deploy = DeployPSPNet(model, info.input_size, info.output, getattr(torch, labels_dtype)).eval()
-    dummy = torch.zeros(info.batch or 1, 3, *info.input_size)
+    deploy = DeployPSPNet(model, info.input_size, info.output, getattr(torch, labels_dtype),
+                          input_format=info.input_format, norm=info.normalization, frame_hw=info.frame_size,
+                          frame_upsample=info.frame_upsample).eval()
+    dummy = torch.zeros(info.input_shape(info.batch or 1), dtype=getattr(torch, info.input_dtype))
     dynamic_axes = None
     if info.batch is None:
         dynamic_axes = {name: {0: "batch"} for name in (info.input_name, *info.output_names)}
@@ -58,7 +69,13 @@ def trace_onnx(model: nn.Module, info: DeployInfo, opset: int = OPSET, labels_dt
             deploy, (dummy,), buffer, dynamo=False, opset_version=opset, input_names=[info.input_name],
             output_names=list(info.output_names), dynamic_axes=dynamic_axes, do_constant_folding=True,
         )
-    return onnx.load_from_string(buffer.getvalue())
+    graph = onnx.load_from_string(buffer.getvalue())
+    for node in graph.graph.node:  # the frame resize: ONNX's half_pixel (= pytorch_half_pixel for sizes > 1)
+        if node.op_type == "Resize" and node.name.startswith(PREPROCESS_SCOPE):
+            for attr in node.attribute:
+                if attr.name == "coordinate_transformation_mode":
+                    attr.s = b"half_pixel"
+    return graph
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -67,11 +84,13 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnxslim.slim(model)
 
 
-def to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = FP16_KEEP_FP32_OPS) -> onnx.ModelProto:
+def to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = FP16_KEEP_FP32_OPS,
+            keep_fp32_scopes: Tuple[str, ...] = KEEP_FP32_SCOPES) -> onnx.ModelProto:
     """FP16 graph with FP32 inputs/outputs (TensorRT 11 takes precision from the graph, not from flags).
 
     onnxconverter-common's converter: weights and activations FP16, casts at the graph boundary and
-    around ``keep_fp32_ops``. TensorRT builds it strongly typed; ONNX Runtime on the CPU runs it
+    around ``keep_fp32_ops`` and the nodes named ``keep_fp32_scopes*`` (a raw-frame graph's preprocessing,
+    so the frame is resized and normalised in FP32 and cast to FP16 once, at the network; and its label upsample). TensorRT builds it strongly typed; ONNX Runtime on the CPU runs it
     with the same FP16 rounding of weights and activations, which predicts the engine's agreement.
     """
     require("onnxconverter_common", "FP16 conversion")
@@ -79,7 +98,12 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = FP16_KEEP_FP3
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=list(keep_fp32_ops))
+        keep_nodes = [n.name for n in model.graph.node if n.name.startswith(keep_fp32_scopes)]
+        if keep_nodes:  # the converter leaves a kept node's stale FP32 value_info on its new FP16 cast output
+            model = copy.deepcopy(model)
+            del model.graph.value_info[:]
+        return float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=list(keep_fp32_ops),
+                                                node_block_list=keep_nodes)
 
 
 def attach_metadata(model: onnx.ModelProto, info: DeployInfo) -> onnx.ModelProto:
@@ -92,7 +116,10 @@ def attach_metadata(model: onnx.ModelProto, info: DeployInfo) -> onnx.ModelProto
         "input_size": f"{info.input_size[0]}x{info.input_size[1]}",
         "precision": info.precision,
         "output": info.output,
+        "input_format": info.input_format,
     }
+    if info.frame_size is not None:
+        entries["frame_size"] = f"{info.frame_size[0]}x{info.frame_size[1]}"
     del model.metadata_props[:]
     for key, value in entries.items():
         prop = model.metadata_props.add()
@@ -138,7 +165,10 @@ def export_onnx(model: nn.Module, info: DeployInfo, out: Union[str, Path], preci
     precision = precision or info.precision
     if precision not in ("fp32", "fp16"):
         raise UserError(f"export writes fp32 or fp16 graphs, got {precision!r} (INT8: `pspnet-trt quantize`)")
-    info = info.with_(precision=precision, extra={**info.extra, "labels_dtype": labels_dtype, "opset": opset})
+    extra = {**info.extra, "labels_dtype": labels_dtype, "opset": opset}
+    if info.input_format == "pixels" and info.output != "labels":
+        extra["scores"] = "softmax"  # the "logits" output holds class probabilities (for DeepStream's parser)
+    info = info.with_(precision=precision, extra=extra)
     start = time.perf_counter()
     graph = trace_onnx(model, info, opset=opset, labels_dtype=labels_dtype)
     if slim:
@@ -156,8 +186,11 @@ def export_onnx(model: nn.Module, info: DeployInfo, out: Union[str, Path], preci
 def export_zoo(name: str, out: Union[str, Path], checkpoint: Optional[Union[str, Path]] = None,
                input_size: Optional[Tuple[int, int]] = None, output: str = "labels", precision: str = "fp32",
                batch: Optional[int] = 1, num_classes: Optional[int] = None, labels_dtype: str = "uint8",
-               random_seed: int = 0) -> Path:
-    """Build zoo model ``name``, load ``checkpoint`` or randomise it (``random_seed``, with a warning), export it."""
+               random_seed: int = 0, input_format: str = "normalized", frame_size: Optional[Tuple[int, int]] = None,
+               frame_upsample: str = DEFAULT_FRAME_UPSAMPLE) -> Path:
+    """Build zoo model ``name``, load ``checkpoint`` or randomise it (``random_seed``, with a warning), export it.
+
+    ``input_format``/``frame_size``/``frame_upsample``: see :func:`raw_frame_options`."""
     from ..files import sha256_file
     from ..zoo import get_spec
 
@@ -166,8 +199,32 @@ def export_zoo(name: str, out: Union[str, Path], checkpoint: Optional[Union[str,
     model = zoo_model(name, checkpoint, num_classes=num_classes, random_seed=random_seed)
     sha = sha256_file(checkpoint) if checkpoint is not None else None
     info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, output=output, batch=batch,
-                                precision=precision, checkpoint_sha256=sha)
+                                precision=precision, checkpoint_sha256=sha,
+                                **raw_frame_options(input_format, frame_size, frame_upsample, output))
     return export_onnx(model, info, out, labels_dtype=labels_dtype)
+
+
+def raw_frame_options(input_format: str = "normalized", frame_size: Optional[Tuple[int, int]] = None,
+                      frame_upsample: str = DEFAULT_FRAME_UPSAMPLE, output: str = "labels") -> Dict[str, Any]:
+    """DeployInfo fields of an export's input format, or a UserError naming the flag to fix.
+
+    ``bgr8`` needs ``frame_size`` (H, W) and outputs labels at that size; ``pixels`` (DeepStream) and
+    ``normalized`` take no frame size."""
+    from ..deploy import FRAME_UPSAMPLES, INPUT_FORMATS
+
+    if input_format not in INPUT_FORMATS:
+        raise UserError(f"--input-format must be one of {INPUT_FORMATS}, got {input_format!r}")
+    if frame_upsample not in FRAME_UPSAMPLES:
+        raise UserError(f"--frame-upsample must be one of {FRAME_UPSAMPLES}, got {frame_upsample!r}")
+    if input_format == "bgr8":
+        if frame_size is None:
+            raise UserError("--input-format bgr8 needs --frame-size HxW (the camera frame size, e.g. 1024x2048)")
+        if output != "labels":
+            raise UserError(f"--input-format bgr8 writes labels at the frame size: drop --output {output}")
+        return {"input_format": input_format, "frame_size": tuple(frame_size), "frame_upsample": frame_upsample}
+    if frame_size is not None:
+        raise UserError(f"--frame-size is for --input-format bgr8 (got --input-format {input_format})")
+    return {"input_format": input_format}
 
 
 def zoo_model(name: str, checkpoint: Optional[Union[str, Path]] = None, num_classes: Optional[int] = None,

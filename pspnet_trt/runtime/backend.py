@@ -1,7 +1,9 @@
 """The one call shape every inference backend has (PyTorch, ONNX Runtime, TensorRT).
 
-``run(batch)`` takes an Nx3xHxW float32 batch, already resized to ``info.input_size`` and
-normalised (see :mod:`pspnet_trt.preprocess`), and returns the artifact's outputs by name:
+``run(batch)`` takes the artifact's input (``info.input_format``): an Nx3xHxW float32 batch already
+resized to ``info.input_size`` and normalised (see :mod:`pspnet_trt.preprocess`), or for a raw-frame
+(bgr8) artifact NxHxWx3 uint8 BGR frames at ``info.frame_size`` (labels then come at that size), and
+returns the artifact's outputs by name:
 ``"logits"`` (NxCxHxW float32, upsampled to the input size) and/or ``"labels"`` (NxHxW uint8, whatever
 the artifact's own label type: TensorRT 8.x engines write int32, see :func:`as_uint8_labels`).
 """
@@ -37,13 +39,21 @@ class Backend(abc.ABC):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """An array of the input's shape and dtype for ``batch`` images, to fill and pass to :meth:`run`
+        (the TensorRT backend hands out its own host buffer, so the input is not copied again)."""
+        return np.empty(self.info.input_shape(batch), self.info.input_dtype)
+
     def check_batch(self, batch: np.ndarray) -> np.ndarray:
-        h, w = self.info.input_size
-        if batch.ndim != 4 or batch.shape[1:] != (3, h, w):
-            raise ValueError(f"{self.name}: expected a batch of shape Nx3x{h}x{w}, got {batch.shape}")
+        want = self.info.input_shape(batch.shape[0] if batch.ndim else 0)
+        if batch.shape != want:
+            shape = "x".join(["N", *map(str, want[1:])])
+            raise ValueError(f"{self.name}: expected a {self.info.input_format} batch of shape {shape}, got {batch.shape}")
         if self.info.batch is not None and batch.shape[0] != self.info.batch:
             raise ValueError(f"{self.name}: this artifact has a static batch of {self.info.batch}, got {batch.shape[0]}")
-        return np.ascontiguousarray(batch, dtype=np.float32)
+        if self.info.raw_frames and batch.dtype != np.uint8:
+            raise ValueError(f"{self.name}: this artifact takes uint8 BGR frames, got {batch.dtype}")
+        return np.ascontiguousarray(batch, dtype=self.info.input_dtype)
 
 
 def as_uint8_labels(labels: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""``pspnet-trt predict``: run a Segmenter on images and write label maps / overlays."""
+"""``pspnet-trt predict``: run a Segmenter on images, a folder, a video, a camera or a stream; write overlays."""
 
 from __future__ import annotations
 
@@ -6,30 +6,39 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segment images with an .onnx, an engine or a zoo model")
+    p = sub.add_parser("predict", help="segment images, a folder, a video file, a camera or an RTSP/HTTP stream")
     p.add_argument("--model", required=True, help=".onnx, .engine (with its manifest) or zoo name")
     p.add_argument("--checkpoint", help="checkpoint for a zoo name (PyTorch backend)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N (see Segmenter.open)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--resize", choices=("stretch", "keep_ratio"),
+                   help="how images of another aspect ratio reach the input (default: the zoo entry's test resize)")
+    p.add_argument("--labels", action="store_true",
+                   help="video/camera/stream input: also write each frame's label map as PNG (images always get one)")
+    p.add_argument("--queue", type=int, default=4, help="frames buffered between decode, inference and encode")
+    p.add_argument("--no-pipeline", action="store_true", help="one frame after the other in one thread (baseline)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders, or ONE video file, camera index (0) or rtsp:// / http:// URL")
     p.set_defaults(func=_predict)
 
 
 def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..preprocess import colorize, read_image, write_image
     from .segmenter import Segmenter
+    from .streams import open_source, run_pipeline, run_plain
 
+    source = open_source(args.inputs)
     out = Path(args.out)
-    with Segmenter.open(args.model, device=args.device, checkpoint=args.checkpoint) as seg:
+    with Segmenter.open(args.model, device=args.device, checkpoint=args.checkpoint, resize=args.resize) as seg:
         print(seg)
-        for name in args.images:
-            image = read_image(name)
-            labels = seg.predict(image)
-            for suffix, picture in (("labels", labels), ("color", colorize(labels, seg.palette)),
-                                    ("overlay", seg.overlay(image, labels, args.alpha))):
-                write_image(out / f"{Path(name).stem}_{suffix}.png", picture)
-            print(out / f"{Path(name).stem}_overlay.png")
-    return 0
+        if args.no_pipeline:
+            stats = run_plain(seg, source, out, args.alpha, args.labels)
+        else:
+            stats = run_pipeline(seg, source, out, args.alpha, args.labels, queue_size=args.queue)
+    note = " (interrupted: the output was closed cleanly)" if stats.interrupted else ""
+    print(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.2f} fps){note}")
+    for o in stats.outputs:
+        print(o)
+    return 130 if stats.interrupted else 0

@@ -23,7 +23,17 @@ import numpy as np
 
 from ..deploy import DeployInfo
 from ..errors import UserError
-from ..preprocess import check_image, logits_to_labels, make_batch, overlay, resize_labels
+from ..preprocess import (
+    RESIZE_MODES,
+    check_image,
+    fill_frame,
+    input_batch,
+    letterbox,
+    logits_to_labels,
+    mean_bgr,
+    overlay,
+    resize_labels,
+)
 from .backend import Backend, as_uint8_labels, open_backend
 
 log = logging.getLogger(__name__)
@@ -40,19 +50,35 @@ def _warn_if_unvalidated(source: Union[str, Path], model: str) -> None:
             log.warning("%s", warning)
 
 
+def default_resize(info: DeployInfo) -> str:
+    """What the zoo entry's dataset does at test time: sssegmentation's test Resize keeps the aspect ratio
+    (VOC, ADE20K, Cityscapes: ``eval_resize`` set) -> ``keep_ratio``; CamVid is tested at its native size,
+    which is the deploy size -> ``stretch`` (a no-op there). Unknown models: ``stretch``."""
+    from ..zoo import ZOO
+
+    spec = ZOO.get(info.model)
+    return "keep_ratio" if spec is not None and spec.eval_resize is not None else "stretch"
+
+
 class Segmenter:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, resize: Optional[str] = None) -> None:
+        """``resize``: how an image of another aspect ratio reaches the artifact's fixed input: ``stretch``
+        (resize to it), or ``keep_ratio`` (letterbox: resize keeping the ratio into the top-left corner, pad
+        with the mean colour, cut the labels back out). Default: :func:`default_resize` of the zoo entry."""
         self.backend = backend
+        self.resize = resize or default_resize(backend.info)
+        if self.resize not in RESIZE_MODES:
+            raise UserError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         self._lock = threading.Lock()
 
     @classmethod
     def open(cls, source: Union[str, Path], device: str = "auto", checkpoint: Optional[Union[str, Path]] = None,
-             **kwargs: Any) -> Segmenter:
+             resize: Optional[str] = None, **kwargs: Any) -> Segmenter:
         """``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``, manifest beside it) or a zoo name
         (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``auto`` (an engine on CUDA; an .onnx
         on CUDA when onnxruntime-gpu is installed; a zoo model on CUDA when torch sees a GPU; else the CPU),
-        ``cpu``, ``cuda`` or ``cuda:N``."""
-        seg = cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs))
+        ``cpu``, ``cuda`` or ``cuda:N``. ``resize``: ``stretch`` or ``keep_ratio`` (see :meth:`__init__`)."""
+        seg = cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs), resize=resize)
         _warn_if_unvalidated(source, seg.info.model)
         return seg
 
@@ -89,27 +115,62 @@ class Segmenter:
         results: List[np.ndarray] = []
         for start in range(0, len(images), step):
             chunk = images[start:start + step]
-            batch = make_batch(chunk, self.input_size, self.info.normalization)
-            if self.info.batch and len(chunk) < self.info.batch:  # static batch: pad with the last image
-                batch = np.concatenate([batch, np.repeat(batch[-1:], self.info.batch - len(chunk), axis=0)])
+            batch, inner = self._batch(chunk)
             with self._lock:
                 out = self.backend.run(batch)
             if "labels" in out:  # uint8 from every backend (TensorRT 8.x engines write int32)
                 out["labels"] = as_uint8_labels(out["labels"])
             for i, image in enumerate(chunk):
                 size = image.shape[:2]
+                h, w = inner[i]  # the image's part of the output (all of it unless letterboxed)
                 if "logits" in out:  # bilinear logits to the image size, then argmax (sssegmentation's way)
-                    results.append(logits_to_labels(out["logits"][i], size))
+                    results.append(logits_to_labels(out["logits"][i][:, :h, :w], size))
                 else:
-                    results.append(resize_labels(out["labels"][i], size))
+                    results.append(resize_labels(out["labels"][i][:h, :w], size))
         return results
+
+    def _batch(self, chunk: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
+        """The backend input for ``chunk`` (padded to a static batch with the last image) and, per image, the
+        (H, W) of the output that belongs to it. A raw-frame (bgr8) artifact: each frame is copied once, into
+        the backend's own input buffer (no host preprocessing; a frame of another size is resized on the host
+        first, with a debug line)."""
+        n = self.info.batch or len(chunk)
+        padded = list(chunk) + [chunk[-1]] * (n - len(chunk))
+        box = self.info.frame_size if self.info.raw_frames else self.input_size
+        assert box is not None
+        keep = self.resize == "keep_ratio"
+        if self.info.raw_frames:
+            batch = self.backend.input_buffer(n)
+            inner = []
+            for i, image in enumerate(padded):
+                if keep and image.shape[:2] != box:
+                    log.debug("frame %dx%d letterboxed on the host into the artifact's frame size %dx%d",
+                              *image.shape[:2], *box)
+                    inner.append(letterbox(image, box, mean_bgr(self.info.normalization), out=batch[i])[1])
+                else:
+                    fill_frame(batch[i], image)
+                    inner.append(box)
+            return batch, inner[:len(chunk)]
+        if keep:
+            boxed = [letterbox(im, box, mean_bgr(self.info.normalization)) for im in chunk]
+            chunk, inner = [b[0] for b in boxed], [b[1] for b in boxed]
+        else:
+            inner = [box] * len(chunk)
+        batch = input_batch(chunk, self.info)
+        if len(chunk) < n:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], n - len(chunk), axis=0)])
+        return batch, inner
 
     def overlay(self, image_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The label map in the artifact's palette blended over the image."""
         return overlay(image_bgr, labels, self.palette, alpha)
 
     def infer_device(self, input_ptr: int, output_ptr: Any, stream: int = 0, batch: Optional[int] = None) -> None:
-        """Run on raw CUDA device pointers (Nx3xHxW float32 in, the artifact's outputs out) on ``stream``.
+        """Run on raw CUDA device pointers (the artifact's input in, its outputs out) on ``stream``.
+
+        The input is what ``info.input_format`` says: for a raw-frame (bgr8) artifact a pointer to the
+        NxHxWx3 uint8 BGR frame(s) at ``info.frame_size`` (e.g. a decoder's device buffer), and the labels
+        come back as NxHxW uint8 at the frame size; otherwise Nx3xHxW float32 at the input size.
 
         For apps that keep their data on the GPU (C++ next to Python): no host copies. TensorRT only.
         ``batch``: N (a static-batch engine takes only its own, the default; a dynamic one 1..max, default 1).
@@ -131,5 +192,6 @@ class Segmenter:
 
     def __repr__(self) -> str:
         i = self.info
-        return (f"Segmenter({i.model}, {self.backend.name}, {i.precision}, {i.input_size[0]}x{i.input_size[1]}, "
-                f"{i.num_classes} classes, output={i.output})")
+        frame = f", {i.input_format} frames {i.frame_size[0]}x{i.frame_size[1]}" if i.frame_size else ""
+        return (f"Segmenter({i.model}, {self.backend.name}, {i.precision}, {i.input_size[0]}x{i.input_size[1]}{frame}, "
+                f"{i.num_classes} classes, output={i.output}, resize={self.resize})")

@@ -57,14 +57,15 @@ def check_engine_io(io: Sequence[TensorIO], info: DeployInfo, engine: Union[str,
     rebuild = f"rebuild {engine} with `pspnet-trt build` from the pspnet-trt ONNX"
     inputs = [t for t in io if t.is_input]
     outputs = {t.name: t for t in io if not t.is_input}
-    h, w = info.input_size
+    h, w = info.output_size
     if [t.name for t in inputs] != [info.input_name]:
         raise UserError(f"{engine} has inputs {[t.name for t in inputs]}, its manifest says [{info.input_name!r}]: {rebuild}")
     inp = inputs[0]
-    if inp.dtype != "FLOAT" or len(inp.shape) != 4 or inp.shape[1:] != (3, h, w) or \
+    want_dtype, want_shape = ("UINT8" if info.raw_frames else "FLOAT"), info.input_shape(-1)[1:]
+    if inp.dtype != want_dtype or len(inp.shape) != 4 or inp.shape[1:] != want_shape or \
             inp.shape[0] not in (-1, info.batch or -1):
-        raise UserError(f"{engine} takes {inp.dtype} {inp.shape}, its manifest says FLOAT "
-                        f"({info.batch or 'N'}, 3, {h}, {w}): {rebuild}")
+        raise UserError(f"{engine} takes {inp.dtype} {inp.shape}, its manifest says {want_dtype} "
+                        f"({info.batch or 'N'}, {', '.join(map(str, want_shape))}): {rebuild}")
     if sorted(outputs) != sorted(info.output_names):
         raise UserError(f"{engine} has outputs {sorted(outputs)}, its manifest says {sorted(info.output_names)}: {rebuild}")
     for name, t in outputs.items():
@@ -172,8 +173,8 @@ class TensorRTBackend(Backend):
             return bufs
         if bufs is not None:
             self._free(bufs)
-        h, w = self.info.input_size
-        host = {self.info.input_name: np.empty((batch, 3, h, w), np.float32)}
+        h, w = self.info.output_size
+        host = {self.info.input_name: np.empty(self.info.input_shape(batch), self._dtype(self.info.input_name))}
         for name in self.outputs:
             shape = (batch, self.info.num_classes, h, w) if name == "logits" else (batch, h, w)
             host[name] = np.empty(shape, self._dtype(name))
@@ -184,7 +185,10 @@ class TensorRTBackend(Backend):
     # -- inference -----------------------------------------------------------------------------
     def infer_device(self, input_ptr: int, output_ptrs: Union[int, Dict[str, int]], stream: int = 0,
                      batch: Optional[int] = None) -> None:
-        """Enqueue inference on ``stream`` reading ``input_ptr`` (Nx3xHxW float32) and writing the outputs.
+        """Enqueue inference on ``stream`` reading ``input_ptr`` and writing the outputs.
+
+        ``input_ptr``: Nx3xHxW float32, or for a raw-frame (bgr8) engine NxHxWx3 uint8 BGR frames at the
+        frame size (e.g. a camera decoder's device buffer: no host copy, no preprocessing kernel of ours).
 
         ``output_ptrs``: one pointer (single-output engines) or {output name: pointer}. ``batch``: N; a
         static-batch engine takes only its own (the default), a dynamic one 1..max batch (default 1).
@@ -200,7 +204,7 @@ class TensorRTBackend(Backend):
             output_ptrs = {self.outputs[0]: output_ptrs}
         cuda.make_current(self.device_index)
         ctx = self._context()
-        if self.info.batch is None and not ctx.set_input_shape(self.info.input_name, (n, 3, *self.info.input_size)):
+        if self.info.batch is None and not ctx.set_input_shape(self.info.input_name, self.info.input_shape(n)):
             raise UserError(f"batch {n} is outside the engine's optimization profile; rebuild with --max-batch {n}")
         missing = [name for name in self.outputs if name not in output_ptrs]
         if missing:
@@ -217,7 +221,8 @@ class TensorRTBackend(Backend):
         batch = self.check_batch(batch)
         bufs = self.device_buffers(batch.shape[0])
         host, device, stream = bufs.host, bufs.device, bufs.stream
-        np.copyto(host[self.info.input_name], batch)
+        if batch is not host[self.info.input_name]:  # filled in place via input_buffer(): no second copy
+            np.copyto(host[self.info.input_name], batch)
         cuda.memcpy_htod(device[self.info.input_name], host[self.info.input_name].ctypes.data,
                          host[self.info.input_name].nbytes, stream)
         self.infer_device(device[self.info.input_name], {n: device[n] for n in self.outputs}, stream, batch.shape[0])
@@ -234,8 +239,8 @@ class TensorRTBackend(Backend):
         ``__cuda_array_interface__`` (CuPy, Numba); shapes and dtypes must be the engine's, memory
         contiguous (checked). ``stream``: the producer's stream (torch: ``torch.cuda.current_stream().cuda_stream``)."""
         n = engine_batch(int(images.shape[0]), self.info.batch, self.max_batch)
-        h, w = self.info.input_size
-        check_dlpack_tensor(images, (n, 3, h, w), "float32", "images")
+        h, w = self.info.output_size
+        check_dlpack_tensor(images, self.info.input_shape(n), self.info.input_dtype, "images")
         unknown = sorted(set(outputs) - set(self.outputs))
         if unknown:
             raise UserError(f"run_dlpack: no output named {unknown}; the engine writes {self.outputs}")
@@ -243,6 +248,11 @@ class TensorRTBackend(Backend):
             shape = (n, self.info.num_classes, h, w) if name == "logits" else (n, h, w)
             check_dlpack_tensor(t, shape, np.dtype(self._dtype(name)).name, name)
         self.infer_device(_pointer(images), {k: _pointer(v) for k, v in outputs.items()}, stream, n)
+
+    def input_buffer(self, batch: int) -> np.ndarray:
+        """This thread's host input buffer for ``batch`` images: fill it and pass it to :meth:`run`."""
+        buffer: np.ndarray = self.device_buffers(batch).host[self.info.input_name]
+        return buffer
 
     def _free(self, bufs: DeviceBuffers) -> None:
         from ..trt import cuda

@@ -237,7 +237,7 @@ def build_engine(onnx_path: Union[str, Path], out: Union[str, Path], cfg: BuildC
     manifest = Manifest(
         deploy=info.with_(precision=precision).to_dict(),
         tensorrt_version=str(trt.__version__), gpu={"name": gpu_name, "compute_capability": cc},
-        precision=precision, input_name=info.input_name, input_shape=[info.batch or -1, 3, *info.input_size],
+        precision=precision, input_name=info.input_name, input_shape=list(info.input_shape(info.batch or -1)),
         outputs=list(info.output_names), onnx=str(onnx_path), onnx_sha256=sha256_file(onnx_path),
         build_flags={**asdict(cfg), "strongly_typed": strongly}, build_seconds=round(seconds, 1),
     )

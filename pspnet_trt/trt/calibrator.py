@@ -39,8 +39,8 @@ def entropy_calibrator(calibration_list: str, info: DeployInfo, root: Optional[s
             self.error: Optional[str] = None  # TensorRT reads an exception in get_batch as "no more batches"
             self.count = 0
             self.batches = iter(calib.batches(self.info))
-            shape = (1, 3, *self.info.input_size)
-            self.nbytes = int(np.prod(shape)) * 4
+            shape = self.info.input_shape(1)
+            self.nbytes = int(np.prod(shape)) * np.dtype(self.info.input_dtype).itemsize
             self.device = cuda.malloc(self.nbytes)
 
         def get_batch_size(self) -> int:
@@ -51,7 +51,7 @@ def entropy_calibrator(calibration_list: str, info: DeployInfo, root: Optional[s
                 batch = next(self.batches, None)
                 if batch is None:
                     return []  # no more batches
-                host = np.ascontiguousarray(batch, dtype=np.float32)
+                host = np.ascontiguousarray(batch, dtype=self.info.input_dtype)
                 cuda.memcpy_htod(self.device, host.ctypes.data, self.nbytes, 0)
                 cuda.stream_sync(0)
             except Exception as e:  # noqa: BLE001 - handed to build_engine, which raises it

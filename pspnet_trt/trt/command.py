@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--images-dir", help="without --data: images for the labels-agreement check (default: samples/)")
     p.add_argument("--validate-images", type=int, default=20, help="images of the check after the build (20)")
     p.add_argument("--out-dir", default="engines")
+    from ..export.command import add_input_format_options
+
+    add_input_format_options(p)
     p.set_defaults(func=_engine)
 
 
@@ -64,4 +67,5 @@ def _engine(args: argparse.Namespace) -> int:
 
     return make_engine(args.model, _config(args), checkpoint=args.checkpoint, input_size=args.input_size,
                        data=args.data, validate_images=args.validate_images, out_dir=args.out_dir,
-                       images_dir=args.images_dir)
+                       images_dir=args.images_dir, input_format=args.input_format, frame_size=args.frame_size,
+                       frame_upsample=args.frame_upsample)

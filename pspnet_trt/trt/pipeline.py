@@ -30,7 +30,8 @@ def labels_dtype() -> str:
 def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Path]] = None,
                 input_size: Optional[str] = None, data: Optional[Union[str, Path]] = None,
                 validate_images: int = 20, out_dir: Union[str, Path] = "engines",
-                images_dir: Optional[Union[str, Path]] = None, device: str = "cuda") -> int:
+                images_dir: Optional[Union[str, Path]] = None, device: str = "cuda", input_format: str = "normalized",
+                frame_size: Optional[str] = None, frame_upsample: Optional[str] = None) -> int:
     """Export, (quantize), build, then check the engine against the PyTorch model; 0 if it passed, 1 if not.
 
     The check (:func:`pspnet_trt.validate.check.check_artifact`, recorded in the engine's manifest): with
@@ -39,6 +40,7 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
     """
     from ..checkpoints import fetch_checkpoint
     from ..export import export_zoo
+    from ..export.onnx_export import DEFAULT_FRAME_UPSAMPLE
     from ..sizes import parse_size
     from ..zoo import get_spec
 
@@ -46,14 +48,17 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
     out = Path(out_dir)
     ckpt = Path(checkpoint) if checkpoint else fetch_checkpoint(model)
     size = parse_size(input_size) if input_size else spec.deploy_size
-    tag = f"{model}_{size[0]}x{size[1]}"
+    frame = parse_size(frame_size) if frame_size else None
+    tag = f"{model}_{size[0]}x{size[1]}" + (f"_frame{frame[0]}x{frame[1]}" if frame else "") + \
+        ("" if input_format == "normalized" else f"_{input_format}")
     dtype = labels_dtype()
+    fmt = dict(input_format=input_format, frame_size=frame, frame_upsample=frame_upsample or DEFAULT_FRAME_UPSAMPLE)
     fp32 = export_zoo(model, out / f"{tag}_fp32.onnx", checkpoint=ckpt, input_size=size, output="labels",
-                      labels_dtype=dtype)
+                      labels_dtype=dtype, **fmt)  # type: ignore[arg-type]
     onnx = fp32
     if cfg.precision in ("fp16", "best"):
         onnx = export_zoo(model, out / f"{tag}_fp16.onnx", checkpoint=ckpt, input_size=size, output="labels",
-                          precision="fp16", labels_dtype=dtype)
+                          precision="fp16", labels_dtype=dtype, **fmt)  # type: ignore[arg-type]
     if cfg.precision == "int8" or (cfg.precision == "best" and data):
         if cfg.calibration is None:
             if not data:

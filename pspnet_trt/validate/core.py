@@ -233,8 +233,10 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
         ref_pred: Optional[np.ndarray] = None
         for r in results:
             t = time.perf_counter()
-            if mode == "whole":
-                pred = output_to_labels(run_batch(r.backend, shared), label_hw)
+            if mode == "whole":  # a raw-frame artifact gets the image at its frame size (its graph does the rest)
+                own = r.backend.info.input_format != reference.info.input_format
+                pred = output_to_labels(run_batch(r.backend, whole_batch(r.backend, sample.image) if own else shared),
+                                        label_hw)
             else:
                 pred = logits_to_labels(slide_logits(r.backend, shared, stride), label_hw)  # type: ignore[arg-type]
             r.seconds += pre_s + time.perf_counter() - t

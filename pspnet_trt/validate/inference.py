@@ -22,9 +22,9 @@ import numpy as np
 from ..errors import UserError
 from ..preprocess import (
     check_image,
+    input_batch,
     keep_ratio_size,
     logits_to_labels,
-    make_batch,
     normalize,
     resize_image,
     resize_labels,
@@ -48,6 +48,9 @@ def check_mode(backend: Backend, mode: str) -> None:
     """Refuse a mode the backend cannot run, naming the backend and the fix."""
     if mode not in MODES:
         raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "slide" and backend.info.input_format != "normalized":
+        raise ValidationError(f"{describe(backend)} takes {backend.info.input_format} input; sliding-window inference "
+                              "feeds normalised crops: use --mode whole, or validate the normalized export")
     if mode == "slide" and "logits" not in backend.info.output_names:
         raise ValidationError(f"{describe(backend)} outputs labels only; sliding-window inference averages logits "
                               "over overlapping crops: export it with --output logits (or both), or use --mode whole")
@@ -62,8 +65,9 @@ def run_batch(backend: Backend, batch: np.ndarray) -> Dict[str, np.ndarray]:
 
 
 def whole_batch(backend: Backend, image: np.ndarray) -> np.ndarray:
-    """The 1x3xHxW input of ``backend`` for ``image`` (resized to the static input size, normalised)."""
-    return make_batch([image], backend.info.input_size, backend.info.normalization)
+    """The 1-image input of ``backend`` for ``image``: 1x3xHxW resized to the static input size and normalised,
+    or for a raw-frame (bgr8) artifact the uint8 frame at its frame size (resized on the host if it differs)."""
+    return input_batch([image], backend.info)
 
 
 def predict_whole(backend: Backend, image: np.ndarray, label_hw: Tuple[int, int],

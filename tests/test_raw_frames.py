@@ -1,0 +1,315 @@
+"""Raw-frame artifacts (issue 15): uint8 BGR frames in, labels at the frame size out, preprocessing in the graph."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+FRAME = (96, 160)  # frame size: 1.5 x 1.25 the 64x128 input, so the in-graph resize is a real, non-integer one
+
+
+def _image(hw, seed=0):
+    """A smooth-ish BGR image (blurred noise), so that resizing is not dominated by aliasing."""
+    rng = np.random.default_rng(seed)
+    im = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(im, (0, 0), 2.0)
+
+
+def _export(model, info, tmp_path, name, **fmt):
+    from pspnet_trt.export import export_onnx
+
+    return export_onnx(model, info.with_(output="labels", **fmt), tmp_path / f"{name}.onnx")
+
+
+@pytest.fixture(scope="module")
+def bgr8_onnx(tiny_model, tiny_info, tmp_path_factory) -> Path:
+    return _export(tiny_model, tiny_info, tmp_path_factory.mktemp("raw"), "bgr8", input_format="bgr8",
+                   frame_size=FRAME)
+
+
+def _with_output(path, tensor, out):
+    """A copy of ``path`` that also outputs the intermediate ``tensor`` (for numeric checks of the graph)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    m.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+    onnx.save(m, str(out))
+    return out
+
+
+def _network_input(model) -> str:
+    """The tensor the first Conv reads: the end of the in-graph preprocessing."""
+    return next(n for n in model.graph.node if n.op_type == "Conv").input[0]
+
+
+def test_bgr8_graph_io_ops_and_metadata(bgr8_onnx):
+    import onnx
+    import onnxruntime as ort
+
+    from pspnet_trt.deploy import read_onnx_info
+    from pspnet_trt.export.onnx_export import FORBIDDEN_OPS
+
+    m = onnx.load(str(bgr8_onnx))
+    ops = {n.op_type for n in m.graph.node}
+    assert not ops & (FORBIDDEN_OPS | {"Shape"}), ops
+    frame_resize = [n for n in m.graph.node if n.op_type == "Resize" and n.name.startswith("/preprocess/")]
+    assert len(frame_resize) == 1
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in frame_resize[0].attribute}
+    assert attrs["coordinate_transformation_mode"] == b"half_pixel" and attrs["mode"] == b"linear"
+    assert attrs.get("antialias", 0) == 0
+    s = ort.InferenceSession(str(bgr8_onnx), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = s.get_inputs(), s.get_outputs()
+    assert (inp.type, inp.shape) == ("tensor(uint8)", [1, *FRAME, 3])
+    assert (out.type, out.shape) == ("tensor(uint8)", [1, *FRAME])
+    info = read_onnx_info(bgr8_onnx)
+    assert (info.input_format, info.frame_size, info.input_size, info.output_size) == ("bgr8", FRAME, (64, 128), FRAME)
+    assert info.input_shape(2) == (2, *FRAME, 3) and info.input_dtype == "uint8"
+
+
+def test_bgr8_preprocessing_is_cv2_inter_linear_then_normalize(bgr8_onnx, tmp_path):
+    """The graph's network input equals the host path's: cv2.resize INTER_LINEAR (half-pixel, no antialias),
+    BGR->RGB, (x - mean) / std. Against cv2 on float pixels it is exact to float rounding; against today's
+    uint8 host path it differs by cv2's fixed-point uint8 resize (11-bit weights, rounding to uint8): under
+    one grey level (0.69 here)."""
+    import onnx
+    import onnxruntime as ort
+
+    from pspnet_trt.deploy import read_onnx_info
+    from pspnet_trt.preprocess import make_batch, normalize
+
+    info = read_onnx_info(bgr8_onnx)
+    probe = _with_output(bgr8_onnx, _network_input(onnx.load(str(bgr8_onnx))), tmp_path / "probe.onnx")
+    frame = _image(FRAME)
+    got = ort.InferenceSession(str(probe)).run(None, {"images": frame[None]})[1][0]
+    h, w = info.input_size
+    float_resized = cv2.resize(frame.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    x = float_resized[..., ::-1]
+    exact = ((x - np.asarray(info.normalization.mean, np.float32)) / np.asarray(info.normalization.std, np.float32))
+    assert np.abs(got - exact.transpose(2, 0, 1)).max() < 1e-4
+    host = make_batch([frame], info.input_size, info.normalization)[0]
+    assert 0 < np.abs(got - host).max() < 1.0 / max(info.normalization.std)
+    # a frame of the network size: no resize at all, identical to the host path
+    same = normalize(_image(info.input_size), info.normalization)
+    assert same.shape == (3, h, w)
+
+
+def test_bgr8_labels_match_host_path(tiny_model, tiny_info, tmp_path):
+    """frame_upsample='labels' at frame size == input size is the normalized graph fed by the host path."""
+    import onnxruntime as ort
+
+    from pspnet_trt.preprocess import make_batch
+
+    frame = _image((64, 128), 3)
+    raw = _export(tiny_model, tiny_info, tmp_path, "same", input_format="bgr8", frame_size=(64, 128),
+                  frame_upsample="labels")
+    ref = _export(tiny_model, tiny_info, tmp_path, "ref")
+    got = ort.InferenceSession(str(raw)).run(None, {"images": frame[None]})[0]
+    want = ort.InferenceSession(str(ref)).run(None, {"images": make_batch([frame], (64, 128), tiny_info.normalization)})[0]
+    assert got.dtype == np.uint8 and got.shape == (1, 64, 128)
+    assert (got == want).mean() >= 0.999
+
+
+def test_pixels_format_normalizes_in_graph(tiny_model, tiny_info, tmp_path):
+    import onnxruntime as ort
+
+    from pspnet_trt.preprocess import make_batch, pixels_batch
+
+    pix = _export(tiny_model, tiny_info, tmp_path, "pix", input_format="pixels")
+    ref = _export(tiny_model, tiny_info, tmp_path, "ref")
+    frames = [_image((64, 128), 5)]
+    s = ort.InferenceSession(str(pix))
+    assert (s.get_inputs()[0].type, s.get_inputs()[0].shape) == ("tensor(float)", [1, 3, 64, 128])
+    got = s.run(None, {"images": pixels_batch(frames, (64, 128), tiny_info.normalization)})[0]
+    want = ort.InferenceSession(str(ref)).run(None, {"images": make_batch(frames, (64, 128), tiny_info.normalization)})[0]
+    assert (got == want).mean() >= 0.9999
+
+
+def test_fp16_graph_keeps_preprocessing_fp32(tiny_model, tiny_info, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from pspnet_trt.export import export_onnx
+
+    path = export_onnx(tiny_model, tiny_info.with_(output="labels", input_format="bgr8", frame_size=FRAME),
+                       tmp_path / "fp16.onnx", precision="fp16")
+    m = onnx.load(str(path))
+    inits = {i.name: i.data_type for i in m.graph.initializer}
+    pre = [n for n in m.graph.node if n.name.startswith("/preprocess/")]
+    assert {n.op_type for n in pre} >= {"Cast", "Transpose", "Resize", "Sub", "Div"}
+    for n in pre:  # mean/std constants stay FP32
+        assert all(inits[i] != onnx.TensorProto.FLOAT16 for i in n.input if i in inits), n.name
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(m).graph.value_info}
+    compute = [n for n in pre if n.op_type in ("Transpose", "Slice", "Resize", "Sub", "Div")]
+    assert all(types[o] == onnx.TensorProto.FLOAT for n in compute for o in n.output if o in types)
+    assert {types[n.output[0]] for n in m.graph.node if n.op_type == "Resize" and n in pre} == {onnx.TensorProto.FLOAT}
+    first_conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    assert inits[first_conv.input[1]] == onnx.TensorProto.FLOAT16
+    out = ort.InferenceSession(str(path)).run(None, {"images": _image(FRAME)[None]})[0]
+    assert out.shape == (1, *FRAME) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"input_format": "bgr8"}, "--frame-size"),
+    ({"input_format": "normalized", "frame_size": (96, 160)}, "--frame-size is for"),
+    ({"input_format": "bgr8", "frame_size": (96, 160), "output": "logits"}, "drop --output"),
+    ({"input_format": "rgb"}, "--input-format must be"),
+])
+def test_raw_frame_options_errors(kwargs, needle):
+    from pspnet_trt.errors import UserError
+    from pspnet_trt.export.onnx_export import raw_frame_options
+
+    with pytest.raises(UserError, match=needle):
+        raw_frame_options(**kwargs)
+
+
+def test_segmenter_on_raw_frames(bgr8_onnx, caplog):
+    import onnxruntime as ort
+
+    from pspnet_trt.runtime import Segmenter
+
+    frame = _image(FRAME, 7)
+    want = ort.InferenceSession(str(bgr8_onnx)).run(None, {"images": frame[None]})[0][0]
+    with Segmenter.open(bgr8_onnx) as seg:
+        with caplog.at_level(logging.DEBUG):
+            got = seg.predict(frame)
+        assert not [r for r in caplog.records if "resized on the host" in r.message]
+        np.testing.assert_array_equal(got, want)
+        other = _image((120, 200), 8)
+        with caplog.at_level(logging.DEBUG):
+            labels = seg.predict(other)
+        assert labels.shape == (120, 200) and labels.dtype == np.uint8
+        assert len([r for r in caplog.records if "resized on the host" in r.message]) == 1
+        batch = seg.predict_batch([frame, other])
+        np.testing.assert_array_equal(batch[0], want)
+        np.testing.assert_array_equal(batch[1], labels)
+
+
+def test_segmenter_fills_the_backends_own_input_buffer(bgr8_onnx):
+    """predict_batch writes each frame once, into the buffer the backend hands out (TensorRT: its host
+    staging buffer, so run() copies nothing more on the host)."""
+    from pspnet_trt.runtime import Segmenter
+    from pspnet_trt.runtime.ort import OrtBackend
+
+    class Recording(OrtBackend):
+        def input_buffer(self, batch):
+            self.handed = super().input_buffer(batch)
+            return self.handed
+
+        def run(self, batch):
+            self.got = batch
+            return super().run(batch)
+
+    backend = Recording(bgr8_onnx)
+    frame = _image(FRAME, 9)
+    Segmenter(backend).predict(frame)
+    assert backend.got is backend.handed
+    np.testing.assert_array_equal(backend.got[0], frame)
+
+
+def test_backend_refuses_float_input_for_bgr8(bgr8_onnx):
+    from pspnet_trt.runtime.ort import OrtBackend
+
+    backend = OrtBackend(bgr8_onnx)
+    with pytest.raises(ValueError, match="uint8"):
+        backend.run(np.zeros((1, *FRAME, 3), np.float32))
+    with pytest.raises(ValueError, match="bgr8 batch of shape Nx96x160x3"):
+        backend.run(np.zeros((1, 3, 64, 128), np.uint8))
+
+
+def test_quantize_accepts_raw_frame_graph_with_qdq_where_it_is_today(bgr8_onnx, tiny_onnx, tmp_path):
+    """The INT8 pass calibrates a bgr8 graph on uint8 frames, puts no Q/DQ in the preprocessing, and quantizes
+    the same Conv/Add nodes as for the normalized graph; check_placement accepts it."""
+    import onnx
+
+    from pspnet_trt.quant import (
+        CalibrationList,
+        check_placement,
+        make_calibration_list,
+        qdq_summary,
+        quantize_onnx,
+    )
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "camvid"
+    cal = CalibrationList.read(make_calibration_list("r18_os8_camvid", sample, "train", 2, seed=0,
+                                                     out=tmp_path / "cal.txt"))
+    raw = onnx.load(str(quantize_onnx(bgr8_onnx, cal, tmp_path / "raw_int8.onnx")))
+    ref = onnx.load(str(quantize_onnx(tiny_onnx, cal, tmp_path / "ref_int8.onnx")))
+    check_placement(raw)
+    assert qdq_summary(raw) == qdq_summary(ref)
+    producers = {o: n for n in raw.graph.node for o in n.output}
+    qdq = ("QuantizeLinear", "DequantizeLinear")
+    pre = [n for n in raw.graph.node if n.name.startswith("/preprocess/") and n.op_type not in qdq]
+    assert {n.op_type for n in pre} == {"Cast", "Transpose", "Slice", "Resize", "Sub", "Div"}
+    assert not [n for n in pre for i in n.input if i in producers and producers[i].op_type in qdq]
+    count = [sum(n.op_type in qdq for n in m.graph.node) for m in (raw, ref)]
+    assert count[0] == count[1]  # the first Conv's input Q/DQ reads the preprocessing's output, as it reads `images`
+    import onnxruntime as ort
+
+    out = ort.InferenceSession(str(tmp_path / "raw_int8.onnx")).run(None, {"images": _image(FRAME)[None]})[0]
+    assert out.shape == (1, *FRAME) and out.dtype == np.uint8
+
+
+def test_keep_ratio_letterboxes_and_cuts_labels_back(tiny_onnx, tiny_info):
+    """resize='keep_ratio': a 64x64 image goes into the left 64x64 of the 64x128 input, the rest is the mean
+    colour, and the labels are cut back out; 'stretch' resizes the image to 64x128 instead."""
+    from pspnet_trt.preprocess import make_batch, mean_bgr
+    from pspnet_trt.runtime import Segmenter
+    from pspnet_trt.runtime.ort import OrtBackend
+    from pspnet_trt.runtime.segmenter import default_resize
+
+    image = _image((64, 64), 11)
+    canvas = np.empty((64, 128, 3), np.uint8)
+    canvas[:] = mean_bgr(tiny_info.normalization)
+    canvas[:, :64] = image
+    backend = OrtBackend(tiny_onnx)
+    want = backend.run(make_batch([canvas], (64, 128), tiny_info.normalization))["logits"][0][:, :, :64].argmax(0)
+    got = Segmenter(backend, resize="keep_ratio").predict(image)
+    assert got.shape == (64, 64)
+    np.testing.assert_array_equal(got, want)
+    stretched = Segmenter(backend, resize="stretch").predict(image)
+    assert stretched.shape == (64, 64) and (stretched != got).any()
+    assert default_resize(tiny_info) == "stretch"  # CamVid: tested at its native size (= deploy size)
+    from pspnet_trt.deploy import DeployInfo
+    from pspnet_trt.zoo import get_spec
+
+    assert default_resize(DeployInfo.from_spec(get_spec("r50_os8_voc"))) == "keep_ratio"  # sssegmentation keep_ratio
+    from pspnet_trt.errors import UserError
+
+    with pytest.raises(UserError, match="resize must be one of"):
+        Segmenter(backend, resize="crop")
+
+
+def test_keep_ratio_on_raw_frames(bgr8_onnx):
+    from pspnet_trt.preprocess import letterbox, mean_bgr
+    from pspnet_trt.runtime import Segmenter
+
+    seg = Segmenter.open(bgr8_onnx, resize="keep_ratio")
+    image = _image((48, 160), 12)  # wider than the 96x160 frame: fills the top half
+    canvas, inner = letterbox(image, FRAME, mean_bgr(seg.info.normalization))
+    assert inner == (48, 160)
+    want = seg.backend.run(canvas[None])["labels"][0][:48]
+    np.testing.assert_array_equal(seg.predict(image), want)
+
+
+def test_validator_and_bench_take_raw_frame_artifacts(tiny_model, tiny_info, bgr8_onnx, tiny_onnx):
+    """The validator feeds a bgr8 artifact each image at its frame size (its own input), next to a normalized
+    artifact fed the shared host preprocessing; bench times it on uint8 frames."""
+    from pspnet_trt.bench import measure
+    from pspnet_trt.data import open_dataset
+    from pspnet_trt.runtime.ort import OrtBackend
+    from pspnet_trt.runtime.torch_backend import TorchBackend
+    from pspnet_trt.validate import validate
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "camvid"
+    raw, norm = OrtBackend(bgr8_onnx), OrtBackend(tiny_onnx)
+    report = validate(TorchBackend(tiny_model, tiny_info.with_(output="logits")), [raw, norm],
+                      open_dataset("camvid", sample, "test"), limit=2, progress=False)
+    rows = {r["backend"] + str(i): r for i, r in enumerate(report.rows)}
+    assert len(rows) == 3 and report.images == 2
+    assert report.rows[1]["agreement"] > 50  # same weights: mostly the same labels (random tiny model)
+    latency = measure(raw, iterations=2, warmup=1)
+    assert latency.p50_ms > 0 and latency.batch == 1
