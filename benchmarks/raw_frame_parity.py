@@ -40,10 +40,10 @@ sys.path.insert(0, str(ROOT))
 from pspnet_trt.data import dataset_for_spec  # noqa: E402
 from pspnet_trt.deploy import read_onnx_info  # noqa: E402
 from pspnet_trt.export import export_zoo  # noqa: E402
-from pspnet_trt.sizes import parse_size  # noqa: E402
 from pspnet_trt.files import write_json  # noqa: E402
 from pspnet_trt.metrics import SegMetrics  # noqa: E402
 from pspnet_trt.preprocess import logits_to_labels, make_batch, resize_labels  # noqa: E402
+from pspnet_trt.sizes import parse_size  # noqa: E402
 from pspnet_trt.zoo import get_spec  # noqa: E402
 
 MODES = ("labels", "logits")
