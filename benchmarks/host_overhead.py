@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pspnet_trt.bench import host  # noqa: E402
 from pspnet_trt.export import export_zoo  # noqa: E402
 from pspnet_trt.files import write_json  # noqa: E402
 from pspnet_trt.runtime import Segmenter  # noqa: E402
@@ -152,8 +152,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         rows.append(row)
     return {"benchmark": "host_overhead", "model": args.model, "weights": "random (host work does not depend on them)",
             "threads": args.threads, "rows": rows,
-            "host": {"name": socket.gethostname(), "cpu": platform.processor() or platform.machine(),
-                     "cpus": os.cpu_count(), "note": "2-core machine shared with other jobs"},
+            **host(), "note": "2-core machine shared with other jobs",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import socket
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pspnet_trt.bench import host  # noqa: E402
 from pspnet_trt.data import dataset_for_spec  # noqa: E402
 from pspnet_trt.deploy import read_onnx_info  # noqa: E402
 from pspnet_trt.export import export_zoo  # noqa: E402
@@ -131,17 +131,17 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             info = info or read_onnx_info(files[precision]["normalized"])
             batch = make_batch([sample.image], size, info.normalization)
             logits, labels = sess["normalized"].run(["logits", "labels"], {"images": batch})
-            host = {"labels": resize_labels(labels[0].astype(np.uint8), frame),
+            host_pred = {"labels": resize_labels(labels[0].astype(np.uint8), frame),
                     "logits": logits_to_labels(logits[0], frame)}
-            metrics["host_labels"].update(host["labels"], sample.label)
-            metrics["host_logits"].update(host["logits"], sample.label)
+            metrics["host_labels"].update(host_pred["labels"], sample.label)
+            metrics["host_logits"].update(host_pred["logits"], sample.label)
             for mode in modes:
                 got = sess[mode].run(None, {"images": sample.image[None]})[0][0]
                 metrics[mode].update(got, sample.label)
-                diff = got != host[mode]
+                diff = got != host_pred[mode]
                 same[mode][0] += int((~diff).sum())
                 same[mode][1] += diff.size
-                on_boundary[mode] += int((diff & boundary(host[mode])).sum())
+                on_boundary[mode] += int((diff & boundary(host_pred[mode])).sum())
             if probe is not None:
                 net_in = probe.run(None, {"images": sample.image[None]})[0][0]
                 grey = np.abs(net_in - batch[0]) * np.asarray(info.normalization.std, np.float32)[:, None, None]
@@ -174,8 +174,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "checkpoint": str(ckpt) if ckpt else "RANDOM weights (meaningless mIoU; agreement still a numerics check)",
         "frame_size": list(frame), "input_size": list(size), "split": spec.eval_split, "calib_images": args.calib_images,
         "threads": args.threads, "export_and_quantize_s": round(export_s, 1), "results": results,
-        "host": {"name": socket.gethostname(), "cpu": platform.processor() or platform.machine(),
-                 "cpus": os.cpu_count(), "note": "2-core machine shared with other jobs"},
+        **host(), "note": "2-core machine shared with other jobs",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import socket
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pspnet_trt.bench import host  # noqa: E402
 from pspnet_trt.export import export_zoo  # noqa: E402
 from pspnet_trt.files import write_json  # noqa: E402
 from pspnet_trt.runtime import Segmenter  # noqa: E402
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     return {"benchmark": "stream_fps", "model": "r18_os8_camvid", "input_size": [360, 480], "frame_size": list(frame),
             "checkpoint": args.checkpoint or "random weights", "frames": args.frames, "threads": args.threads,
             "queue": args.queue, "results": rows,
-            "host": {"name": socket.gethostname(), "cpu": platform.processor() or platform.machine(),
-                     "cpus": os.cpu_count(), "note": "2-core machine shared with other jobs"},
+            **host(), "note": "2-core machine shared with other jobs",
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
 
