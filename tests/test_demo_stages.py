@@ -168,4 +168,4 @@ def test_tiny_demo_from_a_start_checkpoint_reports_where_it_started(r18_checkpoi
     assert f"Started from {r18_checkpoint}" in report and "fine-tuned 1 iterations" in report
     assert str(SAMPLE) not in (tmp_path / "work" / "calibration.txt").read_text()
     stamps = sorted(p.name for p in (tmp_path / "work" / "stamps").iterdir())
-    assert stamps == ["export_fp16.json", "export_fp32.json", "quantize.json", "train.json"]
+    assert stamps == ["export_fp16.json", "export_fp16_bgr8.json", "export_fp32.json", "quantize.json", "train.json"]

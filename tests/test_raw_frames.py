@@ -235,7 +235,7 @@ def test_quantize_accepts_raw_frame_graph_with_qdq_where_it_is_today(bgr8_onnx, 
 
     sample = Path(__file__).resolve().parents[1] / "samples" / "camvid"
     cal = CalibrationList.read(make_calibration_list("r18_os8_camvid", sample, "train", 2, seed=0,
-                                                     out=tmp_path / "cal.txt"))
+                                                     out=tmp_path / "cal.txt"), sample)
     raw = onnx.load(str(quantize_onnx(bgr8_onnx, cal, tmp_path / "raw_int8.onnx")))
     ref = onnx.load(str(quantize_onnx(tiny_onnx, cal, tmp_path / "ref_int8.onnx")))
     check_placement(raw)

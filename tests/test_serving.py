@@ -435,5 +435,5 @@ def test_serve_names_the_reason_a_model_fails_to_load(served, tmp_path):
     assert proc.returncode == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert "failed to load 'seg'" in lines[0] and "ONNX Runtime cannot load it" in lines[0]
+    assert "failed to load 'seg'" in lines[0] and "model.onnx is not an ONNX file" in lines[0]
     assert server_processes(f"--http-port {http}") == []

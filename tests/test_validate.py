@@ -467,7 +467,7 @@ def test_cli_calibrate_quantize_mixed_then_validate_int8(cli_setup, tmp_path, ca
     assert main(["calibrate", "--model", SPEC.name, "--data", str(data), "--num-images", "2",
                  "--input-size", "64x96", "--out", str(tmp_path / "c96.txt")]) == 0
     capsys.readouterr()
-    assert main(["quantize", "--onnx", str(onnx_a), "--calibration", str(tmp_path / "c96.txt"),
+    assert main(["quantize", "--onnx", str(onnx_a), "--calibration", str(tmp_path / "c96.txt"), "--data", str(data),
                  "--out", str(tmp_path / "x.onnx")]) == 2
     assert "made for input size 64x96 but" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
 

@@ -84,8 +84,10 @@ class _Reader:
 
 POOL_OPS = ("AveragePool", "GlobalAveragePool", "ReduceMean", "MatMul")  # how export/pools.py lowers the PPM pools
 # ops a PPM branch or the classifier passes through on the way to the Concat / the outputs (first input = data)
+# shape-only ops too: a raw-frame graph's tail is ArgMax -> Cast -> Resize(nearest) -> Squeeze -> Cast
 _PASS_THROUGH = ("Relu", "Clip", "Cast", "BatchNormalization", "Identity", "Dropout", "QuantizeLinear",
-                 "DequantizeLinear", "Resize", "Upsample", "ArgMax", "Softmax")
+                 "DequantizeLinear", "Resize", "Upsample", "ArgMax", "Softmax", "Squeeze", "Unsqueeze", "Reshape",
+                 "Transpose", "Flatten")
 WHY_PPM = "PPM branch 1x1 conv on the pooled bins: a few pixels, INT8 saves nothing"
 WHY_CLASSIFIER = "classifier: logits stay in float so the argmax sees full precision"
 
@@ -97,7 +99,7 @@ def float_by_rule(model: Any) -> Dict[str, str]:
     * PPM branch convs: the Convs on a single-input chain ``pool -> ... -> Resize -> ... -> Concat``,
       where the pool is one of :data:`POOL_OPS` (AveragePool, or the MatMul pair of a non-uniform pool);
     * the classifier: the last Conv on the chain back from each graph output through
-      Resize / ArgMax / Cast (and Q/DQ, FP16-island Casts).
+      Resize / ArgMax / Cast / shape-only ops (and Q/DQ, FP16-island Casts).
 
     Works on the FP32 export and on a quantized graph alike (Q/DQ and Cast nodes are walked through)."""
     producers = {o: n for n in model.graph.node for o in n.output}
