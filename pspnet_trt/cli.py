@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "pspnet_trt.export.command",
     "pspnet_trt.quant.command",
     "pspnet_trt.trt.command",
+    "pspnet_trt.engine",
     "pspnet_trt.validate.command",
     "pspnet_trt.debug.command",
     "pspnet_trt.runtime.command",

@@ -342,7 +342,7 @@ def engine_plan() -> Tuple[Optional[str], str]:
         cuda.device_info()
     except Exception as e:  # noqa: BLE001  (no GPU, no driver, no cuda-python: all mean "no engines here")
         return f"TensorRT {version} is installed but there is no usable GPU ({e})", "uint8"
-    from .trt.pipeline import labels_dtype
+    from .trt.build import labels_dtype
 
     return None, labels_dtype()
 

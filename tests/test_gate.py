@@ -234,10 +234,10 @@ def fake_build(stand_in=None):
 
 
 def test_engine_without_data_checks_labels_agreement_on_sample_images(cli_records, tmp_path, monkeypatch, capsys):
+    from pspnet_trt.engine import make_engine
     from pspnet_trt.records import read_record
     from pspnet_trt.trt import build as trt_build
     from pspnet_trt.trt.build import BuildConfig
-    from pspnet_trt.trt.pipeline import make_engine
 
     root, ckpt_a, onnx_a, onnx_b = cli_records
     monkeypatch.setattr(trt_build, "build_engine", fake_build())
@@ -267,12 +267,12 @@ def test_engine_quick_validation_compares_like_with_like(cli_records, tmp_path, 
     validate_artifacts does: the same weights agree on every pixel. A logits reference (bilinear to the label
     size, then argmax) does not, which is the bias the old quick validation had."""
     from pspnet_trt.data import open_dataset
+    from pspnet_trt.engine import make_engine
     from pspnet_trt.records import read_record
     from pspnet_trt.runtime.ort import OrtBackend
     from pspnet_trt.runtime.torch_backend import TorchBackend
     from pspnet_trt.trt import build as trt_build
     from pspnet_trt.trt.build import BuildConfig
-    from pspnet_trt.trt.pipeline import make_engine
     from pspnet_trt.validate import validate
 
     root, ckpt_a, onnx_a, _ = cli_records

@@ -466,12 +466,23 @@ def test_runtime_does_not_import_the_build_layer_and_trt_does_not_import_quant()
             assert not (module == "pspnet_trt.trt" and name == "build"), path.name
             for stage in ("quant", "export", "validate", "train", "demo"):
                 assert not module.startswith(f"pspnet_trt.{stage}"), f"{path.name} imports {module}"
-    # trt/pipeline.py is `make engine`'s orchestrator (export -> quantize -> build -> check), like demo.py
+    # `make engine`'s orchestrator (export -> quantize -> build -> check) is engine.py, beside demo.py
     for path in sorted((PACKAGE / "trt").glob("*.py")):
-        if path.name == "pipeline.py":
-            continue
         for module, _name in imports_of(path):
-            assert not module.startswith("pspnet_trt.quant"), f"trt/{path.name} imports {module}"
+            for stage in ("quant", "export", "validate", "train", "demo", "engine"):
+                assert not module.startswith(f"pspnet_trt.{stage}"), f"trt/{path.name} imports {module}"
+
+
+def test_opening_the_tensorrt_runtime_does_not_load_the_build_layer():
+    """Not only no direct import: reading a manifest through ``pspnet_trt.trt`` must not load ``trt/build.py``."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pspnet_trt.runtime.tensorrt, pspnet_trt.runtime.segmenter; "
+            "print(sorted(m for m in sys.modules if m.startswith('pspnet_trt.') and "
+            "m.split('.')[1] in ('trt', 'quant', 'export', 'validate', 'train', 'engine', 'demo')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pspnet_trt.trt.build" not in out and "pspnet_trt.quant" not in out, out
 
 
 def test_runtime_and_trt_use_no_private_names_of_other_modules():

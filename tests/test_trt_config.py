@@ -216,7 +216,7 @@ def test_a_timing_cache_that_does_not_fit_is_reported(monkeypatch, tmp_path, cap
 
 
 def test_make_engine_exports_int32_labels_for_tensorrt_8(monkeypatch):
-    from pspnet_trt.trt.pipeline import labels_dtype
+    from pspnet_trt.trt.build import labels_dtype
 
     for version, dtype in (("8.5.2", "int32"), ("8.6.2", "int32"), ("10.3.0", "uint8")):
         monkeypatch.setitem(sys.modules, "tensorrt", recording_tensorrt(version)[0])

@@ -1,10 +1,23 @@
-"""TensorRT engines: build, manifest, version checks. ``tensorrt`` and ``cuda-python`` are imported lazily."""
+"""TensorRT engines: build, manifest, version checks. ``tensorrt`` and ``cuda-python`` are imported lazily.
+
+The names below load on first use (PEP 562), so that ``runtime/`` reading an engine's manifest
+(``trt.manifest``) or using ``trt.cuda`` does not load the build layer."""
 
 from __future__ import annotations
 
-from .build import BuildConfig, build_engine, build_serialized, configure, network_from_onnx, save_engine
-from .manifest import EngineMismatch, Manifest, check_manifest, read_manifest
-from .version import Capabilities, capabilities
+import importlib
+from typing import Any
 
-__all__ = ["BuildConfig", "Capabilities", "EngineMismatch", "Manifest", "build_engine", "build_serialized",
-           "capabilities", "check_manifest", "configure", "network_from_onnx", "read_manifest", "save_engine"]
+_WHERE = {
+    "BuildConfig": "build", "build_engine": "build", "build_serialized": "build", "configure": "build",
+    "network_from_onnx": "build", "save_engine": "build", "labels_dtype": "build",
+    "EngineMismatch": "manifest", "Manifest": "manifest", "check_manifest": "manifest", "read_manifest": "manifest",
+    "Capabilities": "version", "capabilities": "version",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -244,3 +244,14 @@ def build_engine(onnx_path: Union[str, Path], out: Union[str, Path], cfg: BuildC
     log.info("built %s in %.0f s (TensorRT %s, %s, %s)", out, seconds, caps.label, gpu_name,
              "strongly typed" if strongly else "builder flags")
     return save_engine(data, out, manifest)
+
+
+def labels_dtype() -> str:
+    """uint8 labels where the installed TensorRT can cast to them (>= 10), else int32; uint8 without TensorRT."""
+    try:
+        import tensorrt
+    except ImportError:
+        return "uint8"
+    from .version import capabilities
+
+    return "uint8" if capabilities(str(tensorrt.__version__)).uint8_labels else "int32"

@@ -1,4 +1,4 @@
-"""``pspnet-trt build`` (ONNX -> engine) and ``pspnet-trt engine`` (download -> export -> quantize -> build -> check)."""
+"""``pspnet-trt build`` (ONNX -> engine); its build options are shared with ``pspnet-trt engine`` (``engine.py``)."""
 
 from __future__ import annotations
 
@@ -17,25 +17,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--data", help="dataset root the --calibration list's image paths are relative to")
     p.set_defaults(func=_build)
 
-    p = sub.add_parser("engine", help="zoo model -> checked engine: download, export, quantize, build, check",
-                       description="After the build the engine is checked against the PyTorch model and the verdict "
-                                   "recorded in its manifest: with --data, the mIoU gate of `validate` on "
-                                   "--validate-images images; without, labels agreement on the images of "
-                                   "--images-dir (default: samples/) against a threshold per precision (FP32 99.9 %%, "
-                                   "FP16 99 %%, INT8 97 %%). Exit 1 if the check fails.")
-    add_build_options(p)
-    p.add_argument("--model", required=True)
-    p.add_argument("--checkpoint", help="default: the published checkpoint (downloaded once)")
-    p.add_argument("--input-size", help="HxW (default: the zoo's deploy size)")
-    p.add_argument("--data", help="dataset root: calibration (INT8) and a quick mIoU validation")
-    p.add_argument("--images-dir", help="without --data: images for the labels-agreement check (default: samples/)")
-    p.add_argument("--validate-images", type=int, default=20, help="images of the check after the build (20)")
-    p.add_argument("--out-dir", default="engines")
-    from ..export.command import add_input_format_options
-
-    add_input_format_options(p)
-    p.set_defaults(func=_engine)
-
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "fp16", "int8", "best"), default="fp16")
@@ -47,7 +28,7 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=1, help="largest batch of a --dynamic-batch ONNX")
 
 
-def _config(args: argparse.Namespace) -> BuildConfig:
+def build_config(args: argparse.Namespace) -> BuildConfig:
     from .build import BuildConfig
 
     return BuildConfig(precision=args.precision, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
@@ -58,14 +39,5 @@ def _config(args: argparse.Namespace) -> BuildConfig:
 def _build(args: argparse.Namespace) -> int:
     from .build import build_engine
 
-    print(build_engine(args.onnx, args.out, _config(args)))
+    print(build_engine(args.onnx, args.out, build_config(args)))
     return 0
-
-
-def _engine(args: argparse.Namespace) -> int:
-    from .pipeline import make_engine
-
-    return make_engine(args.model, _config(args), checkpoint=args.checkpoint, input_size=args.input_size,
-                       data=args.data, validate_images=args.validate_images, out_dir=args.out_dir,
-                       images_dir=args.images_dir, input_format=args.input_format, frame_size=args.frame_size,
-                       frame_upsample=args.frame_upsample)
