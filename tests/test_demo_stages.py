@@ -93,7 +93,8 @@ def test_demo_config_starts_from_the_shipped_checkpoint_unless_told_otherwise(r1
     monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", r18_checkpoint)
     cfg = DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False)
     assert cfg.start_from == r18_checkpoint and cfg.train_minutes < 8.0 and cfg.lr is not None
-    assert DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=True).train_iters is not None
+    fast = DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=True)
+    assert fast.train_iters is not None and fast.lr == demo.FINETUNE_LR and (fast.crop, fast.batch_size) == ((180, 240), 8)
     scratch = DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False, from_scratch=True)
     assert scratch.start_from is None and scratch.train_minutes == 8.0 and scratch.lr is None
     monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", tmp_path / "absent.pth")
