@@ -1,7 +1,7 @@
 """Issue 15 item 3 (and the frame-upsample choice of item 1): raw-frame (bgr8) ONNX vs the normalised ONNX
 fed by today's host path, on the CamVid test set, for FP32, FP16 and INT8.
 
-    CAMVID_ROOT=... python benchmarks/raw_frame_parity.py --checkpoint /work/wt/ckpt/r18_os8_camvid.pth \
+    CAMVID_ROOT=... python benchmarks/raw_frame_parity.py --checkpoint samples/r18_os8_camvid_camvid.pth \
         [--input-size 240x320] [--limit N] [--precisions fp32 fp16 int8] [--threads 1]
 
 Each test image (360x480) is the camera frame. The network runs at ``--input-size`` (default 240x320, a

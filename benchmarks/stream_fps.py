@@ -1,7 +1,7 @@
 """Issue 15 item 5: `pspnet-trt predict` on a video, pipelined (decode thread -> queue -> inference -> queue ->
 encode thread) vs a plain loop, frames per second on this CPU.
 
-    CAMVID_ROOT=... python benchmarks/stream_fps.py --checkpoint /work/wt/ckpt/r18_os8_camvid.pth [--frames 40]
+    CAMVID_ROOT=... python benchmarks/stream_fps.py --checkpoint samples/r18_os8_camvid_camvid.pth [--frames 40]
 
 The video is made here from the first ``--frames`` CamVid test images (360x480, mp4v, 30 fps); the model is
 r18_os8_camvid at 360x480 exported as a raw-frame (bgr8) ONNX and as today's normalized ONNX, run with ONNX
