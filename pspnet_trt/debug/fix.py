@@ -101,7 +101,9 @@ def fp16_convs(model: Any) -> List[str]:
 def fp32_islands(fp16_model: Any, fp32_model: Any, names: Sequence[str]) -> Any:
     """Copy of ``fp16_model`` with the Convs ``names`` run in FP32: ``Cast(fp32) -> Conv -> Cast(fp16)``,
     with the FP32 weights and bias of the same-named Conv of ``fp32_model``."""
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
+
+    from ..quant.qdq import cast_island
 
     model = copy.deepcopy(fp16_model)
     graph = model.graph
@@ -122,12 +124,7 @@ def fp32_islands(fp16_model: Any, fp32_model: Any, names: Sequence[str]) -> Any:
             init.name = f"{node.name}/fp32_param{k}"
             graph.initializer.append(init)
             island.input[k] = init.name
-        island.input[0], island.output[0] = f"{node.name}/fp32_in", f"{node.name}/fp32_out"
-        nodes += [helper.make_node("Cast", [node.input[0]], [island.input[0]], name=f"{node.name}/CastToFp32",
-                                   to=TensorProto.FLOAT),
-                  island,
-                  helper.make_node("Cast", [island.output[0]], [node.output[0]], name=f"{node.name}/CastToFp16",
-                                   to=TensorProto.FLOAT16)]
+        nodes += cast_island(island, TensorProto.FLOAT, TensorProto.FLOAT16)
     graph.ClearField("node")
     graph.node.extend(nodes)
     used = {i for n in graph.node for i in n.input}

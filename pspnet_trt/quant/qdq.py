@@ -224,7 +224,7 @@ def fp16_islands(model: Any, names: Sequence[str]) -> None:
     with FP16 weights and bias. Raises, changing nothing, if a name is not
     a float Conv with weights of its own."""
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -248,14 +248,23 @@ def fp16_islands(model: Any, names: Sequence[str]) -> None:
             continue
         for p in node.input[1:]:
             inits[p].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(inits[p]).astype(np.float16), p))
-        island = copy.deepcopy(node)
-        island.input[0], island.output[0] = f"{node.name}/fp16_in", f"{node.name}/fp16_out"
-        nodes += [helper.make_node("Cast", [node.input[0]], [island.input[0]], name=f"{node.name}/CastToFp16",
-                                   to=TensorProto.FLOAT16),
-                  island,
-                  helper.make_node("Cast", [island.output[0]], [node.output[0]], name=f"{node.name}/CastToFp32",
-                                   to=TensorProto.FLOAT)]
+        nodes += cast_island(node, TensorProto.FLOAT16, TensorProto.FLOAT)
     _replace_nodes(graph, nodes)
+
+
+def cast_island(node: Any, inner: int, outer: int) -> List[Any]:
+    """``Cast(inner) -> node -> Cast(outer)`` (a copy of ``node`` whose parameters are already of the ``inner``
+    type, e.g. FP16 weights in an FP32 graph, or FP32 weights in an FP16 one): the three nodes that replace it."""
+    from onnx import TensorProto, helper
+
+    tag = {TensorProto.FLOAT: "fp32", TensorProto.FLOAT16: "fp16"}
+    island = copy.deepcopy(node)
+    island.input[0], island.output[0] = f"{node.name}/{tag[inner]}_in", f"{node.name}/{tag[inner]}_out"
+    return [helper.make_node("Cast", [node.input[0]], [island.input[0]], name=f"{node.name}/CastTo{tag[inner].title()}",
+                             to=inner),
+            island,
+            helper.make_node("Cast", [island.output[0]], [node.output[0]], name=f"{node.name}/CastTo{tag[outer].title()}",
+                             to=outer)]
 
 
 def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out: Union[str, Path],
