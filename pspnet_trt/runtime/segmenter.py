@@ -60,7 +60,43 @@ def default_resize(info: DeployInfo) -> str:
     return "keep_ratio" if spec is not None and spec.eval_resize is not None else "stretch"
 
 
-class Segmenter:
+class SegmenterInterface:
+    """What every segmenter offers apps (``Segmenter`` here, ``serving.TritonSegmenter`` over a server): the
+    artifact's metadata (``info``) and ``predict_batch``; the rest follows from those two."""
+
+    @property
+    def info(self) -> DeployInfo:
+        raise NotImplementedError
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def class_names(self) -> Tuple[str, ...]:
+        return self.info.class_names
+
+    @property
+    def palette(self) -> Tuple[Tuple[int, int, int], ...]:
+        return self.info.palette
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.num_classes
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        return self.info.input_size
+
+    def predict(self, image_bgr: np.ndarray) -> np.ndarray:
+        """BGR uint8 image (any size) -> uint8 label map of the same height and width."""
+        return self.predict_batch([image_bgr])[0]
+
+    def overlay(self, image_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """The label map in the artifact's palette blended over the image."""
+        return overlay(image_bgr, labels, self.palette, alpha)
+
+
+class Segmenter(SegmenterInterface):
     def __init__(self, backend: Backend, resize: Optional[str] = None) -> None:
         """``resize``: how an image of another aspect ratio reaches the artifact's fixed input: ``stretch``
         (resize to it), or ``keep_ratio`` (letterbox: resize keeping the ratio into the top-left corner, pad
@@ -87,27 +123,7 @@ class Segmenter:
     def info(self) -> DeployInfo:
         return self.backend.info
 
-    @property
-    def class_names(self) -> Tuple[str, ...]:
-        return self.info.class_names
-
-    @property
-    def palette(self) -> Tuple[Tuple[int, int, int], ...]:
-        return self.info.palette
-
-    @property
-    def num_classes(self) -> int:
-        return self.info.num_classes
-
-    @property
-    def input_size(self) -> Tuple[int, int]:
-        return self.info.input_size
-
     # -- inference -----------------------------------------------------------------------------
-    def predict(self, image_bgr: np.ndarray) -> np.ndarray:
-        """BGR uint8 image (any size) -> uint8 label map of the same height and width."""
-        return self.predict_batch([image_bgr])[0]
-
     def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
         """Several images (sizes may differ) -> one label map each, in each image's size."""
         images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
@@ -160,10 +176,6 @@ class Segmenter:
         if len(chunk) < n:
             batch = np.concatenate([batch, np.repeat(batch[-1:], n - len(chunk), axis=0)])
         return batch, inner
-
-    def overlay(self, image_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-        """The label map in the artifact's palette blended over the image."""
-        return overlay(image_bgr, labels, self.palette, alpha)
 
     def infer_device(self, input_ptr: int, output_ptr: Any, stream: int = 0, batch: Optional[int] = None) -> None:
         """Run on raw CUDA device pointers (the artifact's input in, its outputs out) on ``stream``.

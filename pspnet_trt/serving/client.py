@@ -24,7 +24,8 @@ import numpy as np
 from ..deploy import METADATA_KEY, DeployInfo
 from ..deps import require
 from ..errors import UserError
-from ..preprocess import check_image, logits_to_labels, make_batch, overlay, resize_image, resize_labels
+from ..preprocess import check_image, logits_to_labels, make_batch, resize_image, resize_labels
+from ..runtime.segmenter import SegmenterInterface
 
 NP_DTYPES = {"UINT8": np.uint8, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
              "FP32": np.float32, "BOOL": np.bool_}
@@ -40,7 +41,7 @@ def parse_url(url: str) -> Tuple[str, str]:
     return "http", url.rstrip("/")
 
 
-class TritonSegmenter:
+class TritonSegmenter(SegmenterInterface):
     def __init__(self, url: str, model: str, version: str = "", timeout_s: float = 60.0) -> None:
         self.protocol, self.address = parse_url(url)
         self.model, self.version, self.timeout_s = model, version, timeout_s
@@ -56,7 +57,7 @@ class TritonSegmenter:
         if METADATA_KEY not in params:
             raise UserError(f"model {model!r} on {url} carries no pspnet-trt metadata (config parameter "
                             f"{METADATA_KEY!r}); write its repository with `pspnet-trt triton`")
-        self.info = DeployInfo.from_json(params[METADATA_KEY])
+        self._info = DeployInfo.from_json(params[METADATA_KEY])
         self.max_batch = int(config.get("max_batch_size", 0))
         inp = config["input"][0]
         self.input_name = str(inp["name"])
@@ -76,33 +77,14 @@ class TritonSegmenter:
             return dict(self.client.get_model_config(self.model, self.version))
         return dict(self.client.get_model_config(self.model, self.version, as_json=True)["config"])
 
-    # -- Segmenter's interface ------------------------------------------------------------------
+    # -- Segmenter's interface (class_names, palette, predict, overlay, ...: SegmenterInterface) ------
     @property
-    def class_names(self) -> Tuple[str, ...]:
-        return self.info.class_names
-
-    @property
-    def palette(self) -> Tuple[Tuple[int, int, int], ...]:
-        return self.info.palette
-
-    @property
-    def num_classes(self) -> int:
-        return self.info.num_classes
-
-    @property
-    def input_size(self) -> Tuple[int, int]:
-        return self.info.input_size
-
-    def predict(self, image_bgr: np.ndarray) -> np.ndarray:
-        """BGR uint8 image -> uint8 label map of the same height and width."""
-        return self.predict_batch([image_bgr])[0]
+    def info(self) -> DeployInfo:
+        return self._info
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
         images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
         return [labels for im in images for labels in self._one(im)]
-
-    def overlay(self, image_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-        return overlay(image_bgr, labels, self.palette, alpha)
 
     # -- requests -------------------------------------------------------------------------------
     def _one(self, image: np.ndarray) -> List[np.ndarray]:
