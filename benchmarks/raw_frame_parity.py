@@ -12,7 +12,7 @@ non-integer 1.5x downscale, so the in-graph resize really works). Pairs compared
 * ``logits`` mode: the bgr8 graph with frame_upsample=logits (bilinear scores straight to the frame, then ArgMax)
   vs the normalized graph's logits output brought to the image bilinearly by the host (``logits_to_labels``).
 
-Also: how far the network inputs differ (graph float resize vs cv2's fixed-point uint8 resize) in grey levels,
+Also: how far the network inputs differ (the in-graph resize vs cv2.resize on the uint8 frame) in grey levels,
 and where the labels differ (share of differing pixels on a class boundary of the reference prediction).
 INT8: each graph quantized from its own FP32 twin with the same calibration list (``--calib-images`` train
 images). Writes benchmarks/results/raw_frame_parity_<host>_<date>.json.
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         from pspnet_trt.quant import CalibrationList, make_calibration_list, quantize_onnx
 
         cal = CalibrationList.read(make_calibration_list(args.model, root, spec.train_split, args.calib_images, 0,
-                                                         out=tmp / "cal.txt", input_size=size))
+                                                         out=tmp / "cal.txt", input_size=size), root)
         files["int8"] = {k: quantize_onnx(v, cal, tmp / f"{k}_int8.onnx") for k, v in files["fp32"].items()
                          if k == "normalized" or k in modes_for("int8")}
     export_s = time.perf_counter() - t0
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             }
         if input_diff:
             row["network_input_grey_levels"] = {
-                "what": "|graph float resize - cv2 uint8 fixed-point resize| of the network input, in 0..255 units",
+                "what": "|in-graph resize - cv2.resize of the uint8 frame| of the network input, in 0..255 units",
                 "max": max(input_diff), "mean": float(np.mean(input_mean)),
                 "share_over_half_level_pct": 100.0 * input_over_half[0] / input_over_half[1],
             }

@@ -34,6 +34,9 @@ INPUT_FORMATS = ("normalized", "bgr8", "pixels")
 #   labels: ArgMax at the network size, then nearest upsample of the label map (what the host does for a
 #           labels artifact of the normalized format).
 FRAME_UPSAMPLES = ("logits", "labels")
+# Node-name prefix of a raw-frame graph's in-graph preprocessing (export/deploy_model.py: Preprocess): FP32 in the
+# FP16 graph, no Q/DQ in the INT8 graph.
+PREPROCESS_SCOPE = "/preprocess/"
 
 
 class MetadataError(UserError, ValueError):

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..models import PSPNet
 from ..zoo import Normalization
+from .frame_resize import Cv2LinearResize
 from .pools import FixedAdaptiveAvgPool2d
 
 
@@ -51,11 +52,11 @@ class DeployPPM(nn.Module):
 class Preprocess(nn.Module):
     """In-graph preprocessing of a raw-frame artifact (see ``pspnet_trt.deploy.INPUT_FORMATS``).
 
-    ``bgr8``: uint8 NxFHxFWx3 BGR -> Cast -> Transpose to NCHW -> channel order (Slice, step -1) ->
-    bilinear Resize to the network size (half-pixel centres, no antialias: the sampling of
-    ``cv2.resize(..., INTER_LINEAR)``) -> ``(x - mean) / std`` (Sub, Div: no Add, so the INT8 pass
-    puts no Q/DQ here). The per-channel affine map commutes with bilinear interpolation (its weights
-    sum to 1), so it runs on whichever side of the Resize has fewer pixels.
+    ``bgr8``: uint8 NxFHxFWx3 BGR -> Cast -> ``cv2.resize(..., INTER_LINEAR)`` of the uint8 pixels to the network
+    size, bit for bit, in the frame's NHWC layout, with the channel order folded into its weights (OpenCV's
+    fixed-point arithmetic, :mod:`.frame_resize`; so the network input equals the host path's exactly) ->
+    Transpose to NCHW at the network size -> ``(x - mean) / std`` (Sub, Div: no Add, so the INT8 pass puts no
+    Q/DQ here).
     ``pixels``: float 0..255 Nx3xHxW in the model's channel order -> ``(x - mean) / std``.
     """
 
@@ -68,6 +69,9 @@ class Preprocess(nn.Module):
         self.flip = norm.channel_order == "rgb"
         self.register_buffer("mean", torch.tensor(norm.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(norm.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.resize = None
+        if self.frame_hw is not None and self.frame_hw != self.input_hw:
+            self.resize = Cv2LinearResize(self.frame_hw, self.input_hw, flip=self.flip)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -75,17 +79,12 @@ class Preprocess(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.input_format == "pixels":
             return self.normalize(images)
-        assert self.frame_hw is not None
-        x = images.to(torch.float32).permute(0, 3, 1, 2)
-        if self.flip:
-            x = x.flip(1)
-        if self.frame_hw == self.input_hw:
-            return self.normalize(x)
-        shrink = self.frame_hw[0] * self.frame_hw[1] > self.input_hw[0] * self.input_hw[1]
-        if not shrink:
-            x = self.normalize(x)
-        x = F.interpolate(x, size=self.input_hw, mode="bilinear", align_corners=False, antialias=False)
-        return self.normalize(x) if shrink else x
+        x = images.to(torch.float32)  # N x FH x FW x 3: resized in the frame's layout, channels folded in
+        if self.resize is not None:
+            x = self.resize(x)  # the channel order too
+        elif self.flip:
+            x = x.flip(-1)
+        return self.normalize(x.permute(0, 3, 1, 2))
 
 
 class NearestLabels(nn.Module):

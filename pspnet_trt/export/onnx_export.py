@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple, Union
 
-from ..deploy import METADATA_KEY, DeployInfo
+from ..deploy import METADATA_KEY, PREPROCESS_SCOPE, DeployInfo
 from ..deps import require
 from ..errors import UserError
 from ..files import atomic_path
@@ -37,10 +37,8 @@ FORBIDDEN_OPS = {"Gather", "GatherND", "GatherElements", "Where", "NonZero", "Lo
 # the label output needs no extra cast; see benchmarks/export_parity.py for the agreement figures.
 FP16_KEEP_FP32_OPS = ("ArgMax",)
 LABEL_DTYPES = ("uint8", "int32")
-# Nodes of the in-graph preprocessing of raw-frame artifacts (export/deploy_model.py: Preprocess): they stay
-# FP32 in the FP16 graph (a uint8 frame, the resize and (x - mean) / std are cheap and exact in FP32).
-PREPROCESS_SCOPE = "/preprocess/"
-# ... and so does the nearest upsample of the label map (frame_upsample="labels": ints in a float Resize).
+# Kept FP32 in the FP16 graph: a raw-frame graph's preprocessing (a uint8 frame, OpenCV's integer resize and
+# (x - mean) / std are cheap and exact in FP32) and the nearest upsample of its label map (ints in a float Resize).
 KEEP_FP32_SCOPES = (PREPROCESS_SCOPE, "/label_upsample/")
 # bgr8 graphs: ArgMax at the input size, then nearest to the frame size; chosen by benchmarks/frame_upsample.py
 # (see the README, "Raw-frame artifacts").
@@ -69,13 +67,43 @@ def trace_onnx(model: nn.Module, info: DeployInfo, opset: int = OPSET, labels_dt
             deploy, (dummy,), buffer, dynamo=False, opset_version=opset, input_names=[info.input_name],
             output_names=list(info.output_names), dynamic_axes=dynamic_axes, do_constant_folding=True,
         )
-    graph = onnx.load_from_string(buffer.getvalue())
-    for node in graph.graph.node:  # the frame resize: ONNX's half_pixel (= pytorch_half_pixel for sizes > 1)
-        if node.op_type == "Resize" and node.name.startswith(PREPROCESS_SCOPE):
-            for attr in node.attribute:
-                if attr.name == "coordinate_transformation_mode":
-                    attr.s = b"half_pixel"
-    return graph
+    return drop_cast_round_trips(onnx.load_from_string(buffer.getvalue()))
+
+
+def drop_cast_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
+    """torch traces an integer ``div(..., rounding_mode="trunc")`` as Div -> Cast(INT64) -> Cast(back to the
+    Div's type). Drop such pairs (the in-graph resize's int32 arithmetic), so no INT64 tensor reaches TensorRT."""
+    onnx = require("onnx", "ONNX export")
+    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    consumers: Dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in model.graph.output}
+    rename: Dict[str, str] = {}
+    dropped = set()
+    for a in model.graph.node:
+        to = {x.name: x.i for x in a.attribute}.get("to")
+        if a.op_type != "Cast" or to != onnx.TensorProto.INT64 or a.output[0] in graph_outputs:
+            continue
+        users = consumers.get(a.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Cast" or users[0].output[0] in graph_outputs:
+            continue
+        b = users[0]
+        if {x.name: x.i for x in b.attribute}.get("to") == types.get(a.input[0]) != onnx.TensorProto.INT64:
+            rename[b.output[0]] = a.input[0]
+            dropped.update((a.name, b.name))
+    if not dropped:
+        return model
+    kept = [n for n in model.graph.node if n.name not in dropped]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            while name in rename:
+                name = rename[name]
+            node.input[i] = name
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
 
 
 def simplify(model: onnx.ModelProto) -> onnx.ModelProto:

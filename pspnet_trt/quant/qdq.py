@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..cpu import CpuInfo, cpu_info
-from ..deploy import DeployInfo, read_onnx_info
+from ..deploy import PREPROCESS_SCOPE, DeployInfo, read_onnx_info
 from ..deps import require
 from ..errors import UserError
 from .calibrate import CalibrationList
@@ -304,7 +304,8 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
                  cpu_choice["reduce_range_why"])
     start = time.perf_counter()
     by_rule = excluded_nodes(model)
-    exclude = sorted(set(by_rule) | set(keep_float))
+    preprocess = {n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.name.startswith(PREPROCESS_SCOPE)}
+    exclude = sorted(set(by_rule) | set(keep_float) | preprocess)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_out = Path(tmp) / "q.onnx"
         quantize_static(
@@ -441,12 +442,13 @@ def check_placement(model: Any, target: str = "tensorrt") -> None:
 
 
 def qdq_summary(model: Any) -> Dict[str, Any]:
-    """How many Conv/Add nodes run in INT8: a Conv whose weight, an Add whose inputs come from DequantizeLinear."""
+    """How many of the network's Conv/Add nodes run in INT8: a Conv whose weight, an Add whose inputs come from
+    DequantizeLinear (a raw-frame graph's preprocessing, integer arithmetic, is not counted)."""
     producers = {o: n for n in model.graph.node for o in n.output}
     quantized: Dict[str, int] = {}
     total: Dict[str, int] = {}
     for node in model.graph.node:
-        if node.op_type in QUANTIZED_OPS:
+        if node.op_type in QUANTIZED_OPS and not node.name.startswith(PREPROCESS_SCOPE):
             total[node.op_type] = total.get(node.op_type, 0) + 1
             inputs = node.input[1:2] if node.op_type == "Conv" else node.input
             if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in inputs):
