@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import IO, Any, Iterator, Union
 
@@ -28,6 +29,28 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """Yield a new empty directory beside ``path``; on success it replaces ``path`` whole (whatever was there
+    goes), on an exception it is removed and ``path`` stays as it was. The swap is two renames: a reader sees
+    the old directory or the new one, never a mix (a crash between the renames leaves ``.NAME.*.old``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.{secrets.token_hex(6)}.old"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _new_temporary(path: Path) -> Path:

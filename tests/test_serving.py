@@ -94,6 +94,28 @@ def test_dynamic_batch_onnx_batches_and_python_backend_takes_frames(tiny_model, 
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["dyn", "seg"]
 
 
+def test_rewriting_a_model_dir_replaces_it_whole(tiny_onnx, tmp_path, monkeypatch):
+    """A model dir written again holds only what the new artifact needs (no model.py of an earlier python-backend
+    model beside an onnxruntime_onnx config, no old version), and a failure part-way leaves the old dir as it was."""
+    import pspnet_trt.serving.repository as repository
+
+    (first,) = write_repository([tiny_onnx], tmp_path / "repo", RepoOptions(name="seg", backend="python"))
+    (first / "2").mkdir()
+    (first / "2" / "model.onnx").write_bytes(b"stale")
+    before = sorted(str(p.relative_to(first)) for p in first.rglob("*"))
+    monkeypatch.setattr(repository, "model_readme", lambda *a: 1 / 0)  # fails after the model file is copied
+    with pytest.raises(ZeroDivisionError):
+        write_repository([tiny_onnx], tmp_path / "repo", RepoOptions(name="seg"))
+    assert sorted(str(p.relative_to(first)) for p in first.rglob("*")) == before
+    assert parse_config(first).backend == "python"
+    monkeypatch.undo()
+    (again,) = write_repository([tiny_onnx], tmp_path / "repo", RepoOptions(name="seg"))
+    assert again == first and parse_config(again).platform == "onnxruntime_onnx"
+    assert sorted(str(p.relative_to(again)) for p in again.rglob("*")) == [
+        "1", "1/model.onnx", "README.md", "config.pbtxt", "labels.txt"]
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["seg"]  # no temporary dirs left
+
+
 def test_onnx_io_is_read_with_onnxruntime_where_onnx_is_missing(tiny_onnx, monkeypatch):
     from pspnet_trt.serving import read_artifact
 

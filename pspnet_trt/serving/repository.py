@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..deploy import METADATA_KEY, DeployInfo, read_onnx_info
 from ..errors import UserError
-from ..files import atomic_open, atomic_path
+from ..files import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -312,36 +312,32 @@ def _model_filename(art: ArtifactIO) -> str:
 
 # -- the repository on disk ----------------------------------------------------------------------
 
-def _copy(src: Path, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_open(path, "w") as f:
-        f.write(text)
-
-
 def write_model(artifact: Union[str, Path], out: Union[str, Path], opts: Optional[RepoOptions] = None) -> Path:
-    """One model directory ``out/NAME`` (config.pbtxt, 1/model.*, labels.txt, README.md). Returns it."""
+    """One model directory ``out/NAME`` (config.pbtxt, 1/model.*, labels.txt, README.md). Returns it.
+
+    The directory is built beside its place and swapped in whole: an existing ``out/NAME`` is replaced (no file
+    of an earlier model stays behind for Triton to load), and a failure leaves it as it was."""
     opts = opts or RepoOptions()
     art = read_artifact(artifact)
     name = opts.name or art.path.stem.replace(".", "_")
     cfg = model_config(art, opts, name)
     model_dir = Path(out) / name
-    version = model_dir / "1"
-    version.mkdir(parents=True, exist_ok=True)
-    target = version / _model_filename(art)
-    _copy(art.path, target)
-    if art.kind == "engine":
-        from ..trt.manifest import manifest_path
+    if model_dir.exists():
+        log.info("replacing %s", model_dir)
+    with atomic_dir(model_dir) as tmp:
+        version = tmp / "1"
+        version.mkdir()
+        target = version / _model_filename(art)
+        shutil.copyfile(art.path, target)
+        if art.kind == "engine":
+            from ..trt.manifest import manifest_path
 
-        _copy(manifest_path(art.path), manifest_path(target))
-    if opts.backend == "python":
-        _copy(Path(__file__).with_name("triton_model.py"), version / "model.py")
-    _write_text(model_dir / "labels.txt", "".join(f"{n}\n" for n in art.info.class_names))
-    _write_text(model_dir / "README.md", model_readme(art, cfg))
-    _write_text(model_dir / "config.pbtxt", cfg.to_pbtxt())  # last: a model dir with a config is complete
+            shutil.copyfile(manifest_path(art.path), manifest_path(target))
+        if opts.backend == "python":
+            shutil.copyfile(Path(__file__).with_name("triton_model.py"), version / "model.py")
+        (tmp / "labels.txt").write_text("".join(f"{n}\n" for n in art.info.class_names))
+        (tmp / "README.md").write_text(model_readme(art, cfg))
+        (tmp / "config.pbtxt").write_text(cfg.to_pbtxt())
     log.info("wrote %s (%s, max_batch_size %d)", model_dir, cfg.platform or cfg.backend, cfg.max_batch_size)
     return model_dir
 
