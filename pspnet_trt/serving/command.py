@@ -8,7 +8,8 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("triton", help="Triton model repository from artifacts (tensorrt_plan, onnxruntime_onnx, python)")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx or engine (.engine/.plan with its manifest)")
-    p.add_argument("--out", required=True, help="model repository folder (created; models are added to it)")
+    p.add_argument("--out", required=True, help="model repository folder (created; models are added to it; a model "
+                   "dir of the same name is replaced whole)")
     p.add_argument("--name", help="model name (one artifact; default: the artifact's file name)")
     p.add_argument("--max-batch", type=int, help="max_batch_size (default: 8 where the model can batch, the "
                    "engine profile's maximum for an engine; 0 = no batching)")
