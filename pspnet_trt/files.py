@@ -33,22 +33,35 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: PathLike) -> Iterator[Path]:
-    """Yield a new empty directory beside ``path``; on success it replaces ``path`` whole (whatever was there
-    goes), on an exception it is removed and ``path`` stays as it was. The swap is two renames: a reader sees
-    the old directory or the new one, never a mix (a crash between the renames leaves ``.NAME.*.old``)."""
+    """Yield a new empty directory beside ``path``; on success its files are synced and it replaces ``path``
+    whole (whatever was there goes: a directory, or a file or link, which is unlinked, not followed), on an
+    exception it is removed and ``path`` stays as it was. The swap is two renames: ``path`` is missing only
+    between them, and if the second fails the old one is put back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
     tmp.mkdir()
     try:
         yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         old = None
-        if path.exists():
+        if path.is_symlink() or path.exists():
             old = path.parent / f".{path.name}.{secrets.token_hex(6)}.old"
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)
+            raise
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

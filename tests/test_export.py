@@ -171,3 +171,33 @@ def test_export_refuses_a_batch_below_one_in_one_line(batch, tmp_path):
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().count("\n") == 0 and "--batch" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "b.onnx").exists()
+
+
+def test_cast_round_trip_pass_drops_only_lossless_integer_widenings():
+    """int32 -> INT64 -> int32 (torch's trunc division) goes; float -> INT64 -> float (a truncation) stays."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from pspnet_trt.export.onnx_export import drop_cast_round_trips
+
+    def cast(name, src, dst, to):
+        return helper.make_node("Cast", [src], [dst], name=name, to=to)
+
+    nodes = [helper.make_node("Identity", ["f"], ["f1"], name="f_in"),  # an inner float tensor, typed by inference
+             cast("", "f1", "f64", TensorProto.INT64), cast("", "f64", "f_back", TensorProto.FLOAT),  # unnamed too
+             cast("i_a", "i", "i64", TensorProto.INT64), cast("i_b", "i64", "i_back", TensorProto.INT32),
+             cast("i_c", "i_back", "i64_2", TensorProto.INT64), cast("i_d", "i64_2", "i_back2", TensorProto.INT32),
+             helper.make_node("Identity", ["f_back"], ["f_out"], name="f_id"),
+             helper.make_node("Identity", ["i_back2"], ["i_out"], name="i_id")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("f", TensorProto.FLOAT, [3]),
+                                           helper.make_tensor_value_info("i", TensorProto.INT32, [3])],
+                              [helper.make_tensor_value_info("f_out", TensorProto.FLOAT, [3]),
+                               helper.make_tensor_value_info("i_out", TensorProto.INT32, [3])])
+    model = drop_cast_round_trips(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    onnx.checker.check_model(model)
+    assert [n.name for n in model.graph.node] == ["f_in", "", "", "f_id", "i_id"]  # the float pair stays
+    out = ort.InferenceSession(model.SerializeToString()).run(
+        None, {"f": np.array([2.7, -1.5, 0.4], np.float32), "i": np.array([5, -7, 9], np.int32)})
+    assert out[0].tolist() == [2.0, -1.0, 0.0] and out[1].tolist() == [5, -7, 9]

@@ -70,7 +70,7 @@ def test_bgr8_graph_io_ops_and_metadata(bgr8_onnx):
 def test_bgr8_preprocessing_is_the_host_path_bit_for_bit(bgr8_onnx, tmp_path):
     """The graph's network input equals the host path's exactly: cv2.resize INTER_LINEAR of the uint8 frame
     (OpenCV's fixed-point arithmetic, reproduced in the graph), BGR->RGB, (x - mean) / std. A float bilinear
-    Resize missed it by up to one grey level (0.69 here)."""
+    Resize missed it by up to one grey level (0.69 on this test's frame)."""
     import onnx
     import onnxruntime as ort
 
@@ -116,6 +116,27 @@ def test_in_graph_resize_is_opencv_inter_linear_bit_for_bit(frame_hw, net_hw, tm
                           dynamic_axes={"x": {0: "n"}})
         got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
         assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("frame_upsample", ["labels", "logits"])
+def test_bgr8_with_a_dynamic_batch_exports_static_ops_and_runs_two_frames(tiny_model, tiny_info, tmp_path,
+                                                                         frame_upsample):
+    """--dynamic-batch bgr8 graphs: no Gather/If (the label upsample's squeeze made them; a Shape for the
+    Resize sizes stays, as in every dynamic-batch graph), and a batch of two frames gives each frame's own labels."""
+    import onnx
+    import onnxruntime as ort
+
+    from pspnet_trt.export.onnx_export import FORBIDDEN_OPS
+
+    path = _export(tiny_model, tiny_info.with_(batch=None), tmp_path, "dyn", input_format="bgr8",
+                   frame_size=(37, 53), frame_upsample=frame_upsample)
+    assert not {n.op_type for n in onnx.load(str(path)).graph.node} & (FORBIDDEN_OPS | {"If"})
+    frames = np.stack([_image((37, 53), 7), _image((37, 53), 8)])
+    s = ort.InferenceSession(str(path))
+    both = s.run(None, {"images": frames})[0]
+    assert both.shape == (2, 37, 53) and both.dtype == np.uint8
+    for i in range(2):
+        assert np.array_equal(both[i], s.run(None, {"images": frames[i:i + 1]})[0][0])
 
 
 def test_bgr8_labels_match_host_path(tiny_model, tiny_info, tmp_path):

@@ -116,6 +116,25 @@ def test_rewriting_a_model_dir_replaces_it_whole(tiny_onnx, tmp_path, monkeypatc
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["seg"]  # no temporary dirs left
 
 
+def test_atomic_dir_replaces_a_link_or_file_without_following_it(tmp_path):
+    from pspnet_trt.files import atomic_dir
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep.txt").write_text("not ours")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "seg").symlink_to(target)
+    (repo / "other").write_text("a file")
+    for name in ("seg", "other"):
+        with atomic_dir(repo / name) as tmp:
+            (tmp / "config.pbtxt").write_text("new")
+        assert (repo / name).is_dir() and not (repo / name).is_symlink()
+        assert (repo / name / "config.pbtxt").read_text() == "new"
+    assert (target / "keep.txt").read_text() == "not ours"  # the link's target is untouched
+    assert sorted(p.name for p in repo.iterdir()) == ["other", "seg"]  # no .old/.part left
+
+
 def test_onnx_io_is_read_with_onnxruntime_where_onnx_is_missing(tiny_onnx, monkeypatch):
     from pspnet_trt.serving import read_artifact
 

@@ -26,11 +26,29 @@ from pspnet_trt.trt.manifest import (
 )
 
 
-def recording_tensorrt(version: str, input_shape=(1, 3, 64, 128), timing_cache_fits=True):
+def recording_tensorrt(version: str, input_shape=(1, 3, 64, 128), timing_cache_fits=True, layers=()):
+    """``layers``: (name, output dtype name) of the parsed network's layers."""
     calls = []
     m = types.ModuleType("tensorrt")
     m.__version__ = version
-    m.BuilderFlag = enum.Enum("BuilderFlag", "FP16 INT8 GPU_FALLBACK")
+    m.BuilderFlag = enum.Enum("BuilderFlag", "FP16 INT8 GPU_FALLBACK OBEY_PRECISION_CONSTRAINTS")
+    m.DataType = enum.Enum("DataType", "FLOAT HALF INT8 INT32")
+    m.float32, m.int32 = m.DataType.FLOAT, m.DataType.INT32
+
+    class Layer:
+        def __init__(self, name, dtype):
+            object.__setattr__(self, "name", name)
+            object.__setattr__(self, "num_outputs", 1)
+            object.__setattr__(self, "_dtype", getattr(m, dtype))
+
+        def get_output(self, j):
+            return types.SimpleNamespace(dtype=self._dtype)
+
+        def __setattr__(self, k, v):
+            calls.append(("layer", self.name, k, v.name))
+
+        def set_output_type(self, j, dtype):
+            calls.append(("layer_output_type", self.name, j, dtype.name))
     m.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
     m.MemoryPoolType = enum.Enum("MemoryPoolType", "WORKSPACE")
     m.DeviceType = enum.Enum("DeviceType", "GPU DLA")
@@ -70,8 +88,13 @@ def recording_tensorrt(version: str, input_shape=(1, 3, 64, 128), timing_cache_f
             calls.append(("profile", name, lo, opt, hi))
 
     class Network:
+        num_layers = len(layers)
+
         def get_input(self, i):
             return types.SimpleNamespace(name="images", shape=list(input_shape))
+
+        def get_layer(self, i):
+            return Layer(*layers[i])
 
     class Builder:
         num_DLA_cores = 0
@@ -309,3 +332,26 @@ def test_implicit_calibration_is_refused_for_batches_above_one(monkeypatch, tmp_
     with pytest.raises(UserError, match="batch-1 engines only.*pspnet-trt quantize"):
         run("10.3.0", BuildConfig(precision="int8", calibration=str(cal), max_batch=4), monkeypatch,
             tiny_info.with_(batch=None, precision="int8"), input_shape=(-1, 3, 64, 128))
+
+
+RAW_FRAME_LAYERS = (("/preprocess/Cast", "float32"), ("/preprocess/resize/MatMul", "float32"),
+                    ("/preprocess/resize/Div", "int32"), ("/preprocess/Sub", "float32"),
+                    ("/backbone_net/stem/Conv", "float32"))
+
+
+@pytest.mark.parametrize("precision", ["fp16", "best"])
+def test_weakly_typed_build_keeps_a_raw_frame_graphs_preprocessing_fp32(monkeypatch, precision):
+    """With FP16/INT8 builder flags TensorRT may pick any precision for a layer: the in-graph resize's exact
+    integer sums (up to 255 * 2048, beyond FP16's range) are pinned to FP32; the network is left to the flags."""
+    calls = run("8.6.2", BuildConfig(precision=precision), monkeypatch, layers=RAW_FRAME_LAYERS)
+    pinned = [c for c in calls if c[0] in ("layer", "layer_output_type")]
+    float_pre = ["/preprocess/Cast", "/preprocess/resize/MatMul", "/preprocess/Sub"]
+    assert pinned == [c for n in float_pre for c in (("layer", n, "precision", "FLOAT"),
+                                                      ("layer_output_type", n, 0, "FLOAT"))]
+    assert ("flag", "OBEY_PRECISION_CONSTRAINTS") in calls
+
+
+def test_strongly_typed_build_pins_nothing(monkeypatch):
+    calls = run("10.13.0", BuildConfig(precision="fp16"), monkeypatch, layers=RAW_FRAME_LAYERS)
+    assert not [c for c in calls if c[0] in ("layer", "layer_output_type")]
+    assert ("flag", "OBEY_PRECISION_CONSTRAINTS") not in calls

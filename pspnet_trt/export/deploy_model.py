@@ -97,7 +97,7 @@ class NearestLabels(nn.Module):
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(labels.to(torch.float32), size=self.frame_hw, mode="nearest")
-        return x.squeeze(1).to(self.dtype)
+        return x.reshape(-1, *self.frame_hw).to(self.dtype)  # not squeeze(1): with a dynamic batch that is an If
 
 
 class DeployPSPNet(nn.Module):

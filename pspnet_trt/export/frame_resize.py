@@ -18,8 +18,10 @@ Graph form: no Gather, no Resize, no coordinate arithmetic (nothing depends on h
 coordinate, where the half-pixel mapping of an odd integer downscale lands exactly on source pixels). An axis of
 ``s`` pixels resized to ``d`` is cut into ``g = gcd(s, d)`` blocks of ``p = s / g`` source and ``q = d / g``
 output pixels; every tap of a block's outputs lies in the block or is the adjacent pixel of a neighbour block,
-so a block-local matrix (``p`` (+1 or 2 neighbours) x ``q``, one per block) does a pass as one batched MatMul,
-``p + 2`` multiply-adds per output pixel (2048 -> 1024: 2; 1280 -> 480: 8 (+2)). Rows are selected first (0/1
+so a block-local matrix (``p`` (+1 or 2 neighbours) x ``q``, one per block) does a pass as one batched MatMul.
+The frame stays NHWC, so the column matrix is that matrix with a ``C x C`` channel block per weight: about
+``(p + 2) * C`` multiply-adds per output value (2048 -> 1024: 6; 1280 -> 480: 24). Coprime sizes make ``p`` the
+whole axis (one dense matrix): :class:`Cv2LinearResize` warns when a frame costs over 1 GMAC. Rows are selected first (0/1
 matrices on uint8 values), columns weighted second (integer weights <= 2048 on uint8 values): both MatMuls are
 exact in FP32 and in TF32 (11-bit mantissa), whatever the backend's accumulation order, since every partial
 sum is an integer below 2**24. The rounding is int32 arithmetic (Cast, Div, Mul, Add; all values >= 0, so
@@ -28,6 +30,7 @@ truncating division is the shift).
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Tuple
 
@@ -35,7 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 COEF_SCALE = 2048  # OpenCV's INTER_RESIZE_COEF_SCALE (11 fractional bits)
+WARN_MACS = 1e9  # multiply-adds a frame above which the sizes deserve a second look
 
 
 def linear_taps(src: int, dst: int, clamp: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -128,6 +134,18 @@ class Cv2LinearResize(nn.Module):
         self.register_buffer("col_weights", torch.from_numpy(np.ascontiguousarray(cols)), persistent=False)
         self.register_buffer("b0", torch.from_numpy(b0.astype(np.int32)).view(self.gy, self.qy, 1), persistent=False)
         self.register_buffer("b1", torch.from_numpy(b1.astype(np.int32)).view(self.gy, self.qy, 1), persistent=False)
+        if self.macs() > WARN_MACS:
+            log.warning("resizing %dx%d frames to %dx%d in the graph costs %.1f GMAC a frame (common divisors of the "
+                        "sizes: rows %d, columns %d; the block matrices grow as the divisors shrink): prefer a network "
+                        "size sharing a larger divisor with the frame size", self.sh, self.sw, self.dh, self.dw,
+                        self.macs() / 1e9, self.gy, self.gx)
+
+    def macs(self) -> int:
+        """Multiply-adds of the two MatMuls for one frame."""
+        c, rows = self.channels, (self.sh if self.same_rows else 2 * self.dh)
+        row_pass = 0 if self.same_rows else 2 * self.dh * self.row_select.shape[-1] * self.sw * c
+        col_pass = 0 if self.same_cols else rows * self.gx * self.col_weights.shape[-2] * self.col_weights.shape[-1]
+        return int(row_pass + col_pass)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, (sh, sw), (dh, dw) = self.channels, (self.sh, self.sw), (self.dh, self.dw)

@@ -72,33 +72,40 @@ def trace_onnx(model: nn.Module, info: DeployInfo, opset: int = OPSET, labels_dt
 
 def drop_cast_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
     """torch traces an integer ``div(..., rounding_mode="trunc")`` as Div -> Cast(INT64) -> Cast(back to the
-    Div's type). Drop such pairs (the in-graph resize's int32 arithmetic), so no INT64 tensor reaches TensorRT."""
+    Div's type). Drop such pairs where they are lossless (an 8/16/32-bit integer widened to INT64 and narrowed back:
+    the in-graph resize's int32 arithmetic), so no INT64 reaches TensorRT; a float -> INT64 -> float pair (a
+    truncation) stays."""
     onnx = require("onnx", "ONNX export")
-    types = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    lossless = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
+                onnx.TensorProto.INT32, onnx.TensorProto.UINT32}
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.value_info, *inferred.input, *inferred.output)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
     consumers: Dict[str, list] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     graph_outputs = {o.name for o in model.graph.output}
+
+    def to(node: Any) -> Optional[int]:
+        return next((x.i for x in node.attribute if x.name == "to"), None) if node.op_type == "Cast" else None
+
     rename: Dict[str, str] = {}
-    dropped = set()
+    dropped: set = set()
     for a in model.graph.node:
-        to = {x.name: x.i for x in a.attribute}.get("to")
-        if a.op_type != "Cast" or to != onnx.TensorProto.INT64 or a.output[0] in graph_outputs:
-            continue
         users = consumers.get(a.output[0], [])
-        if len(users) != 1 or users[0].op_type != "Cast" or users[0].output[0] in graph_outputs:
+        if to(a) != onnx.TensorProto.INT64 or a.output[0] in graph_outputs or len(users) != 1:
             continue
         b = users[0]
-        if {x.name: x.i for x in b.attribute}.get("to") == types.get(a.input[0]) != onnx.TensorProto.INT64:
+        if types.get(a.input[0]) in lossless and to(b) == types[a.input[0]] and b.output[0] not in graph_outputs:
             rename[b.output[0]] = a.input[0]
-            dropped.update((a.name, b.name))
+            dropped.update((id(a), id(b)))
     if not dropped:
         return model
-    kept = [n for n in model.graph.node if n.name not in dropped]
+    kept = [n for n in model.graph.node if id(n) not in dropped]
     for node in kept:
         for i, name in enumerate(node.input):
-            while name in rename:
+            while name in rename:  # chained pairs
                 name = rename[name]
             node.input[i] = name
     del model.graph.node[:]

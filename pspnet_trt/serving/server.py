@@ -143,7 +143,7 @@ class TritonServer:
     def _check(self) -> BundledServer:
         if not self.repository.is_dir():
             raise UserError(f"{self.repository}: no such model repository (write one with `pspnet-trt triton`)")
-        if not any((d / "config.pbtxt").is_file() for d in self.repository.iterdir()):
+        if not any((d / "config.pbtxt").is_file() for d in self.repository.iterdir() if not d.name.startswith(".")):
             raise UserError(f"{self.repository} holds no model (no */config.pbtxt); write one with `pspnet-trt triton`")
         ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
         if len(set(ports.values())) != 3:

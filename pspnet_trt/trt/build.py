@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
-from ..deploy import DeployInfo
+from ..deploy import PREPROCESS_SCOPE, DeployInfo
 from ..deps import import_tensorrt
 from ..errors import UserError
 from ..files import atomic_path, sha256_file
@@ -137,6 +137,26 @@ def optimization_profile(builder: trt.Builder, network: trt.INetworkDefinition, 
     return profile
 
 
+def pin_preprocessing(network: trt.INetworkDefinition) -> int:
+    """Weakly typed builds (FP16/INT8 flags let TensorRT pick each layer's precision): keep the float layers of a
+    raw-frame graph's preprocessing in FP32, so its exact integer sums (up to 255 * 2048, beyond FP16's range)
+    stay exact and INT8 calibration leaves them alone. Returns how many layers were pinned."""
+    import tensorrt as trt
+
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if not layer.name.startswith(PREPROCESS_SCOPE) or layer.get_output(0).dtype != trt.float32:
+            continue
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.float32)
+        pinned += 1
+    if pinned:
+        log.info("weakly typed build: %d preprocessing layers pinned to FP32", pinned)
+    return pinned
+
+
 def configure(builder: trt.Builder, network: trt.INetworkDefinition, cfg: BuildConfig, caps: Capabilities,
               strongly_typed: bool, info: Optional[DeployInfo] = None) -> trt.IBuilderConfig:
     """An IBuilderConfig for ``cfg``: workspace, timing cache, optimisation level, DLA, precision."""
@@ -159,8 +179,11 @@ def configure(builder: trt.Builder, network: trt.INetworkDefinition, cfg: BuildC
         if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
             log.warning("timing cache %s does not fit this TensorRT/GPU (or is unreadable): building without it; "
                         "it is rewritten after the build", path)
-    for flag in precision_flags(cfg, caps, strongly_typed, info):
+    flags = precision_flags(cfg, caps, strongly_typed, info)
+    for flag in flags:
         config.set_flag(flag)
+    if flags and pin_preprocessing(network):
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     if cfg.dla_core is not None:
         if builder.num_DLA_cores == 0:
             raise UserError(f"--dla-core given but TensorRT {caps.label} sees no DLA here (DLA exists on Jetson "
