@@ -116,6 +116,15 @@ def test_rewriting_a_model_dir_replaces_it_whole(tiny_onnx, tmp_path, monkeypatc
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["seg"]  # no temporary dirs left
 
 
+def test_two_artifacts_with_one_model_name_are_refused_before_anything_is_written(tiny_onnx, tmp_path):
+    other = tmp_path / "b" / tiny_onnx.name
+    other.parent.mkdir()
+    other.write_bytes(tiny_onnx.read_bytes())
+    with pytest.raises(UserError, match="would both be model"):
+        write_repository([tiny_onnx, other], tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
 def test_atomic_dir_replaces_a_link_or_file_without_following_it(tmp_path):
     from pspnet_trt.files import atomic_dir
 

@@ -312,6 +312,10 @@ def _model_filename(art: ArtifactIO) -> str:
 
 # -- the repository on disk ----------------------------------------------------------------------
 
+def _model_name(path: Path, opts: RepoOptions) -> str:
+    return opts.name or path.stem.replace(".", "_")
+
+
 def write_model(artifact: Union[str, Path], out: Union[str, Path], opts: Optional[RepoOptions] = None) -> Path:
     """One model directory ``out/NAME`` (config.pbtxt, 1/model.*, labels.txt, README.md). Returns it.
 
@@ -319,7 +323,7 @@ def write_model(artifact: Union[str, Path], out: Union[str, Path], opts: Optiona
     of an earlier model stays behind for Triton to load), and a failure leaves it as it was."""
     opts = opts or RepoOptions()
     art = read_artifact(artifact)
-    name = opts.name or art.path.stem.replace(".", "_")
+    name = _model_name(art.path, opts)
     cfg = model_config(art, opts, name)
     model_dir = Path(out) / name
     if model_dir.exists():
@@ -350,6 +354,13 @@ def write_repository(artifacts: Sequence[Union[str, Path]], out: Union[str, Path
         raise UserError("give at least one artifact (.onnx or engine)")
     if opts.name and len(artifacts) > 1:
         raise UserError("--name names one model; with several artifacts each model is named after its file")
+    names: Dict[str, Path] = {}
+    for a in artifacts:
+        name = _model_name(Path(a), opts)
+        if name in names:
+            raise UserError(f"{names[name]} and {a} would both be model {name!r} (named after the file): rename one, "
+                            "or write them with separate `--name`s")
+        names[name] = Path(a)
     return [write_model(a, out, opts) for a in artifacts]
 
 
