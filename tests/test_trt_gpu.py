@@ -65,3 +65,24 @@ def test_engine_runtime_contracts_on_a_real_gpu(tmp_path, tiny_model, tiny_info)
     with pytest.raises(UserError, match="static batch of 1, got 2"):
         backend.infer_device(bufs.device["images"], {n: bufs.device[n] for n in backend.outputs}, bufs.stream, 2)
     backend.close()
+
+
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_raw_frame_engine_resizes_as_cv2_and_matches_onnxruntime(tmp_path, tiny_model, tiny_info, precision):
+    """A bgr8 engine (the in-graph OpenCV resize: batched MatMuls, int32 rounding) against its ONNX on ONNX
+    Runtime, where the resize is bit-exact (tests/test_raw_frames.py): the same labels, frame in, labels out."""
+    import cv2
+
+    from pspnet_trt.export import export_onnx
+    from pspnet_trt.runtime import Segmenter
+    from pspnet_trt.trt import BuildConfig, build_engine
+
+    info = tiny_info.with_(output="labels", input_format="bgr8", frame_size=(96, 160))
+    onnx = export_onnx(tiny_model, info, tmp_path / "raw.onnx", precision=precision)
+    engine = build_engine(onnx, tmp_path / "raw.engine", BuildConfig(precision=precision, timing_cache=None))
+    frame = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8), (0, 0), 2.0)
+    with Segmenter.open(engine) as trt_seg, Segmenter.open(onnx, device="cpu") as ort_seg:
+        ours, ref = trt_seg.predict(frame), ort_seg.predict(frame)
+    assert ours.shape == (96, 160) and ours.dtype == np.uint8
+    assert (ours == ref).mean() > 0.999
