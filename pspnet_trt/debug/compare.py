@@ -3,10 +3,11 @@
 Both graphs run on the same preprocessed images with every intermediate tensor marked as an output
 (Polygraphy's ``ModifyOutputs(outputs=MARK_ALL)`` -> ``SessionFromOnnx`` -> ``OnnxrtRunner``; for an
 engine, ``NetworkFromOnnxPath`` -> ``ModifyNetworkOutputs(MARK_ALL)`` -> ``EngineFromNetwork`` ->
-``TrtRunner``). ``Comparator.run`` runs them and ``Comparator.compare_accuracy`` computes, per tensor
-and image, the L2 distance, the cosine similarity and the maximum absolute difference
-(``L2CompareFunc``, ``CosineSimilarityCompareFunc``, ``SimpleCompareFunc``). We only pool those over
-the images and divide the L2 distance by the reference tensor's norm (relative L2).
+``TrtRunner``). Both runners take one image at a time, and Polygraphy's compare functions
+(``L2CompareFunc``, ``CosineSimilarityCompareFunc``, ``SimpleCompareFunc``) compute, per tensor and image,
+the L2 distance, the cosine similarity and the maximum absolute difference before the next image runs, so
+memory holds one image's tensors, not all of them. We only pool those over the images and divide the L2
+distance by the reference tensor's norm (relative L2).
 
 Tensors are matched by name. Our exporter, the FP16 converter and the quantizer keep the names of the
 reference graph; what they add is mapped or left out, and the report says which:
@@ -268,11 +269,9 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
     onnx = require("onnx", "debug")
     require("polygraphy", "debug")
     from polygraphy.comparator import (
-        Comparator,
         CosineSimilarityCompareFunc,
         IterationResult,
         L2CompareFunc,
-        RunResults,
         SimpleCompareFunc,
     )
     from polygraphy.logger import G_LOGGER
@@ -286,28 +285,29 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
                   else onnx_runner(artifact, "artifact", art_info))
     runners = [onnx_runner(reference, "reference", ref_info), art_runner]
     feeds = [{ref_info.input_name: b} for b in batches]
-    with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
-        results = Comparator.run(runners, data_loader=feeds)
-        # Rename to row keys: each row compares reference[src] with artifact[tensor] under one name.
-        ref_iters, art_iters, ref_norms = [], [], {}  # type: Tuple[List[Any], List[Any], Dict[str, List[float]]]
-        for feed, ref_it, art_it in zip(feeds, results[0][1], results[1][1]):
-            ref_it = {**feed, **ref_it}  # graph inputs too: the INT8 graph rounds the image by a Q/DQ pair
+    funcs = [L2CompareFunc(l2_threshold=math.inf, find_output_func=_strict_find),
+             CosineSimilarityCompareFunc(cosine_similarity_threshold=-1.0, find_output_func=_strict_find),
+             SimpleCompareFunc(atol=math.inf, rtol=math.inf, find_output_func=_strict_find)]
+    l2, cosine, simple = {}, {}, {}  # type: Dict[str, List[Any]], Dict[str, List[Any]], Dict[str, List[Any]]
+    ref_norms: Dict[str, List[float]] = {}
+    # One image at a time through both runners, compared at once and dropped: only per-tensor figures are kept.
+    with G_LOGGER.verbosity(G_LOGGER.CRITICAL), runners[0] as ref_runner, runners[1] as art_runner:
+        for feed in feeds:
+            # graph inputs too: the INT8 graph rounds the image by a Q/DQ pair
+            ref_it, art_it = {**feed, **ref_runner.infer(feed)}, art_runner.infer(feed)
+            # Each row compares reference[src] with artifact[tensor] under one name (its key).
             r_out, a_out = {}, {}
             for key, art_name, _node, _mapping, _ins in rows:
                 src = key.split(" @ ")[0]
                 if src in ref_it and art_name in art_it:
                     r_out[key], a_out[key] = ref_it[src], art_it[art_name]
                     ref_norms.setdefault(key, []).append(float(np.linalg.norm(np.asarray(ref_it[src], np.float64))))
-            ref_iters.append(IterationResult(r_out, runner_name="reference"))
-            art_iters.append(IterationResult(a_out, runner_name="artifact"))
-        renamed = RunResults()
-        renamed.append(("reference", ref_iters))
-        renamed.append(("artifact", art_iters))
-        funcs = [L2CompareFunc(l2_threshold=math.inf, find_output_func=_strict_find),
-                 CosineSimilarityCompareFunc(cosine_similarity_threshold=-1.0, find_output_func=_strict_find),
-                 SimpleCompareFunc(atol=math.inf, rtol=math.inf, find_output_func=_strict_find)]
-        accuracy = Comparator.compare_accuracy(renamed, compare_func=funcs)
-    l2, cosine, simple = (_per_output(acc) for acc in accuracy)
+            ref_iter = IterationResult(r_out, runner_name="reference")
+            art_iter = IterationResult(a_out, runner_name="artifact")
+            for func, store in zip(funcs, (l2, cosine, simple)):
+                for name, res in func(ref_iter, art_iter).items():
+                    store.setdefault(name, []).append(res)
+            del ref_it, art_it, r_out, a_out, ref_iter, art_iter
     out_rows = []
     for key, art_name, node, mapping, ins in rows:
         if key not in l2:
@@ -346,16 +346,6 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
                                "earlier tensors of the same kind: Q/DQ or op type)",
                        "factor": factor, "floor": floor, "precision": precision},
                       unmatched, notes, engine=engine_onnx is not None)
-
-
-def _per_output(acc: Any) -> Dict[str, List[Any]]:
-    """AccuracyResult -> output name -> per-iteration compare results."""
-    out: Dict[str, List[Any]] = {}
-    for iterations in acc.values():
-        for it in iterations:
-            for name, res in it.items():
-                out.setdefault(name, []).append(res)
-    return out
 
 
 def kind_of(row: TensorRow) -> str:

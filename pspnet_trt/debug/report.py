@@ -24,8 +24,8 @@ def markdown(c: Comparison, fix: Optional[Dict[str, Any]] = None) -> str:
     rule = c.rule
     lines = [f"# Layer-wise comparison: {Path(c.artifact).name} vs {Path(c.reference).name}", "",
              f"Artifact precision {c.precision}; {len(c.images)} images; {len(c.rows)} tensors compared "
-             "(Polygraphy: every tensor marked as an output, `Comparator` with L2, cosine and simple compare "
-             "functions).", ""]
+             "(Polygraphy: every tensor marked as an output, its L2, cosine and simple compare functions per "
+             "image).", ""]
     lines += [f"**{summary_line(c)}**", "",
               f"Rule: the first layer (graph order) whose added error `sqrt(relL2^2 - relL2_inputs^2)` exceeds "
               f"{rule['factor']:g} x max(floor {rule['floor']:g} for {rule['precision']}, the median error added by "
