@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_results import results_path
+
 from pspnet_trt.bench import host
 from pspnet_trt.data import dataset_for_spec
 from pspnet_trt.export import export_zoo
@@ -80,7 +82,7 @@ def main() -> int:
         "agreement_with_level_all_pct": {k: round(100 * statistics.mean(v), 4) for k, v in between.items()},
         "seconds_per_image_p50": {k: round(statistics.median(v), 4) for k, v in seconds.items()},
     }
-    out = args.out or ROOT / "benchmarks" / "results" / f"fp16_ort_levels_{host()['host']}_{result['date']}.json"
+    out = results_path("fp16_ort_levels", args.out)
     write_json(out, result)
     print(result)
     print(out)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import socket
 import statistics
 import sys
 import time
@@ -29,6 +28,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_results import results_path  # noqa: E402
 
 from pspnet_trt.bench import host  # noqa: E402
 from pspnet_trt.files import write_json  # noqa: E402
@@ -121,8 +122,7 @@ def main() -> None:
     p.add_argument("--out")
     args = p.parse_args()
     data = run(args)
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
-        f"frame_upsample_{socket.gethostname()}_{datetime.date.today().isoformat()}.json")
+    out = results_path("frame_upsample", args.out)
     write_json(out, data)
     print(out)
 

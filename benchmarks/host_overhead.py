@@ -30,6 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_results import results_path  # noqa: E402
+
 from pspnet_trt.bench import host  # noqa: E402
 from pspnet_trt.export import export_zoo  # noqa: E402
 from pspnet_trt.files import write_json  # noqa: E402
@@ -193,8 +195,7 @@ def main() -> None:
     p.add_argument("--out")
     args = p.parse_args()
     data = preprocess_only(args) if args.preprocess_only else run(args)
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
-        f"host_overhead_{socket.gethostname()}_{datetime.date.today().isoformat()}.json")
+    out = results_path("host_overhead", args.out)
     write_json(out, data)
     print(out)
 

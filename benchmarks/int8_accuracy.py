@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+from bench_results import results_path
 from quantizer_compare import optimizer_check
 
 from pspnet_trt.bench import host
@@ -98,7 +99,7 @@ def main() -> int:
                       for r in report.rows]
     m = {r["backend"]: r["miou"] for r in report.rows}
     result["minus_fp32"] = {k: m[k] - m["fp32"] for k in labels if k != "fp32"}
-    out = ROOT / "benchmarks" / "results" / f"int8_accuracy_{result['host']}_{datetime.date.today()}.json"
+    out = results_path("int8_accuracy")
     write_json(out, result)
     for r in result["rows"]:
         print(r)

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_results import results_path
+
 from pspnet_trt.bench import host, measure
 from pspnet_trt.cpu import from_flags
 from pspnet_trt.data import open_dataset
@@ -128,7 +130,7 @@ def main() -> int:
         result["fake_quant_time_cost"] = latency["int8 fake-quant"] / latency["int8 ort-optimized"]
         for b in backends.values():
             b.close()
-    out = ROOT / "benchmarks" / "results" / f"int8_cpu_{result['host']}_{datetime.date.today()}.json"
+    out = results_path("int8_cpu")
     write_json(out, result)
     for r in result["rows"]:
         print({k: v for k, v in r.items() if k != "numerics"})

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_results import results_path
 
 from pspnet_trt.bench import host
 from pspnet_trt.deploy import DeployInfo
@@ -95,7 +96,7 @@ def peak_rss_mb() -> float:
 
 
 def report(result: dict, suffix: str) -> int:
-    out = ROOT / "benchmarks" / "results" / f"quant_speed{suffix}_{result['host']}_{datetime.date.today()}.json"
+    out = results_path(f"quant_speed{suffix}")
     write_json(out, result)
     print({k: v for k, v in result.items() if k in ("median_ms", "speedup_vs_fp32", "calibration_quantization_s",
                                                     "calibration_images", "peak_rss_mb")})

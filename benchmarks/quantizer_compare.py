@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
+from bench_results import results_path
 
 from pspnet_trt.bench import host, measure
 from pspnet_trt.data import open_dataset
@@ -160,7 +161,7 @@ def main() -> int:
         entry.update({k: rows[name][k] for k in ("miou", "delta", "agreement")})
         backend = OrtBackend(work / f"{name}.onnx", threads=args.threads)
         entry["ort_cpu_ms_p50"] = round(measure(backend, iterations=7, warmup=2).p50_ms, 1)
-    out = ROOT / "benchmarks" / "results" / f"quantizer_compare_{result['host']}_{datetime.date.today()}.json"
+    out = results_path("quantizer_compare")
     write_json(out, result)
     print(f"{'variant':15s} {'mIoU':>7s} {'delta':>7s} {'agree%':>7s} {'quant s':>8s} {'CPU ms':>7s}")
     for name, v in result["variants"].items():

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -35,6 +34,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_results import results_path  # noqa: E402
 
 from pspnet_trt.bench import host  # noqa: E402
 from pspnet_trt.data import dataset_for_spec  # noqa: E402
@@ -196,8 +197,7 @@ def main() -> None:
     p.add_argument("--out", help="JSON path (default: benchmarks/results/raw_frame_parity_<host>_<date>.json)")
     args = p.parse_args()
     data = run(args)
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
-        f"raw_frame_parity_{socket.gethostname()}_{datetime.date.today().isoformat()}.json")
+    out = results_path("raw_frame_parity", args.out)
     write_json(out, data)
     print(out)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +22,8 @@ import cv2
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_results import results_path  # noqa: E402
 
 from pspnet_trt.bench import host  # noqa: E402
 from pspnet_trt.export import export_zoo  # noqa: E402
@@ -79,8 +80,7 @@ def main() -> None:
     p.add_argument("--out")
     args = p.parse_args()
     data = run(args)
-    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
-        f"stream_fps_{socket.gethostname()}_{datetime.date.today().isoformat()}.json")
+    out = results_path("stream_fps", args.out)
     write_json(out, data)
     print(out)
 

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_results import results_path
+
 from pspnet_trt.bench import host
 from pspnet_trt.files import write_json
 from pspnet_trt.sizes import parse_size
@@ -71,7 +73,7 @@ def main() -> int:
         "checkpoint": str(checkpoint), "load_average_end": os.getloadavg()[0],
         "smoke_test": bool(args.limit),
     }
-    out = args.out or ROOT / "benchmarks" / "results" / f"train_budget_{host()['host']}_{date}_{args.minutes:g}min.json"
+    out = results_path("train_budget", args.out, suffix=f"_{args.minutes:g}min")
     write_json(out, result)
     print(json.dumps(result, indent=2))
     print(out)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_results import results_path
 
 from pspnet_trt.bench import host
 from pspnet_trt.data import dataset_for_spec
@@ -146,7 +147,7 @@ def main() -> int:
                 print(f"trainer, {workers} workers: {trainer[f'workers_{workers}']} images/s", flush=True)
         result["trainer_images_per_s"] = trainer
     result["load_average_end"] = os.getloadavg()[0]
-    out = args.out or ROOT / "benchmarks" / "results" / f"train_speed_{result['host']}_{result['date']}.json"
+    out = results_path("train_speed", args.out)
     write_json(out, result)
     print(out)
     return 0

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_results import results_path
+
 from pspnet_trt.bench import host
 from pspnet_trt.checkpoints import save_checkpoint
 from pspnet_trt.deploy import DeployInfo
@@ -63,7 +65,7 @@ def main() -> int:
         "passed": report.passed,
         "rows": [{k: r[k] for k in ("backend", "miou", "delta", "agreement", "images_per_s")} for r in report.rows],
     }
-    out = ROOT / "benchmarks" / "results" / f"validate_speed_{result['host']}_{datetime.date.today()}.json"
+    out = results_path("validate_speed")
     write_json(out, result)
     print(f"{result['seconds']} s (target {TARGET_S} s) for {report.images} images x 3 backends -> {out}")
     for r in result["rows"]:
