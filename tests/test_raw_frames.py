@@ -357,3 +357,15 @@ def test_validator_and_bench_take_raw_frame_artifacts(tiny_model, tiny_info, bgr
     assert report.rows[1]["agreement"] > 50  # same weights: mostly the same labels (random tiny model)
     latency = measure(raw, iterations=2, warmup=1)
     assert latency.p50_ms > 0 and latency.batch == 1
+
+
+def test_in_graph_resize_warns_when_the_sizes_make_it_costly(caplog):
+    """Coprime sizes leave one dense matrix per axis: 1080x1920 -> 473x473 is 13.6 GMAC a frame; 2x is 31 MMAC."""
+    from pspnet_trt.export.frame_resize import Cv2LinearResize
+
+    with caplog.at_level(logging.WARNING, logger="pspnet_trt.export.frame_resize"):
+        cheap = Cv2LinearResize((1024, 2048), (512, 1024))
+        assert not caplog.records and cheap.macs() == 31_457_280
+        costly = Cv2LinearResize((1080, 1920), (473, 473))
+    assert costly.macs() > 13e9
+    assert len(caplog.records) == 1 and "13.6 GMAC" in caplog.text and "rows 1, columns 1" in caplog.text
