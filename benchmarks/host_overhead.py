@@ -110,7 +110,7 @@ def preprocess_only(args: argparse.Namespace) -> Dict[str, Any]:
     import onnx.utils
     import onnxruntime as ort
 
-    from pspnet_trt.deploy import read_onnx_info
+    from pspnet_trt.artifacts import read_onnx_info
     from pspnet_trt.preprocess import make_batch
 
     tmp = Path(tempfile.mkdtemp(prefix="host_overhead_pre_"))

@@ -30,10 +30,11 @@ from pathlib import Path
 
 from bench_results import results_path
 
+from pspnet_trt.artifacts import read_onnx_info
 from pspnet_trt.bench import host, measure
 from pspnet_trt.cpu import from_flags
 from pspnet_trt.data import open_dataset
-from pspnet_trt.deploy import DeployInfo, read_onnx_info
+from pspnet_trt.deploy import DeployInfo
 from pspnet_trt.export import export_onnx, zoo_model
 from pspnet_trt.files import write_json
 from pspnet_trt.quant import CalibrationList, make_calibration_list, quantize_onnx

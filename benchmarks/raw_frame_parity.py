@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench_results import results_path  # noqa: E402
 
+from pspnet_trt.artifacts import read_onnx_info  # noqa: E402
 from pspnet_trt.bench import host  # noqa: E402
 from pspnet_trt.data import dataset_for_spec  # noqa: E402
-from pspnet_trt.deploy import read_onnx_info  # noqa: E402
 from pspnet_trt.export import export_zoo  # noqa: E402
 from pspnet_trt.files import write_json  # noqa: E402
 from pspnet_trt.metrics import SegMetrics  # noqa: E402

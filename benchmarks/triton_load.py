@@ -122,7 +122,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
 
-    from pspnet_trt.deploy import read_onnx_info
+    from pspnet_trt.artifacts import read_onnx_info
     from pspnet_trt.runtime import Segmenter
     from pspnet_trt.serving import read_artifact
 

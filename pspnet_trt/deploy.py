@@ -1,8 +1,8 @@
 """What a deployed artifact must carry so that it can run without the zoo: :class:`DeployInfo`.
 
 Export writes it into the ONNX metadata (key :data:`METADATA_KEY`), the engine build copies it
-into the engine manifest, and :class:`~pspnet_trt.runtime.Segmenter` reads it back. It is the
-single source of every preprocessing number downstream of the zoo.
+into the engine manifest, and every consumer reads it back through :mod:`pspnet_trt.artifacts`. It is
+the single source of every preprocessing number downstream of the zoo.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from .zoo import ModelSpec, Normalization
 
 METADATA_KEY = "pspnet_trt"
 OUTPUT_KINDS = ("labels", "logits", "both")
-PRECISIONS = ("fp32", "fp16", "int8", "best")
+# The precision vocabulary: what an artifact is (DeployInfo.precision), and what a build may ask for (``best``
+# lets TensorRT pick per layer; the engine's manifest then records the precision of its graph).
+ARTIFACT_PRECISIONS = ("fp32", "fp16", "int8")
+BUILD_PRECISIONS = (*ARTIFACT_PRECISIONS, "best")
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "labels")}
 # What the artifact's input tensor holds (DeployInfo.input_format):
@@ -75,6 +78,8 @@ class DeployInfo:
             raise ValueError("frame_size is given for (and only for) input_format 'bgr8'")
         if self.input_format == "bgr8" and self.output != "labels":
             raise ValueError(f"a bgr8 artifact outputs labels at the frame size, not {self.output!r}")
+        if self.precision not in ARTIFACT_PRECISIONS:
+            raise ValueError(f"precision must be one of {ARTIFACT_PRECISIONS}, got {self.precision!r}")
         if self.frame_upsample not in FRAME_UPSAMPLES:
             raise ValueError(f"frame_upsample must be one of {FRAME_UPSAMPLES}, got {self.frame_upsample!r}")
         if len(self.class_names) != len(self.palette):
@@ -189,91 +194,3 @@ def fallback_colour(i: int) -> Tuple[int, int, int]:
         b |= ((i >> 2) & 1) << (7 - bit)
         i >>= 3
     return r, g, b
-
-
-
-def _varint(data: bytes, pos: int) -> Tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-def read_onnx_metadata(path: str | Path) -> Dict[str, str]:
-    """``metadata_props`` of an ONNX file without onnx or onnxruntime (for TensorRT-only installs).
-
-    Walks the top-level protobuf fields of ModelProto and decodes field 14 (StringStringEntryProto
-    entries); everything else, the graph included, is skipped by its length.
-    """
-    data = Path(path).read_bytes()
-    pos, out = 0, {}
-    fields: set[int] = set()
-    if not data:
-        raise ValueError(f"{path} is empty, not an ONNX file: export it again")
-    truncated = ValueError(f"{path} is truncated ({len(data)} bytes; its last field runs past the end of the file): "
-                           "copy or export it again")
-    try:
-        while pos < len(data):
-            tag, pos = _varint(data, pos)
-            field_no, wire = tag >> 3, tag & 7
-            if not 1 <= field_no <= _MODEL_PROTO_MAX_FIELD or (not fields and _FIRST_FIELDS.get(field_no) != wire):
-                raise ValueError(f"field {field_no} of wire type {wire}")
-            fields.add(field_no)
-            if wire == 0:
-                _, pos = _varint(data, pos)
-            elif wire == 2:
-                length, pos = _varint(data, pos)
-                if pos + length > len(data):
-                    raise truncated
-                chunk, pos = data[pos:pos + length], pos + length
-                if field_no == 14:
-                    entry, p = {}, 0
-                    while p < len(chunk):
-                        t, p = _varint(chunk, p)
-                        n, p = _varint(chunk, p)
-                        entry[t >> 3] = chunk[p:p + n].decode()
-                        p += n
-                    out[entry.get(1, "")] = entry.get(2, "")
-            elif wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-                if pos > len(data):
-                    raise truncated
-            else:
-                raise ValueError(f"unexpected wire type {wire}")
-    except IndexError:  # a varint cut off by the end of the file
-        raise truncated from None
-    except (ValueError, UnicodeDecodeError) as e:
-        if e is truncated:
-            raise
-        raise ValueError(f"{path} is not an ONNX file (no ONNX model structure: {e}); pass an exported .onnx") from None
-    if 7 not in fields:
-        raise ValueError(f"{path} is not an ONNX file (it holds no graph); pass an exported .onnx")
-    return out
-
-
-_MODEL_PROTO_MAX_FIELD = 32  # ModelProto's field numbers are 1..26 today; anything far beyond is not ONNX
-# ModelProto fields (number: wire type) that a file can start with; anything else at byte 0 is not ONNX
-_FIRST_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
-
-
-def check_onnx_file(path: str | Path) -> None:
-    """UserError naming ``path`` if it is truncated or not an ONNX file (the cause when a loader fails)."""
-    try:
-        read_onnx_metadata(path)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
-def read_onnx_info(path: str | Path) -> DeployInfo:
-    """The DeployInfo stored in an exported ONNX file (no onnx/onnxruntime needed)."""
-    try:
-        meta = read_onnx_metadata(path)
-    except (OSError, ValueError) as e:
-        raise UserError(str(e)) from None
-    if METADATA_KEY not in meta:
-        raise UserError(f"{path} carries no pspnet-trt metadata (key {METADATA_KEY!r}); export it with `pspnet-trt export`")
-    return DeployInfo.from_json(meta[METADATA_KEY], source=path)

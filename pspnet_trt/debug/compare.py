@@ -38,9 +38,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..deploy import DeployInfo
+from ..deploy import PREPROCESS_SCOPE, DeployInfo
 from ..deps import require
 from ..errors import UserError
+from ..runtime.inference import prepare
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 # int8: one 8-bit rounding of an activation with an entropy-calibrated scale adds 1-4 % relative L2 (step =
 #       amax/127, activations fill a small part of the range, entropy clips the tail; measured: 4.2 % at the
 #       input of stem.3 of the trained r18_os8_camvid at 360x480, 1-2 % elsewhere), so 2 % (x3 = 6 %).
-NOISE_FLOOR = {"fp32": 1e-5, "fp16": 2e-3, "int8": 2e-2, "best": 2e-2}
+NOISE_FLOOR = {"fp32": 1e-5, "fp16": 2e-3, "int8": 2e-2}  # by DeployInfo.precision (ARTIFACT_PRECISIONS)
 FACTOR = 3.5
 # Ops that only select or copy values: they add no rounding; an apparent growth there is the change of the
 # tensor's norm (ReLU drops the negative part), so they are never named and do not set the noise.
@@ -181,7 +182,7 @@ def trt_runner(onnx_path: Path, name: str, precision: str) -> Any:  # pragma: no
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=caps.strongly_typed)
     network = ModifyNetworkOutputs(network, outputs=constants.MARK_ALL)
     weak = not caps.strongly_typed
-    config = CreateConfig(fp16=weak and precision in ("fp16", "best"), int8=weak and precision in ("int8", "best"))
+    config = CreateConfig(fp16=weak and precision == "fp16", int8=weak and precision == "int8")
     return TrtRunner(EngineFromNetwork(network, config=config), name=name)
 
 
@@ -223,14 +224,29 @@ def _value_types(model: Any) -> Dict[str, int]:
 FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16
 
 
+def network_input(art: Any) -> Optional[str]:
+    """The tensor of a raw-frame / pixels graph that its in-graph preprocessing (:data:`PREPROCESS_SCOPE`)
+    hands to the network: the counterpart of a normalized graph's input."""
+    inside = {o for n in art.graph.node if n.name.startswith(PREPROCESS_SCOPE) for o in n.output}
+    for n in art.graph.node:
+        if not n.name.startswith(PREPROCESS_SCOPE):
+            for i in n.input:
+                if i in inside:
+                    return str(i)
+    return None
+
+
 def plan_rows(ref: Any, art: Any) -> Tuple[List[Tuple[str, str, Any, str, List[str]]], List[str]]:
     """Rows to compare, in the artifact's graph order: (row key, artifact tensor, art node, mapping,
-    input row keys). Also the artifact tensors left out."""
+    input row keys). Also the artifact tensors left out. An artifact that preprocesses in its graph (bgr8,
+    pixels) has another input than the reference: its network input stands for the reference's input."""
     ref_types = _value_types(ref)
     ref_tensors = set(_float_tensors(ref)) | {i.name for i in ref.graph.input}
     dqs = dq_map(art)
     rows, unmatched = [], []
-    keys = {i.name: i.name for i in art.graph.input}  # artifact tensor -> row key of its float counterpart
+    # artifact tensor -> row key of its float counterpart
+    inner = network_input(art)
+    keys = {inner: ref.graph.input[0].name} if inner else {i.name: i.name for i in art.graph.input}
     for node in art.graph.node:
         for out in node.output:
             if not out:
@@ -259,10 +275,11 @@ def _strict_find(output_name: str, index: int, iter_result: Any) -> Optional[Lis
     return [output_name] if output_name in iter_result else None
 
 
-def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray], image_names: Sequence[str],
+def compare_layers(reference: Path, artifact: Path, images: Sequence[np.ndarray], image_names: Sequence[str],
                    ref_info: DeployInfo, art_info: DeployInfo, engine_onnx: Optional[Path] = None,
                    factor: float = FACTOR, floor: Optional[float] = None) -> Comparison:
-    """Run both artifacts on ``batches`` (preprocessed 1x3xHxW inputs) and compare every matched tensor.
+    """Run both artifacts on ``images`` (BGR uint8; each runner gets them in its own input format through
+    :func:`pspnet_trt.runtime.inference.prepare`) and compare every tensor both graphs have.
 
     ``engine_onnx``: ``artifact`` is a TensorRT engine built from this ONNX (it is rebuilt with every
     tensor marked, see :func:`trt_runner`)."""
@@ -284,7 +301,9 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
     art_runner = (trt_runner(engine_onnx, "artifact", art_info.precision) if engine_onnx is not None
                   else onnx_runner(artifact, "artifact", art_info))
     runners = [onnx_runner(reference, "reference", ref_info), art_runner]
-    feeds = [{ref_info.input_name: b} for b in batches]
+    def feed(info: DeployInfo, image: np.ndarray) -> Dict[str, np.ndarray]:
+        return {info.input_name: prepare([image], info, batch=info.batch)[0]}
+
     funcs = [L2CompareFunc(l2_threshold=math.inf, find_output_func=_strict_find),
              CosineSimilarityCompareFunc(cosine_similarity_threshold=-1.0, find_output_func=_strict_find),
              SimpleCompareFunc(atol=math.inf, rtol=math.inf, find_output_func=_strict_find)]
@@ -292,9 +311,10 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
     ref_norms: Dict[str, List[float]] = {}
     # One image at a time through both runners, compared at once and dropped: only per-tensor figures are kept.
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL), runners[0] as ref_runner, runners[1] as art_runner:
-        for feed in feeds:
+        for image in images:
             # graph inputs too: the INT8 graph rounds the image by a Q/DQ pair
-            ref_it, art_it = {**feed, **ref_runner.infer(feed)}, art_runner.infer(feed)
+            ref_feed = feed(ref_info, image)
+            ref_it, art_it = {**ref_feed, **ref_runner.infer(ref_feed)}, art_runner.infer(feed(art_info, image))
             # Each row compares reference[src] with artifact[tensor] under one name (its key).
             r_out, a_out = {}, {}
             for key, art_name, _node, _mapping, _ins in rows:
@@ -326,7 +346,7 @@ def compare_layers(reference: Path, artifact: Path, batches: Sequence[np.ndarray
         before = max([errors.get(i, 0.0) for i in r.inputs] or [0.0])
         r.growth = math.sqrt(max(r.rel_l2 ** 2 - before ** 2, 0.0)) if math.isfinite(r.rel_l2) else math.inf
     precision = art_info.precision
-    floor = NOISE_FLOOR.get(precision, NOISE_FLOOR["int8"]) if floor is None else floor
+    floor = NOISE_FLOOR[precision] if floor is None else floor
     first = first_divergence(out_rows, factor, floor)
     notes = []
     if any(" @ " in r.tensor for r in out_rows):

@@ -9,9 +9,10 @@ from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ..deploy import DeployInfo, read_onnx_info
+from ..artifacts import check_file, is_onnx, read_info, read_manifest
+from ..deploy import DeployInfo
 from ..errors import UserError
-from ..preprocess import make_batch, read_image
+from ..preprocess import read_image
 from .compare import FACTOR, Comparison, compare_layers
 from .fix import FixResult, fix_artifact
 from .report import write_report
@@ -23,28 +24,21 @@ PathLike = Union[str, Path]
 
 def _artifact(path: Path, artifact_onnx: Optional[PathLike]) -> Tuple[DeployInfo, Optional[Path]]:
     """DeployInfo of the artifact and, for an engine, the ONNX it was built from."""
-    if not path.is_file():
-        raise UserError(f"artifact {path} does not exist")
-    if path.suffix == ".onnx":
-        return read_onnx_info(path), None
-    if path.suffix in (".engine", ".plan", ".trt"):
-        from ..trt.manifest import read_manifest
-
-        manifest = read_manifest(path)
-        onnx_path = Path(artifact_onnx or manifest.onnx)
-        if not onnx_path.is_file():
-            raise UserError(f"{path} was built from {onnx_path}, which is not here: pass it with --artifact-onnx "
-                            "(every tensor is marked by rebuilding the engine from its ONNX)")
-        return manifest.info, onnx_path
-    raise UserError(f"artifact {path}: expected an .onnx or a TensorRT .engine")
+    if check_file(path) == "onnx":
+        return read_info(path), None
+    manifest = read_manifest(path)
+    onnx_path = Path(artifact_onnx or manifest.onnx)
+    if not onnx_path.is_file():
+        raise UserError(f"{path} was built from {onnx_path}, which is not here: pass it with --artifact-onnx "
+                        "(every tensor is marked by rebuilding the engine from its ONNX)")
+    return manifest.info, onnx_path
 
 
 def _reference(ref: str, checkpoint: Optional[PathLike], art_info: DeployInfo, tmp: Path) -> Path:
     """An ONNX path, or a zoo name exported (FP32, the artifact's input size) with ``checkpoint``."""
     path = Path(ref)
-    if path.suffix == ".onnx":
-        if not path.is_file():
-            raise UserError(f"reference {path} does not exist")
+    if is_onnx(path):
+        check_file(path)
         return path
     from ..export.onnx_export import export_zoo
     from ..zoo import get_spec
@@ -65,7 +59,7 @@ def _check_pair(ref_info: DeployInfo, art_info: DeployInfo, ref: Path, art: Path
 
 def load_images(info: DeployInfo, data: Optional[PathLike], images: int, images_dir: Optional[PathLike],
                 split: Optional[str]) -> Tuple[List[Any], List[np.ndarray], List[str]]:
-    """(labelled samples or [], preprocessed 1x3xHxW batches, names)."""
+    """(labelled samples or [], BGR images, names): each runner gets them in its own input format."""
     if (data is None) == (images_dir is None):
         raise UserError("give the images: --data ROOT [--images N] (labelled, needed by --fix) or --images-dir DIR")
     if images < 1:
@@ -88,7 +82,7 @@ def load_images(info: DeployInfo, data: Optional[PathLike], images: int, images_
         dataset = dataset_for_spec(get_spec(info.model), data, split)
         samples = [dataset[i] for i in range(min(images, len(dataset)))]
         raw, names = [s.image for s in samples], [s.name for s in samples]
-    return samples, [make_batch([im], info.input_size, info.normalization) for im in raw], names
+    return samples, raw, names
 
 
 def debug_artifacts(reference: str, artifact: PathLike, data: Optional[PathLike] = None, images: int = 4,
@@ -107,11 +101,11 @@ def debug_artifacts(reference: str, artifact: PathLike, data: Optional[PathLike]
         raise UserError("--fix rewrites an ONNX: run it on the ONNX the engine was built from, then rebuild the engine")
     with tempfile.TemporaryDirectory() as tmp:
         ref = _reference(reference, checkpoint, art_info, Path(tmp))
-        ref_info = read_onnx_info(ref)
+        ref_info = read_info(ref)
         _check_pair(ref_info, art_info, ref, art)
-        samples, batches, names = load_images(art_info, data, images, images_dir, split)
-        log.info("comparing %s with %s on %d images (every tensor marked)", art, ref, len(batches))
-        comparison = compare_layers(ref, art, batches, names, ref_info, art_info, engine_onnx=engine_onnx,
+        samples, raw, names = load_images(art_info, data, images, images_dir, split)
+        log.info("comparing %s with %s on %d images (every tensor marked)", art, ref, len(raw))
+        comparison = compare_layers(ref, art, raw, names, ref_info, art_info, engine_onnx=engine_onnx,
                                     factor=factor)
         fix = None
         if fix_budget is not None:

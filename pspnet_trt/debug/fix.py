@@ -189,7 +189,7 @@ def fix_artifact(comparison: Comparison, reference: Path, artifact: Path, art_in
 def _int8_maker(art_model: Any, art_info: Any, reference: Path, calibration: Optional[Path],
                 data_root: Optional[Path], tmp: Path,
                 float_dtype: Optional[str]) -> Tuple[Callable[[Sequence[str], Path], Path], List[str], str, str]:
-    from ..deploy import read_onnx_info
+    from ..artifacts import read_onnx_info
     from ..quant.calibrate import CalibrationList
     from ..quant.qdq import quantize_onnx
 

@@ -3,7 +3,9 @@ each backend imports its engine (onnxruntime, tensorrt, torch) when it is opened
 
 from __future__ import annotations
 
-from .backend import Backend, open_backend
+from .backend import Backend
+from .factory import open_backend
+from .inference import predict_images
 from .segmenter import Segmenter
 
-__all__ = ["Backend", "Segmenter", "open_backend"]
+__all__ = ["Backend", "Segmenter", "open_backend", "predict_images"]

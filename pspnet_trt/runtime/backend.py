@@ -11,20 +11,22 @@ the artifact's own label type: TensorRT 8.x engines write int32, see :func:`as_u
 from __future__ import annotations
 
 import abc
-from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from ..deploy import DeployInfo
-from ..errors import UserError
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 class Backend(abc.ABC):
     name: str = "backend"
     info: DeployInfo
+    # The largest batch one ``run`` takes when ``info.batch`` is None (dynamic): None = no known limit (an ONNX);
+    # a dynamic engine's optimisation profile max; a Triton model's max_batch_size.
+    max_batch: Optional[int] = None
+    # A bgr8 backend that takes frames of any size, one per call (the Triton Python model's ``frames`` input):
+    # the inference door sends each image as it is instead of resizing it to ``info.frame_size``.
+    any_frame_size: bool = False
 
     @abc.abstractmethod
     def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
@@ -64,27 +66,3 @@ def as_uint8_labels(labels: np.ndarray) -> np.ndarray:
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         labels = np.where((labels < 0) | (labels > 255), 255, labels)
     return labels.astype(np.uint8)
-
-
-def open_backend(source: Union[str, Path], device: str = "auto", checkpoint: Optional[Union[str, Path]] = None,
-                 **kwargs: Any) -> Backend:
-    """A backend for ``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``) or a zoo name.
-    ``device``: auto, cpu, cuda or cuda:N; ``auto`` is resolved per artifact (see :mod:`.device`)."""
-    path = Path(source)
-    if path.suffix == ".onnx":
-        from .ort import OrtBackend
-
-        return OrtBackend(path, device=device, **kwargs)
-    if path.suffix in ENGINE_SUFFIXES:
-        from .tensorrt import TensorRTBackend
-
-        return TensorRTBackend(path, device=device, **kwargs)
-    from ..zoo import ZOO
-
-    if str(source) in ZOO:
-        from .torch_backend import TorchBackend
-
-        return TorchBackend.from_zoo(str(source), checkpoint=checkpoint, device=device, **kwargs)
-    if path.exists():
-        raise UserError(f"{path}: unknown artifact type; expected .onnx, {'/'.join(ENGINE_SUFFIXES)} or a zoo name")
-    raise UserError(f"{source}: no such file and not a zoo name (see `pspnet-trt zoo`)")

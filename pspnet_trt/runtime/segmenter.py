@@ -23,18 +23,10 @@ import numpy as np
 
 from ..deploy import DeployInfo
 from ..errors import UserError
-from ..preprocess import (
-    RESIZE_MODES,
-    check_image,
-    fill_frame,
-    input_batch,
-    letterbox,
-    logits_to_labels,
-    mean_bgr,
-    overlay,
-    resize_labels,
-)
-from .backend import Backend, as_uint8_labels, open_backend
+from ..preprocess import overlay
+from .backend import Backend
+from .factory import open_backend
+from .inference import check_resize, predict_images
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +94,7 @@ class Segmenter(SegmenterInterface):
         (resize to it), or ``keep_ratio`` (letterbox: resize keeping the ratio into the top-left corner, pad
         with the mean colour, cut the labels back out). Default: :func:`default_resize` of the zoo entry."""
         self.backend = backend
-        self.resize = resize or default_resize(backend.info)
-        if self.resize not in RESIZE_MODES:
-            raise UserError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+        self.resize = check_resize(resize or default_resize(backend.info))
         self._lock = threading.Lock()
 
     @classmethod
@@ -125,57 +115,9 @@ class Segmenter(SegmenterInterface):
 
     # -- inference -----------------------------------------------------------------------------
     def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
-        """Several images (sizes may differ) -> one label map each, in each image's size."""
-        images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
-        step = self.info.batch or max(len(images), 1)
-        results: List[np.ndarray] = []
-        for start in range(0, len(images), step):
-            chunk = images[start:start + step]
-            batch, inner = self._batch(chunk)
-            with self._lock:
-                out = self.backend.run(batch)
-            if "labels" in out:  # uint8 from every backend (TensorRT 8.x engines write int32)
-                out["labels"] = as_uint8_labels(out["labels"])
-            for i, image in enumerate(chunk):
-                size = image.shape[:2]
-                h, w = inner[i]  # the image's part of the output (all of it unless letterboxed)
-                if "logits" in out:  # bilinear logits to the image size, then argmax (sssegmentation's way)
-                    results.append(logits_to_labels(out["logits"][i][:, :h, :w], size))
-                else:
-                    results.append(resize_labels(out["labels"][i][:h, :w], size))
-        return results
-
-    def _batch(self, chunk: Sequence[np.ndarray]) -> Tuple[np.ndarray, List[Tuple[int, int]]]:
-        """The backend input for ``chunk`` (padded to a static batch with the last image) and, per image, the
-        (H, W) of the output that belongs to it. A raw-frame (bgr8) artifact: each frame is copied once, into
-        the backend's own input buffer (no host preprocessing; a frame of another size is resized on the host
-        first, with a debug line)."""
-        n = self.info.batch or len(chunk)
-        padded = list(chunk) + [chunk[-1]] * (n - len(chunk))
-        box = self.info.frame_size if self.info.raw_frames else self.input_size
-        assert box is not None
-        keep = self.resize == "keep_ratio"
-        if self.info.raw_frames:
-            batch = self.backend.input_buffer(n)
-            inner = []
-            for i, image in enumerate(padded):
-                if keep and image.shape[:2] != box:
-                    log.debug("frame %dx%d letterboxed on the host into the artifact's frame size %dx%d",
-                              *image.shape[:2], *box)
-                    inner.append(letterbox(image, box, mean_bgr(self.info.normalization), out=batch[i])[1])
-                else:
-                    fill_frame(batch[i], image)
-                    inner.append(box)
-            return batch, inner[:len(chunk)]
-        if keep:
-            boxed = [letterbox(im, box, mean_bgr(self.info.normalization)) for im in chunk]
-            chunk, inner = [b[0] for b in boxed], [b[1] for b in boxed]
-        else:
-            inner = [box] * len(chunk)
-        batch = input_batch(chunk, self.info)
-        if len(chunk) < n:
-            batch = np.concatenate([batch, np.repeat(batch[-1:], n - len(chunk), axis=0)])
-        return batch, inner
+        """Several images (sizes may differ) -> one label map each, in each image's size (in chunks of the
+        artifact's batch: a static batch padded, a dynamic one up to its max; see :mod:`.inference`)."""
+        return predict_images(self.backend, images, self.resize, lock=self._lock)
 
     def infer_device(self, input_ptr: int, output_ptr: Any, stream: int = 0, batch: Optional[int] = None) -> None:
         """Run on raw CUDA device pointers (the artifact's input in, its outputs out) on ``stream``.

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
-from ..deploy import PREPROCESS_SCOPE, DeployInfo
+from ..deploy import BUILD_PRECISIONS, PREPROCESS_SCOPE, DeployInfo
 from ..deps import import_tensorrt
 from ..errors import UserError
 from ..files import atomic_path, sha256_file
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "fp16", "int8", "best")
 
 
 @dataclass
@@ -46,8 +45,8 @@ class BuildConfig:
     max_batch: int = 1  # largest batch of a dynamic-batch ONNX (its optimization profile)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise UserError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in BUILD_PRECISIONS:
+            raise UserError(f"precision must be one of {BUILD_PRECISIONS}, got {self.precision!r}")
         if self.opt_level is not None and not 0 <= self.opt_level <= 5:
             raise UserError(f"--opt-level must be 0..5, got {self.opt_level}")
         if self.max_batch < 1:
@@ -238,7 +237,7 @@ def save_engine(data: bytes, out: Union[str, Path], manifest: Manifest) -> Path:
 
 def build_engine(onnx_path: Union[str, Path], out: Union[str, Path], cfg: BuildConfig) -> Path:
     """ONNX from `pspnet-trt export`/`quantize` -> engine + manifest at ``out``."""
-    from ..deploy import read_onnx_info
+    from ..artifacts import read_onnx_info
     from .cuda import device_info
 
     trt = import_tensorrt()  # a clear message if it is missing

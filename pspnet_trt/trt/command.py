@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from ..deploy import BUILD_PRECISIONS
+
 if TYPE_CHECKING:
     from .build import BuildConfig
 
@@ -19,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8", "best"), default="fp16")
+    p.add_argument("--precision", choices=BUILD_PRECISIONS, default="fp16")
     p.add_argument("--workspace-gb", type=float, default=2.0)
     p.add_argument("--timing-cache", default="engines/timing.cache", help="persistent timing cache")
     p.add_argument("--opt-level", type=int, help="builder optimisation level 0-5")

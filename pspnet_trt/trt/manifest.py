@@ -9,17 +9,18 @@ loading compares the manifest with the running TensorRT and GPU *before* deseria
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Optional, Union
 
-from ..deploy import DeployInfo, json_problem
+from ..artifacts import Manifest, manifest_path, read_manifest
 from ..errors import UserError
 from ..files import write_json
 from .version import same_engine_version
 
+__all__ = ["EngineMismatch", "GpuInfo", "Manifest", "check_engine_file", "check_manifest", "manifest_path",
+           "read_manifest", "write_manifest"]
 log = logging.getLogger(__name__)
 
 
@@ -33,62 +34,10 @@ class GpuInfo:
     compute_capability: str  # "8.7"
 
 
-@dataclass
-class Manifest:
-    deploy: Dict[str, Any]  # DeployInfo.to_dict() of the ONNX it was built from
-    tensorrt_version: str
-    gpu: Dict[str, str]
-    precision: str
-    input_name: str
-    input_shape: List[int]
-    outputs: List[str]
-    onnx: str
-    onnx_sha256: str
-    engine_sha256: str = ""  # of the engine file this manifest was written with ("" = older pspnet-trt)
-    engine_bytes: int = 0
-    build_flags: Dict[str, Any] = field(default_factory=dict)
-    build_seconds: float = 0.0
-    validation: Optional[Dict[str, Any]] = None  # the latest verdict of `validate` / `engine` (pspnet_trt.records)
-
-    @property
-    def info(self) -> DeployInfo:
-        return DeployInfo.from_dict(self.deploy)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> Manifest:
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise UserError(f"invalid engine manifest ({e})") from None
-
-
-def manifest_path(engine: Union[str, Path]) -> Path:
-    return Path(f"{engine}.json")
-
-
 def write_manifest(engine: Union[str, Path], manifest: Manifest) -> Path:
     path = manifest_path(engine)
     write_json(path, manifest.to_dict())
     return path
-
-
-def read_manifest(engine: Union[str, Path]) -> Manifest:
-    path = manifest_path(engine)
-    if not path.is_file():
-        raise UserError(f"{engine} has no manifest ({path}); engines built by `pspnet-trt build` carry one. "
-                        "Rebuild it with `pspnet-trt build --onnx MODEL.onnx --out ...`")
-    text = path.read_text()
-    try:
-        manifest = Manifest.from_dict(json.loads(text))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is {json_problem(e, text)} ({e}); rebuild the engine") from None
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
-    DeployInfo.from_dict(manifest.deploy, source=path)  # unreadable metadata: one line naming the manifest
-    return manifest
 
 
 def check_engine_file(manifest: Manifest, data: bytes, engine: Union[str, Path]) -> None:

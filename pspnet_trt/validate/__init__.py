@@ -34,7 +34,6 @@ from .inference import (
     MODES,
     ValidationError,
     default_stride,
-    output_to_labels,
     predict,
     predict_slide,
     predict_whole,
@@ -45,7 +44,7 @@ from .report import bar_chart, markdown, write_report
 
 __all__ = [
     "MODES", "BackendResult", "ValidationError", "ValidationReport", "bar_chart", "check_comparable", "check_info",
-    "default_stride", "markdown", "open_artifacts", "open_reference", "output_to_labels", "predict", "predict_slide",
+    "default_stride", "markdown", "open_artifacts", "open_reference", "predict", "predict_slide",
     "predict_whole", "reference_output", "slide_logits", "slide_windows", "validate", "validate_artifacts",
     "write_records", "write_report",
 ]

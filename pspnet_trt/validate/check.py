@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..metrics import Agreement
 from ..runtime.backend import Backend
 from .core import check_comparable, open_artifacts, open_reference, validate_artifacts
-from .inference import ValidationError, output_to_labels, run_batch, whole_batch
+from .inference import ValidationError, predict_whole
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 def agreement_threshold(precision: str) -> float:
-    """The agreement threshold (%) of an artifact of ``precision`` (``best`` and unknown: INT8's, the lowest)."""
-    return AGREEMENT_THRESHOLDS.get(precision, min(AGREEMENT_THRESHOLDS.values()))
+    """The agreement threshold (%) of an artifact of ``precision`` (one of ``ARTIFACT_PRECISIONS``)."""
+    return AGREEMENT_THRESHOLDS[precision]
 
 
 @dataclass
@@ -84,11 +84,9 @@ def check_agreement(reference: Backend, artifact: Backend, images: Sequence[np.n
     agreement = Agreement()
     invalid = 0
     num_classes = reference.info.num_classes
-    for image in images:
+    for image in images:  # each through the one door, in its own input format (normalized, pixels, bgr8)
         hw = image.shape[:2]
-        batch = whole_batch(reference, image)
-        ref = output_to_labels(run_batch(reference, batch), hw)
-        out = output_to_labels(run_batch(artifact, batch), hw)
+        ref, out = predict_whole(reference, image, hw), predict_whole(artifact, image, hw)
         invalid += int(np.count_nonzero((out < 0) | (out >= num_classes)))
         agreement.update(out, ref)
     value = 100 * agreement.value
@@ -98,7 +96,7 @@ def check_agreement(reference: Backend, artifact: Backend, images: Sequence[np.n
 
 def check_artifact(model: str, artifact: Union[str, Path], *, checkpoint: Optional[Union[str, Path]] = None,
                    data: Optional[Union[str, Path]] = None, images_dir: Optional[Union[str, Path]] = None,
-                   limit: int = 20, device: str = "cpu", threshold: Optional[float] = None,
+                   limit: int = 20, device: str = "auto", threshold: Optional[float] = None,
                    report_dir: Optional[Union[str, Path]] = None) -> bool:
     """Check a freshly built ``artifact`` against PyTorch and record the verdict with it; True if it passed.
 
@@ -106,10 +104,15 @@ def check_artifact(model: str, artifact: Union[str, Path], *, checkpoint: Option
     in ``report_dir``). Without: labels agreement on up to ``limit`` images of ``images_dir`` (default: the
     repository's ``samples/``) against ``threshold`` (default: :func:`agreement_threshold` of its precision).
     """
+    from ..records import fingerprint, validate_advice, write_record
+
     if data:
-        return validate_artifacts(model, [artifact], data, checkpoint=checkpoint, device=device, limit=limit,
-                                  report_dir=report_dir).passed
-    from ..records import fingerprint, write_record
+        report = validate_artifacts(model, [artifact], data, checkpoint=checkpoint, device=device, limit=limit,
+                                    report_dir=report_dir)
+        if report.passed and report.partial:
+            log.info("%s passed on %s, a partial validation; for a full one, %s", artifact, report.coverage,
+                     validate_advice(artifact))
+        return report.passed
 
     folder = Path(images_dir) if images_dir else SAMPLES
     if not images_dir and not folder.is_dir():
@@ -130,6 +133,5 @@ def check_artifact(model: str, artifact: Union[str, Path], *, checkpoint: Option
             "-> %s", artifact, result.agreement, result.images, folder, result.threshold,
             f", {result.invalid_pixels} labels out of range" if result.invalid_pixels else "",
             "pass" if result.passed else "FAIL")
-    log.info("no --data: this checked agreement only; validate the mIoU with `pspnet-trt validate --model %s "
-             "--data ROOT --engine %s --report DIR`", model, artifact)
+    log.info("no --data: this checked agreement only; to validate the mIoU, %s", validate_advice(artifact))
     return result.passed

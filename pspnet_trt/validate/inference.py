@@ -1,9 +1,9 @@
 """Whole-image and sliding-window inference of one backend on one image (numpy + OpenCV only).
 
-whole: the image is resized to the artifact's static input size and normalised
-    (:func:`pspnet_trt.preprocess.make_batch`), run once, and the output is brought back to the
-    label size: logits bilinearly then argmax (as sssegmentation's test.py does), a labels output
-    by nearest neighbour.
+whole: the runtime's one door (:func:`pspnet_trt.runtime.inference.predict_images`): the image is
+    stretched to the artifact's static input in its input format (normalised, pixels or a raw frame), run
+    once, and the output is brought back to the label size: logits bilinearly then argmax (as
+    sssegmentation's test.py does), a labels output by nearest neighbour.
 slide: sssegmentation's ``slide`` mode with the artifact's input size as the crop. The image is
     first resized keeping its ratio (the zoo entry's ``eval_resize``, sssegmentation's test Resize),
     normalised, padded at the bottom/right with zeros (= the mean) when smaller than one crop, and
@@ -15,21 +15,14 @@ slide: sssegmentation's ``slide`` mode with the artifact's input size as the cro
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import UserError
-from ..preprocess import (
-    check_image,
-    input_batch,
-    keep_ratio_size,
-    logits_to_labels,
-    normalize,
-    resize_image,
-    resize_labels,
-)
+from ..preprocess import check_image, keep_ratio_size, logits_to_labels, normalize, resize_image
 from ..runtime.backend import Backend
+from ..runtime.inference import predict_images
 
 MODES = ("whole", "slide")
 
@@ -57,35 +50,19 @@ def check_mode(backend: Backend, mode: str) -> None:
 
 
 def run_batch(backend: Backend, batch: np.ndarray) -> Dict[str, np.ndarray]:
-    """``backend.run`` on a 1-image batch, repeated to the artifact's static batch size if it has one."""
+    """``backend.run`` on a 1-image batch (a slide crop), repeated to the artifact's static batch size if it has one."""
     n = backend.info.batch
     if n is not None and n > 1:
         batch = np.repeat(batch, n, axis=0)
     return backend.run(np.ascontiguousarray(batch))
 
 
-def whole_batch(backend: Backend, image: np.ndarray) -> np.ndarray:
-    """The 1-image input of ``backend`` for ``image``: 1x3xHxW resized to the static input size and normalised,
-    or for a raw-frame (bgr8) artifact the uint8 frame at its frame size (resized on the host if it differs)."""
-    return input_batch([image], backend.info)
-
-
 def predict_whole(backend: Backend, image: np.ndarray, label_hw: Tuple[int, int],
-                  batch: Optional[np.ndarray] = None) -> np.ndarray:
-    """HxW uint8 prediction at ``label_hw`` from one whole-image run.
-
-    ``batch`` is the already preprocessed input (:func:`whole_batch`), so that several backends
-    of the same input size and normalisation can share one preprocessing of the image.
-    """
-    return output_to_labels(run_batch(backend, whole_batch(backend, image) if batch is None else batch), label_hw)
-
-
-def output_to_labels(out: Dict[str, np.ndarray], label_hw: Tuple[int, int]) -> np.ndarray:
-    """First image of a backend's outputs -> HxW uint8 at ``label_hw``: logits bilinearly then argmax
-    (preferred when both exist), labels by nearest neighbour."""
-    if "logits" in out:
-        return logits_to_labels(out["logits"][0], label_hw)
-    return resize_labels(out["labels"][0], label_hw)
+                  shared: Optional[Dict[Hashable, Any]] = None) -> np.ndarray:
+    """HxW uint8 prediction at ``label_hw`` from one whole-image run, through the runtime's one door
+    (:func:`pspnet_trt.runtime.inference.predict_images`: the image stretched to the artifact's input in its own
+    input format). ``shared``: one dict per image, so that backends of one input format preprocess it once."""
+    return predict_images(backend, [image], "stretch", sizes=[label_hw], shared=shared)[0]
 
 
 def default_stride(crop: Tuple[int, int]) -> Tuple[int, int]:
