@@ -36,11 +36,11 @@ from typing import Any, Dict, List
 import numpy as np
 from bench_results import results_path
 
+from pspnet_trt.artifacts import attach_metadata, save_onnx
 from pspnet_trt.bench import host, measure
 from pspnet_trt.data import open_dataset
 from pspnet_trt.deploy import DeployInfo
 from pspnet_trt.export import export_onnx, zoo_model
-from pspnet_trt.export.onnx_export import attach_metadata, save_onnx
 from pspnet_trt.files import write_json
 from pspnet_trt.quant import CalibrationList, make_calibration_list, quantize_onnx
 from pspnet_trt.quant.qdq import check_placement, excluded_nodes, qdq_summary

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-from .zoo import ZOO, ModelSpec, get_spec  # noqa: E402  (data only, no heavy imports)
+from .version import __version__
+from .zoo import ZOO, ModelSpec, get_spec  # data only, no heavy imports
 
 if TYPE_CHECKING:
     from .checkpoints import load_checkpoint

@@ -32,7 +32,8 @@ KINDS = ("onnx", "engine")
 
 __all__ = ["ARTIFACT_PRECISIONS", "BUILD_PRECISIONS", "ENGINE_SUFFIXES", "KINDS", "ONNX_SUFFIX", "Manifest",
            "batch_range", "check_file", "is_engine", "is_onnx", "kind", "kind_or_none", "manifest_path",
-           "read_info", "read_manifest", "read_onnx_info", "read_onnx_metadata", "record_path"]
+           "read_info", "read_manifest", "read_onnx_info", "read_onnx_metadata", "record_path", "attach_metadata",
+           "save_onnx"]
 
 
 # -- kinds ----------------------------------------------------------------------------------------
@@ -153,6 +154,42 @@ def read_onnx_info(path: PathLike) -> DeployInfo:
     if METADATA_KEY not in meta:
         raise UserError(f"{path} carries no pspnet-trt metadata (key {METADATA_KEY!r}); export it with `pspnet-trt export`")
     return DeployInfo.from_json(meta[METADATA_KEY], source=path)
+
+
+def attach_metadata(model: Any, info: DeployInfo) -> Any:
+    """Store ``info`` in an ``onnx.ModelProto`` under :data:`METADATA_KEY` (and a few readable keys for tools
+    like Netron): what :func:`read_onnx_info` reads back."""
+    from .version import __version__
+
+    entries = {
+        METADATA_KEY: info.to_json(),
+        "model": info.model,
+        "input_size": f"{info.input_size[0]}x{info.input_size[1]}",
+        "precision": info.precision,
+        "output": info.output,
+        "input_format": info.input_format,
+    }
+    if info.frame_size is not None:
+        entries["frame_size"] = f"{info.frame_size[0]}x{info.frame_size[1]}"
+    del model.metadata_props[:]
+    for key, value in entries.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    model.producer_name, model.producer_version = "pspnet-trt", __version__
+    model.doc_string = f"PSPNet {info.model} {info.input_size[0]}x{info.input_size[1]} {info.precision} -> {info.output}"
+    return model
+
+
+def save_onnx(model: Any, out: PathLike) -> Path:
+    """Write atomically (the file appears complete or not at all)."""
+    from .deps import require
+    from .files import atomic_path
+
+    onnx = require("onnx", "writing an ONNX file")
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        onnx.save(model, str(tmp))
+    return out
 
 
 # -- engines: the manifest beside the engine --------------------------------------------------------

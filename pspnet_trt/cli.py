@@ -12,8 +12,8 @@ import logging
 import sys
 from typing import List, Optional
 
-from . import __version__
 from .errors import UserError
+from .version import __version__
 
 # Modules with ``add_parser(subparsers)``; order = order in --help.
 COMMAND_MODULES = (

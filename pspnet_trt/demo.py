@@ -194,6 +194,8 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     ckpt, train_summary = train_stage(cfg, stages)
 
     # 2. export FP32 / FP16 (labels output: HxW from the graph, in the dtype the engines of this TensorRT need)
+    from .trt.plan import engine_plan
+
     no_engines, labels_dtype = engine_plan()
     model, info, onnx = export_stage(cfg, stages, ckpt, labels_dtype)
 
@@ -330,31 +332,13 @@ def copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def engine_plan() -> Tuple[Optional[str], str]:
-    """(why no engine can be built here, or None; the labels dtype the engines need: int32 before TensorRT 10)."""
-    try:
-        import tensorrt
-    except ImportError:
-        return "TensorRT is not installed", "uint8"
-    except Exception as e:  # noqa: BLE001  (a broken install: missing libnvinfer, wrong CUDA)
-        return f"TensorRT cannot be imported ({type(e).__name__}: {e})", "uint8"
-    version = str(getattr(tensorrt, "__version__", "?"))
-    try:
-        from .trt import cuda
-
-        cuda.device_info()
-    except Exception as e:  # noqa: BLE001  (no GPU, no driver, no cuda-python: all mean "no engines here")
-        return f"TensorRT {version} is installed but there is no usable GPU ({e})", "uint8"
-    from .trt.build import labels_dtype
-
-    return None, labels_dtype()
-
-
 def build_engines(onnx: Dict[str, Path], work: Path, no_engines: Optional[str] = "") -> List[Any]:
     """FP16 and INT8 engines when TensorRT and a usable GPU are present; nothing, with one log line, otherwise.
 
     ``no_engines``: :func:`engine_plan`'s reason (None: build); "" asks :func:`engine_plan` here."""
     if no_engines == "":
+        from .trt.plan import engine_plan
+
         no_engines = engine_plan()[0]
     if no_engines:
         log.info("engines not built: %s (CPU-only machine; see README, GPU path)", no_engines)

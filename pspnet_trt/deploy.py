@@ -47,7 +47,7 @@ class MetadataError(UserError, ValueError):
 
 
 def package_version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 

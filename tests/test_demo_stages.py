@@ -14,6 +14,7 @@ import pytest
 
 from pspnet_trt import demo
 from pspnet_trt.demo import DemoConfig, Stages
+from pspnet_trt.trt.plan import engine_plan
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "camvid"
 
@@ -78,7 +79,7 @@ def r18_checkpoint(tmp_path_factory):
 
 
 def test_demo_onnx_files_carry_the_checkpoint_sha256(r18_checkpoint, tmp_path):
-    from pspnet_trt.deploy import read_onnx_info
+    from pspnet_trt.artifacts import read_onnx_info
     from pspnet_trt.files import sha256_file
 
     cfg = DemoConfig(SAMPLE, tmp_path / "work", tmp_path / "report", input_size=(64, 64))
@@ -149,12 +150,12 @@ def test_engine_stage_is_skipped_with_one_line_when_no_gpu_is_usable(monkeypatch
 def test_engines_get_the_labels_dtype_their_tensorrt_supports(monkeypatch, version, dtype):
     fake_tensorrt(monkeypatch, version)
     monkeypatch.setattr("pspnet_trt.trt.cuda.device_info", lambda: ("Orin", "8.7"))
-    assert demo.engine_plan() == (None, dtype)
+    assert engine_plan() == (None, dtype)
 
 
 def test_engine_plan_without_tensorrt(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
-    reason, dtype = demo.engine_plan()
+    reason, dtype = engine_plan()
     assert "not installed" in reason and dtype == "uint8"
 
 

@@ -17,10 +17,9 @@ def test_markdown_table_and_fmt():
 
 def test_every_table_uses_the_helper():
     from pspnet_trt.demo import format_table
-    from pspnet_trt.zoo import ZOO
-    from pspnet_trt.zoo import format_table as zoo_table
+    from pspnet_trt.zoo import ZOO, table
 
-    zoo = zoo_table().splitlines()
+    zoo = markdown_table(*table()).splitlines()
     assert zoo[0].startswith("| name | backbone |") and len(zoo) == 2 + len(ZOO)
     demo = format_table([{"backend": "pytorch", "precision": "fp32", "miou": 36.2},
                          {"backend": "onnxruntime", "precision": "int8", "miou": 36.1, "delta": -0.1, "passed": False}])

@@ -140,7 +140,7 @@ def fix_artifact(comparison: Comparison, reference: Path, artifact: Path, art_in
     """Write the fixed artifact to ``out`` (also when the budget cannot be met: then with every candidate
     kept) and return what was kept. ``samples``: the debug images with labels."""
     onnx = require("onnx", "debug --fix")
-    from ..export.onnx_export import attach_metadata, save_onnx
+    from ..artifacts import attach_metadata, save_onnx
     from ..quant.sensitivity import score
 
     if art_info.precision not in ("fp16", "int8"):

@@ -78,12 +78,12 @@ class MixedResult:
 
 def score(path: Union[str, Path], samples: Sequence[Any], reference: Sequence[Any] = ()) -> Dict[str, Any]:
     """mIoU (points) on ``samples`` and, given reference predictions, agreement with them."""
-    from ..validate import predict_whole
+    from ..runtime.inference import predict_images
 
     backend = OrtBackend(path)  # a TensorRT INT8 graph runs as fake-quantization: the same search on every CPU
     metrics, agreement, preds = SegMetrics(backend.info.num_classes), Agreement(), []
     for i, s in enumerate(samples):
-        pred = predict_whole(backend, s.image, s.label.shape[:2])
+        pred = predict_images(backend, [s.image], sizes=[s.label.shape[:2]])[0]
         metrics.update(pred, s.label)
         preds.append(pred)
         if reference:
