@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="how images of another aspect ratio reach the input (default: the zoo entry's test resize)")
     p.add_argument("--labels", action="store_true",
                    help="video/camera/stream input: also write each frame's label map as PNG (images always get one)")
-    p.add_argument("--queue", type=int, default=4, help="frames buffered between decode, inference and encode")
+    p.add_argument("--queue", type=int, default=4, help="frames buffered between decode, inference and encode (at least 1)")
     p.add_argument("--no-pipeline", action="store_true", help="one frame after the other in one thread (baseline)")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders, or ONE video file, camera index (0) or rtsp:// / http:// URL")
@@ -27,8 +27,9 @@ def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .segmenter import Segmenter
-    from .streams import open_source, run_pipeline, run_plain
+    from .streams import check_queue_size, open_source, run_pipeline, run_plain
 
+    check_queue_size(args.queue)
     source = open_source(args.inputs)
     out = Path(args.out)
     with Segmenter.open(args.model, device=args.device, checkpoint=args.checkpoint, resize=args.resize) as seg:

@@ -89,16 +89,34 @@ def _capture(source: Source) -> Any:
     return cap
 
 
+def output_stems(images: Sequence[Path]) -> List[str]:
+    """One output stem per image: its file stem, unless an earlier input already has it (``a/x.png b/x.png``,
+    ``x.png x.jpg``, or the same file twice): then ``<stem>-2``, ``<stem>-3``... so no result overwrites another.
+    Compared case-insensitively (``X.png`` and ``x.png`` are one file on macOS and Windows)."""
+    taken: set = set()
+    stems: List[str] = []
+    for path in images:
+        stem, n = path.stem, 1
+        while stem.casefold() in taken:
+            n += 1
+            stem = f"{path.stem}-{n}"
+        if n > 1:
+            log.warning("%s has the same stem as an earlier input: its outputs are named %s_*", path, stem)
+        taken.add(stem.casefold())
+        stems.append(stem)
+    return stems
+
+
 def frames(source: Source, stop: Optional[threading.Event] = None) -> Iterator[Tuple[str, np.ndarray]]:
-    """(name, BGR frame) pairs of ``source`` until it ends or ``stop`` is set."""
+    """(output stem, BGR frame) pairs of ``source`` until it ends or ``stop`` is set."""
     if not source.is_video:
-        for path in source.images:
+        for path, stem in zip(source.images, output_stems(source.images)):
             if stop is not None and stop.is_set():
                 return
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 raise UserError(f"cannot read image {path}: missing, unreadable or not an image")
-            yield path.stem, image
+            yield stem, image
         return
     cap = _capture(source)
     try:
@@ -180,25 +198,45 @@ def _progress(source: Source, total: Optional[int], enabled: bool) -> Any:
     return tqdm(total=total or None, desc=f"predict {source.kind}", unit="frame", disable=not enabled)
 
 
+def check_queue_size(queue_size: int) -> int:
+    """``--queue``: at least 1 (``queue.Queue(0)`` would be unbounded: decoding would run ahead without limit)."""
+    if int(queue_size) < 1:
+        raise UserError(f"--queue {queue_size}: the queues between decode, inference and encode hold at least 1 "
+                        "frame; pass --queue 1 or more (default 4)")
+    return int(queue_size)
+
+
 def run_pipeline(seg: Any, source: Source, out: Path, alpha: float = 0.5, labels: bool = False,
                  queue_size: int = 4, progress: bool = True) -> StreamStats:
-    """Decode thread -> bounded queue -> inference (this thread) -> bounded queue -> encode thread."""
+    """Decode thread -> bounded queue -> inference (this thread) -> bounded queue -> encode thread.
+
+    A failure in any stage stops the other two within one queue length (decoding and inference check
+    before every frame; nothing waits on a dead stage) and is raised here once; the output written so
+    far is closed under its usual name.
+    """
+    queue_size = check_queue_size(queue_size)
     fps, count = video_props(source) if source.is_video else (30.0, len(source.images))
     writer = Writer(out, source, seg.palette, alpha, labels, fps)
     decoded: queue.Queue = queue.Queue(maxsize=queue_size)
     predicted: queue.Queue = queue.Queue(maxsize=queue_size)
-    stop = threading.Event()
+    stop = threading.Event()  # decoding stops: interrupted, failed or done
+    failed = threading.Event()  # a stage raised: no stage starts another frame
     errors: List[BaseException] = []
 
+    def fail(e: BaseException) -> None:
+        errors.append(e)
+        failed.set()
+        stop.set()
+
     def put(q: queue.Queue, item: Any) -> bool:
-        """Put unless the consumer died (then give up instead of blocking forever)."""
-        while True:
+        """Put unless a stage failed (then give up instead of working on, or blocking forever)."""
+        while not failed.is_set():
             try:
                 q.put(item, timeout=0.1)
                 return True
             except queue.Full:
-                if errors:
-                    return False
+                pass
+        return False
 
     def decode() -> None:
         try:
@@ -206,7 +244,7 @@ def run_pipeline(seg: Any, source: Source, out: Path, alpha: float = 0.5, labels
                 if not put(decoded, item):
                     return
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            errors.append(e)
+            fail(e)
         finally:
             decoded.put(_END)
 
@@ -218,8 +256,8 @@ def run_pipeline(seg: Any, source: Source, out: Path, alpha: float = 0.5, labels
                     return
                 writer.write(*item)
         except BaseException as e:  # noqa: BLE001
-            errors.append(e)
-            while predicted.get() is not _END:  # keep the inference thread from blocking
+            fail(e)
+            while predicted.get() is not _END:  # the inference thread's last put and its _END never block
                 pass
         finally:
             writer.close()
@@ -233,10 +271,10 @@ def run_pipeline(seg: Any, source: Source, out: Path, alpha: float = 0.5, labels
     bar = _progress(source, count, progress)
     start = time.perf_counter()
     try:
-        while True:
+        while not failed.is_set():
             try:
                 item = decoded.get()
-                if item is _END:
+                if item is _END or failed.is_set():
                     break
                 name, image = item
                 result = seg.predict(image)
@@ -261,6 +299,8 @@ def run_pipeline(seg: Any, source: Source, out: Path, alpha: float = 0.5, labels
         bar.close()
     seconds = time.perf_counter() - start
     if errors:
+        if writer.video_path is not None:
+            log.warning("%s holds the %d frames written before the error", writer.video_path, writer.written)
         raise errors[0]
     outputs = [str(writer.video_path)] if writer.video_path else [str(out)]
     return StreamStats(done, seconds, interrupted, outputs)
