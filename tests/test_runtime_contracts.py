@@ -248,7 +248,7 @@ def test_tensorrt_backend_checks_and_runs_on_the_device_asked_for(trt_double, la
     cudart.current = 0  # another thread / library switched devices: the backend switches back before it works
     backend.run(np.zeros((1, 3, *labels_info.input_size), np.float32))
     assert {c[1] for c in calls if c[0] == "malloc"} == {1}
-    assert cudart.current == 1
+    assert cudart.current == 0  # and gives the caller's device back (issue 26 item 10: tests/test_trt_device.py)
     with pytest.raises(UserError, match="cuda:5 .* 2 CUDA GPUs are visible"):
         TensorRTBackend(engine, device="cuda:5")
 

@@ -9,7 +9,8 @@
 Batch: a static-batch engine runs exactly its batch, a dynamic one 1..``--max-batch`` (see
 :func:`engine_batch`); anything else is refused before TensorRT reads or writes a byte.
 Device: ``cuda:N`` is the GPU the manifest is checked against, the engine is deserialized on, and
-every call makes current (CUDA's current device is per thread). Labels: ``run`` returns uint8;
+every call makes current while it works (CUDA's current device is per thread); each gives the calling
+thread's own current device back afterwards. Labels: ``run`` returns uint8;
 ``infer_device``/``run_dlpack`` write the engine's own label type (int32 on TensorRT 8.5/8.6).
 
 Threads: an execution context is not thread-safe. Each thread that calls ``run``/``infer_device``
@@ -123,18 +124,19 @@ class TensorRTBackend(Backend):
         import_tensorrt()  # a clear message if it is missing
         import tensorrt as trt
 
-        cuda.set_device(self.device_index)  # the manifest is checked against, and the engine lives on, this GPU
-        name, cc = cuda.device_info(self.device_index)
-        check_manifest(manifest, self.path, str(trt.__version__), GpuInfo(name, cc))
-        self.info = manifest.info
-        self.manifest = manifest
-        max_batch = manifest.build_flags.get("max_batch")
-        self.max_batch: Optional[int] = None if self.info.batch is not None or max_batch is None else int(max_batch)
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine: trt.ICudaEngine = runtime.deserialize_cuda_engine(data)
-        if self.engine is None:
-            raise UserError(f"TensorRT could not deserialize {self.path} (corrupt file?); rebuild it")
-        check_engine_io(self.engine_io(), self.info, self.path)
+        # the manifest is checked against, and the engine lives on, this GPU; the caller's thread keeps its own
+        with cuda.on_device(self.device_index, checked=True):
+            name, cc = cuda.device_info(self.device_index)
+            check_manifest(manifest, self.path, str(trt.__version__), GpuInfo(name, cc))
+            self.info = manifest.info
+            self.manifest = manifest
+            max_batch = manifest.build_flags.get("max_batch")
+            self.max_batch: Optional[int] = None if self.info.batch is not None or max_batch is None else int(max_batch)
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self.engine: trt.ICudaEngine = runtime.deserialize_cuda_engine(data)
+            if self.engine is None:
+                raise UserError(f"TensorRT could not deserialize {self.path} (corrupt file?); rebuild it")
+            check_engine_io(self.engine_io(), self.info, self.path)
         self._local = threading.local()
         self.outputs = list(self.info.output_names)
 
@@ -167,18 +169,19 @@ class TensorRTBackend(Backend):
         from ..trt import cuda
 
         batch = engine_batch(batch, self.info.batch, self.max_batch)
-        cuda.make_current(self.device_index)  # the copies on this thread go to this engine's GPU
         bufs: Optional[DeviceBuffers] = getattr(self._local, "buffers", None)
         if bufs is not None and bufs.batch == batch:
             return bufs
-        if bufs is not None:
-            self._free(bufs)
-        h, w = self.info.output_size
-        host = {self.info.input_name: np.empty(self.info.input_shape(batch), self._dtype(self.info.input_name))}
-        for name in self.outputs:
-            shape = (batch, self.info.num_classes, h, w) if name == "logits" else (batch, h, w)
-            host[name] = np.empty(shape, self._dtype(name))
-        bufs = DeviceBuffers(batch, host, {k: cuda.malloc(v.nbytes) for k, v in host.items()}, cuda.stream_create())
+        with cuda.on_device(self.device_index):  # the buffers and the stream live on this engine's GPU
+            if bufs is not None:
+                self._free(bufs)
+            h, w = self.info.output_size
+            host = {self.info.input_name: np.empty(self.info.input_shape(batch), self._dtype(self.info.input_name))}
+            for name in self.outputs:
+                shape = (batch, self.info.num_classes, h, w) if name == "logits" else (batch, h, w)
+                host[name] = np.empty(shape, self._dtype(name))
+            bufs = DeviceBuffers(batch, host, {k: cuda.malloc(v.nbytes) for k, v in host.items()},
+                                 cuda.stream_create())
         self._local.buffers = bufs
         return bufs
 
@@ -192,8 +195,8 @@ class TensorRTBackend(Backend):
 
         ``output_ptrs``: one pointer (single-output engines) or {output name: pointer}. ``batch``: N; a
         static-batch engine takes only its own (the default), a dynamic one 1..max batch (default 1).
-        Makes this engine's GPU current on the calling thread. Returns after enqueueing; synchronise
-        ``stream`` before reading the outputs.
+        Makes this engine's GPU current on the calling thread while it enqueues, then gives the thread its
+        own current device back. Returns after enqueueing; synchronise ``stream`` before reading the outputs.
         """
         from ..trt import cuda
 
@@ -202,18 +205,18 @@ class TensorRTBackend(Backend):
             if len(self.outputs) != 1:
                 raise UserError(f"this engine has outputs {self.outputs}: pass a dict of pointers")
             output_ptrs = {self.outputs[0]: output_ptrs}
-        cuda.make_current(self.device_index)
-        ctx = self._context()
-        if self.info.batch is None and not ctx.set_input_shape(self.info.input_name, self.info.input_shape(n)):
-            raise UserError(f"batch {n} is outside the engine's optimization profile; rebuild with --max-batch {n}")
         missing = [name for name in self.outputs if name not in output_ptrs]
         if missing:
             raise UserError(f"no output pointer for {missing}: the engine writes {self.outputs}")
-        for name, ptr in {self.info.input_name: input_ptr, **output_ptrs}.items():
-            if not ctx.set_tensor_address(name, int(ptr)):
-                raise UserError(f"TensorRT refused the address for {name!r} (unknown tensor, or misaligned pointer)")
-        if not ctx.execute_async_v3(int(stream)):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
+        with cuda.on_device(self.device_index):
+            ctx = self._context()
+            if self.info.batch is None and not ctx.set_input_shape(self.info.input_name, self.info.input_shape(n)):
+                raise UserError(f"batch {n} is outside the engine's optimization profile; rebuild with --max-batch {n}")
+            for name, ptr in {self.info.input_name: input_ptr, **output_ptrs}.items():
+                if not ctx.set_tensor_address(name, int(ptr)):
+                    raise UserError(f"TensorRT refused the address for {name!r} (unknown tensor, or misaligned pointer)")
+            if not ctx.execute_async_v3(int(stream)):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
 
     def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
         from ..trt import cuda
@@ -223,12 +226,14 @@ class TensorRTBackend(Backend):
         host, device, stream = bufs.host, bufs.device, bufs.stream
         if batch is not host[self.info.input_name]:  # filled in place via input_buffer(): no second copy
             np.copyto(host[self.info.input_name], batch)
-        cuda.memcpy_htod(device[self.info.input_name], host[self.info.input_name].ctypes.data,
-                         host[self.info.input_name].nbytes, stream)
-        self.infer_device(device[self.info.input_name], {n: device[n] for n in self.outputs}, stream, batch.shape[0])
-        for name in self.outputs:
-            cuda.memcpy_dtoh(host[name].ctypes.data, device[name], host[name].nbytes, stream)
-        cuda.stream_sync(stream)
+        with cuda.on_device(self.device_index):  # copies and inference on this engine's GPU, then the caller's
+            cuda.memcpy_htod(device[self.info.input_name], host[self.info.input_name].ctypes.data,
+                             host[self.info.input_name].nbytes, stream)
+            self.infer_device(device[self.info.input_name], {n: device[n] for n in self.outputs}, stream,
+                              batch.shape[0])
+            for name in self.outputs:
+                cuda.memcpy_dtoh(host[name].ctypes.data, device[name], host[name].nbytes, stream)
+            cuda.stream_sync(stream)
         out = {name: host[name].copy() for name in self.outputs}
         if "labels" in out:  # uint8 from every backend (TensorRT 8.x engines write int32)
             out["labels"] = as_uint8_labels(out["labels"])
@@ -257,10 +262,10 @@ class TensorRTBackend(Backend):
     def _free(self, bufs: DeviceBuffers) -> None:
         from ..trt import cuda
 
-        cuda.make_current(self.device_index)
-        for ptr in bufs.device.values():
-            cuda.free(ptr)
-        cuda.stream_destroy(bufs.stream)
+        with cuda.on_device(self.device_index):
+            for ptr in bufs.device.values():
+                cuda.free(ptr)
+            cuda.stream_destroy(bufs.stream)
 
     def close(self) -> None:
         """Free this thread's buffers and stream (other threads' are freed by their own close())."""

@@ -9,7 +9,8 @@ Polygraphy for ten functions.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Tuple
 
 from ..deps import require
 from ..errors import UserError
@@ -42,19 +43,46 @@ def device_count() -> int:
     return int(count)
 
 
-def set_device(index: int) -> None:
-    """Make GPU ``index`` current for this thread (CUDA's current device is per thread), or a UserError naming
-    how many GPUs there are."""
+def check_index(index: int) -> None:
+    """A UserError unless GPU ``index`` is visible (naming how many GPUs there are)."""
     count = device_count()
     if not 0 <= index < count:
         raise UserError(f"device cuda:{index} asked for, but {count} CUDA GPU{'s are' if count > 1 else ' is'} "
                         f"visible (cuda:0..cuda:{count - 1}; CUDA_VISIBLE_DEVICES renumbers them)")
-    check(runtime().cudaSetDevice(index))
+
+
+def set_device(index: int) -> None:
+    """Make GPU ``index`` current for this thread (CUDA's current device is per thread), or a UserError naming
+    how many GPUs there are. Library code uses :func:`on_device`, which gives the caller's device back."""
+    check_index(index)
+    make_current(index)
 
 
 def make_current(index: int) -> None:
     """``cudaSetDevice(index)`` without the visibility check of :func:`set_device` (the hot path)."""
     check(runtime().cudaSetDevice(index))
+
+
+def current_device() -> int:
+    """This thread's current GPU (``cudaGetDevice``)."""
+    return int(check(runtime().cudaGetDevice()))
+
+
+@contextmanager
+def on_device(index: int, checked: bool = False) -> Iterator[None]:
+    """GPU ``index`` current on this thread inside the block, the caller's current device again after it (an app
+    with its own CUDA work on another GPU is not moved). ``checked``: refuse an invisible ``index`` with a
+    UserError first (:func:`check_index`). No CUDA call beyond ``cudaGetDevice`` when ``index`` is current."""
+    if checked:
+        check_index(index)
+    previous = current_device()
+    if previous != index:
+        make_current(index)
+    try:
+        yield
+    finally:
+        if previous != index:
+            make_current(previous)
 
 
 def device_info(index: Optional[int] = None) -> Tuple[str, str]:
