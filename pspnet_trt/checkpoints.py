@@ -9,6 +9,7 @@ sssegmentation silently retries with ``strict=False``, which leaves layers rando
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import logging
 import os
@@ -190,14 +191,16 @@ def cache_dir() -> Path:
 
 def download(url: Union[str, Sequence[str]], dest: PathLike, sha256: Optional[str] = None, progress: bool = True,
              timeout: float = 30.0, retries: int = 2, hint: Optional[str] = None) -> Path:
-    """Download ``url`` to ``dest``: resumable ``.part`` file, optional sha256, atomic rename.
+    """Download ``url`` to ``dest``: resumable ``.part`` file per URL, optional sha256, atomic rename.
 
     ``url`` is one URL or several tried in order (the first a server holds is fetched; the log
-    says which). An interrupted download keeps its ``.part`` file and resumes with an HTTP Range
-    request; a body shorter than its Content-Length is resumed, never taken as complete; a range
-    the server refuses (HTTP 416) restarts from zero. ``dest`` appears only once complete and
-    verified. On failure, one line names every URL tried and what each answered; ``hint`` says
-    what to do instead (default: fetch it elsewhere and pass ``--checkpoint PATH``).
+    says which). An interrupted download keeps its partial file (:func:`part_path`: one per URL)
+    and resumes with an HTTP Range request to the same URL, never to another (two names or mirrors
+    need not hold the same bytes); a body shorter than its Content-Length is resumed, never taken as
+    complete; a range the server refuses (HTTP 416) restarts from zero. ``dest`` appears only once
+    complete and verified; then the other URLs' partial files are removed. On failure, one line
+    names every URL tried and what each answered; ``hint`` says what to do instead (default: fetch
+    it elsewhere and pass ``--checkpoint PATH``).
     """
     from tqdm import tqdm
 
@@ -206,9 +209,9 @@ def download(url: Union[str, Sequence[str]], dest: PathLike, sha256: Optional[st
         raise ValueError("download needs at least one URL")
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     failures: List[Tuple[str, str]] = []
     for candidate in urls:
+        part = part_path(dest, candidate)
         problem = _fetch_one(candidate, part, timeout, retries, progress, tqdm)
         if problem is None:
             if sha256:
@@ -219,6 +222,9 @@ def download(url: Union[str, Sequence[str]], dest: PathLike, sha256: Optional[st
                                         "file was removed")
             os.replace(part, dest)
             log.info("fetched %s -> %s", candidate, dest)
+            # partial bodies of the other URLs, and the one shared .part of older versions, are of no use now
+            for stale in [part_path(dest, u) for u in urls] + [dest.with_name(dest.name + ".part")]:
+                stale.unlink(missing_ok=True)
             return dest
         failures.append((candidate, problem))
     tried = "; ".join(f"{u} ({problem})" for u, problem in failures)
@@ -229,6 +235,11 @@ def download(url: Union[str, Sequence[str]], dest: PathLike, sha256: Optional[st
 
 
 NO_ANSWER = "no answer"
+
+
+def part_path(dest: Path, url: str) -> Path:
+    """Where the partial download of ``dest`` from ``url`` is kept: ``<dest>.<12 hex of sha256(url)>.part``."""
+    return dest.with_name(f"{dest.name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.part")
 
 
 class _Incomplete(Exception):

@@ -151,7 +151,7 @@ def test_short_body_is_not_accepted_as_complete(server, tmp_path):
 
 def test_http_416_restarts_instead_of_taking_the_part_file_as_complete(server, tmp_path):
     Handler.files = {"/f.pth": PAYLOAD}
-    (tmp_path / "f.pth.part").write_bytes(os.urandom(len(PAYLOAD) + 10))  # a stale, longer part file
+    ck.part_path(tmp_path / "f.pth", f"{server}/f.pth").write_bytes(os.urandom(len(PAYLOAD) + 10))  # stale, longer
     dest = ck.download(f"{server}/f.pth", tmp_path / "f.pth", progress=False)
     assert dest.read_bytes() == PAYLOAD
     assert Handler.seen == [("/f.pth", f"bytes={len(PAYLOAD) + 10}-"), ("/f.pth", None)]
@@ -159,5 +159,36 @@ def test_http_416_restarts_instead_of_taking_the_part_file_as_complete(server, t
 
 def test_server_that_refuses_every_range_still_gives_the_whole_file(server, tmp_path):
     Handler.files, Handler.refuse_ranges = {"/f.pth": PAYLOAD}, True
-    (tmp_path / "f.pth.part").write_bytes(PAYLOAD[:1000])
+    ck.part_path(tmp_path / "f.pth", f"{server}/f.pth").write_bytes(PAYLOAD[:1000])
     assert ck.download(f"{server}/f.pth", tmp_path / "f.pth", progress=False).read_bytes() == PAYLOAD
+
+
+# --- issue 26 item 6: one partial file per URL ----------------------------------------------------------------
+
+
+def test_a_partial_body_from_one_url_is_never_resumed_from_another(server, tmp_path):
+    """URL 1 stops half way through its file; URL 2 holds different bytes under the other name: the download
+    from URL 2 starts at byte 0 (the old shared .part was resumed from URL 2 with a Range request: a file
+    spliced from two sources, which only a published checksum could catch)."""
+    other = os.urandom(len(PAYLOAD))
+    Handler.files = {"/a.pth": PAYLOAD, "/b.pth": other}
+    Handler.truncate_once = {"/a.pth"}
+    dest = ck.download([f"{server}/a.pth", f"{server}/b.pth"], tmp_path / "f.pth", progress=False, retries=0)
+    assert dest.read_bytes() == other
+    assert Handler.seen == [("/a.pth", None), ("/b.pth", None)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pth"]  # URL 1's partial body went with the success
+
+
+def test_each_url_resumes_its_own_partial_file(server, tmp_path):
+    """A partial body from URL 1 survives a failed run (URL 2 has nothing) and the next run resumes it from URL 1."""
+    urls = [f"{server}/a.pth", f"{server}/b.pth"]
+    Handler.files = {"/a.pth": PAYLOAD}
+    Handler.truncate_once = {"/a.pth"}
+    with pytest.raises(ck.DownloadError, match="HTTP 404"):
+        ck.download(urls, tmp_path / "f.pth", progress=False, retries=0)
+    assert ck.part_path(tmp_path / "f.pth", urls[0]).stat().st_size == len(PAYLOAD) // 2
+    assert not ck.part_path(tmp_path / "f.pth", urls[1]).exists()
+    Handler.seen.clear()
+    assert ck.download(urls, tmp_path / "f.pth", progress=False, retries=0).read_bytes() == PAYLOAD
+    assert Handler.seen == [("/a.pth", f"bytes={len(PAYLOAD) // 2}-")]
+    assert ck.part_path(tmp_path / "f.pth", urls[0]) != ck.part_path(tmp_path / "f.pth", urls[1])
