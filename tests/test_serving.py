@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pspnet_trt.artifacts import read_onnx_info
 from pspnet_trt.cli import main as cli
-from pspnet_trt.deploy import DeployInfo, read_onnx_info
+from pspnet_trt.deploy import DeployInfo
 from pspnet_trt.errors import UserError
 from pspnet_trt.serving import RepoOptions, write_repository
 from pspnet_trt.serving.server import free_port
@@ -154,14 +155,17 @@ def test_onnx_io_is_read_with_onnxruntime_where_onnx_is_missing(tiny_onnx, monke
     assert without == with_onnx and with_onnx.outputs[1].shape == (1, 64, 128)
 
 
-def write_engine(tmp_path: Path, input_shape, outputs=("labels",), max_batch=1, labels_dtype="uint8") -> Path:
-    """A stand-in engine file (bytes are copied, never run) and the manifest `pspnet-trt build` writes beside it."""
+def write_engine(tmp_path: Path, input_shape, outputs=("labels",), max_batch=1, labels_dtype="uint8",
+                 frame_size=None, name="r18_fp16") -> Path:
+    """A stand-in engine file (bytes are copied, never run) and the manifest `pspnet-trt build` writes beside it
+    (``frame_size``: a bgr8 artifact taking frames of that size)."""
     from pspnet_trt.trt.manifest import Manifest, write_manifest
 
+    raw = {"input_format": "bgr8", "frame_size": frame_size} if frame_size else {}
     info = DeployInfo.from_spec(get_spec("r18_os8_camvid"), input_size=(64, 128), output="labels",
                                 batch=None if input_shape[0] == -1 else input_shape[0], precision="fp16",
-                                extra={"labels_dtype": labels_dtype})
-    engine = tmp_path / "r18_fp16.engine"
+                                extra={"labels_dtype": labels_dtype}, **raw)
+    engine = tmp_path / f"{name}.engine"
     engine.write_bytes(b"not a real plan")
     write_manifest(engine, Manifest(deploy=info.to_dict(), tensorrt_version="10.3.0", gpu={"name": "Orin",
                    "compute_capability": "8.7"}, precision="fp16", input_name="images", input_shape=list(input_shape),
@@ -186,19 +190,49 @@ def test_engine_manifest_gives_tensorrt_plan_config(tmp_path):
         write_repository([engine], tmp_path / "repo2", RepoOptions(max_batch=16))
 
 
-def test_static_and_raw_frame_engines_key_off_the_input_shape(tmp_path):
+def test_static_and_raw_frame_engines_take_their_shapes_from_the_deploy_info(tmp_path):
     static = write_engine(tmp_path, [1, 3, 64, 128])
     cfg = parse_config(write_repository([static], tmp_path / "a")[0])
     assert cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
     assert dims(cfg.input[0]) == [1, 3, 64, 128] and dims(cfg.output[0]) == [1, 64, 128]
 
-    raw = write_engine(tmp_path, [1, 360, 480, 3])  # uint8 NxHxWx3 camera frames in (preprocessing in the graph)
+    # bgr8: uint8 NxHxWx3 camera frames in (preprocessing in the graph), labels at the frame size
+    raw = write_engine(tmp_path, [1, 360, 480, 3], frame_size=(360, 480), name="raw")
     cfg = parse_config(write_repository([raw], tmp_path / "b")[0])
     assert [io(t) for t in cfg.input] == [("images", "UINT8", [1, 360, 480, 3])]
     assert dims(cfg.output[0]) == [1, 360, 480]  # labels at the frame size
     cfg = parse_config(write_repository([raw], tmp_path / "c", RepoOptions(backend="python"))[0])
     assert dims(cfg.input[0]) == [360, 480, 3] and dims(cfg.output[0]) == [360, 480]  # fixed frame size
     assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_GPU and cfg.parameters["device"].string_value == "cuda"
+
+
+def test_a_manifest_whose_shape_disagrees_with_its_deploy_info_is_refused(tmp_path):
+    """#24.3: the writer read frame geometry off the tensor shape (NxHxWx3 -> raw frames) whatever the DeployInfo
+    said; a normalised-input DeployInfo with an NHWC input shape was written as a raw-frame model."""
+    odd = write_engine(tmp_path, [1, 360, 480, 3])  # DeployInfo: normalized 3x64x128
+    with pytest.raises(UserError, match=r"shape \[1, 360, 480, 3\], its metadata says \[1, 3, 64, 128\]"):
+        write_repository([odd], tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+
+
+def test_max_batch_size_follows_the_artifacts_batch_range(tmp_path, tiny_model):
+    """#24.3: the python model's max_batch_size was 8 whatever the artifact's batch range."""
+    from pspnet_trt.export import export_onnx
+
+    engine = write_engine(tmp_path, [-1, 3, 64, 128], max_batch=4)  # a dynamic engine, profile 1..4
+    static2 = write_engine(tmp_path, [2, 3, 64, 128], name="static2")  # a static batch of 2
+    info = DeployInfo.from_spec(get_spec("r18_os8_camvid"), input_size=(64, 128), output="labels", batch=None)
+    dynamic = export_onnx(tiny_model, info, tmp_path / "dynamic.onnx")
+    expected = {  # artifact: (its own tensors, the python frames model)
+        engine: (4, 4), static2: (0, 2), dynamic: (8, 8)}
+    for artifact, (tensors, frames) in expected.items():
+        got_tensors = parse_config(write_repository([artifact], tmp_path / "t")[0]).max_batch_size
+        got_frames = parse_config(write_repository([artifact], tmp_path / "f", RepoOptions(backend="python"))[0])
+        assert (got_tensors, got_frames.max_batch_size) == (tensors, frames), artifact.name
+        art_io = parse_config(write_repository([artifact], tmp_path / "a", RepoOptions(
+            backend="python", python_io="artifact"))[0]).max_batch_size
+        assert art_io == tensors, artifact.name
+    assert dims(parse_config(tmp_path / "f" / "static2").input[0]) == [-1, -1, 3]  # batch dim in front: batching
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -286,7 +320,8 @@ def server_processes(marker: str):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """r18_os8_camvid (random weights, 64x128, dynamic batch) behind the Python backend, dynamic batching on."""
+    """r18_os8_camvid (random weights, 64x128, dynamic batch) behind the Python backend, dynamic batching on: frames
+    in (seg), its own normalised tensors (seg_tensors), and a pixels export's own tensors (pixels)."""
     from pspnet_trt.export import export_zoo
     from pspnet_trt.serving import TritonServer
 
@@ -296,12 +331,16 @@ def served(tmp_path_factory):
                                                             max_queue_delay_us=2000))
     # the artifact's own tensors (float32 Nx3xHxW in), as a tensorrt_plan / onnxruntime_onnx model takes them
     write_repository([onnx_path], tmp / "repo", RepoOptions(name="seg_tensors", backend="python", python_io="artifact"))
+    # a pixels artifact (0..255 float32 in, normalised in the graph) with its own tensors, 2 images a request
+    pixels = export_zoo("r18_os8_camvid", tmp / "pixels.onnx", input_size=(64, 128), batch=None, input_format="pixels")
+    write_repository([pixels], tmp / "repo", RepoOptions(name="pixels", backend="python", python_io="artifact",
+                                                         max_batch=2))
     http, grpc, metrics = ports()
     server = TritonServer(tmp / "repo", http_port=http, grpc_port=grpc, metrics_port=metrics,
                           log_file=tmp / "server.log", exit_timeout_s=5)
     server.start(timeout_s=120)
     try:
-        yield server, onnx_path
+        yield server, onnx_path, pixels
     finally:
         pid = server.process.pid if server.process else None
         assert server.stop() == 0
@@ -315,11 +354,14 @@ def test_triton_labels_equal_segmenter_bit_for_bit(served, protocol):
     from pspnet_trt.runtime import Segmenter
     from pspnet_trt.serving import TritonSegmenter
 
-    server, onnx_path = served
+    server, onnx_path, _ = served
     local = Segmenter.open(onnx_path)
     url = server.http_url if protocol == "http" else server.grpc_url
     frames, tensors = TritonSegmenter(url, "seg"), TritonSegmenter(url, "seg_tensors")
     assert frames.frames and not tensors.frames  # the client preprocesses for the second, as Segmenter does
+    # the frames model is a bgr8 backend taking any frame size, one a request; the other the artifact itself
+    assert (frames.info.input_format, frames.backend.any_frame_size, frames.backend.max_batch) == ("bgr8", True, 8)
+    assert (tensors.info, tensors.backend.any_frame_size, tensors.backend.max_batch) == (local.info, False, 8)
     assert frames.class_names == tensors.class_names == local.class_names
     for image in camvid_images(6):
         expected = local.predict(image)
@@ -333,11 +375,33 @@ def test_triton_labels_equal_segmenter_bit_for_bit(served, protocol):
 
 @pytest.mark.slow
 @needs_server
+def test_a_pixels_artifact_served_with_its_own_tensors_gives_segmenters_labels(served):
+    """#24.3: the client fed every tensors model ImageNet-normalised values; a pixels model (0..255 in) got 1.3-1.7
+    for a frame of 200. Now it gets what Segmenter feeds the ONNX, in requests of the config's max_batch_size."""
+    from pspnet_trt.runtime import Segmenter
+    from pspnet_trt.serving import TritonSegmenter
+
+    server, _, pixels = served
+    local = Segmenter.open(pixels, device="cpu")
+    local.backend.max_batch = 2  # the same chunks as the served model's (ONNX Runtime's numbers per batch shape)
+    images = [im[: 200 + 40 * i, : 300 + 40 * i] for i, im in enumerate(camvid_images(5))]  # sizes differ
+    expected = local.predict_batch(images)
+    assert all(len(np.unique(e)) > 1 for e in expected)  # not one class everywhere: a wrong input would show
+    with TritonSegmenter(server.http_url, "pixels") as remote:
+        got = remote.predict_batch(images)
+        assert [g.shape for g in got] == [im.shape[:2] for im in images]
+        assert [np.array_equal(g, e) for g, e in zip(got, expected)] == [True] * 5
+        assert remote.info.input_format == "pixels" and remote.backend.max_batch == 2
+        assert "pixels" in repr(remote) and "TritonSegmenter" in repr(remote)
+
+
+@pytest.mark.slow
+@needs_server
 def test_uint8_output_bytes_arrive(served):
     """The numpy-2 pitfall, at the wire: the labels output carries H*W bytes, not 0."""
     import tritonclient.http as th
 
-    server, _ = served
+    server, _, _ = served
     image = camvid_images(1)[0]
     client = th.InferenceServerClient(server.http_url.split("://")[1])
     inp = th.InferInput("frames", [1, *image.shape], "UINT8")
@@ -360,7 +424,7 @@ def test_wrong_dtype_or_shape_gets_tritons_error_and_the_server_keeps_serving(se
     tc = importlib.import_module(f"tritonclient.{protocol}")
     from tritonclient.utils import InferenceServerException
 
-    server, onnx_path = served
+    server, onnx_path, _ = served
     url = server.http_url if protocol == "http" else server.grpc_url
     client = tc.InferenceServerClient(url.split("://")[1])
     bad = [("FP32", np.zeros((1, 64, 128, 3), np.float32), "data-type is 'FP32', but model 'seg' expects 'UINT8'"),
@@ -386,7 +450,7 @@ def test_four_concurrent_clients_get_their_own_labels_through_dynamic_batches(se
     from pspnet_trt.runtime import Segmenter
     from pspnet_trt.serving import TritonSegmenter
 
-    server, onnx_path = served
+    server, onnx_path, _ = served
     local = Segmenter.open(onnx_path)
     images = [im[::4, ::4].copy() for im in camvid_images(4)]  # 90x120: same shape, so Triton can batch them
     images = [np.roll(im, 17 * i, axis=1) for i, im in enumerate(images)]  # distinct even if fewer files exist
@@ -457,7 +521,7 @@ def one_model_repo(server, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_serve_stops_cleanly_on_a_signal(served, sig, tmp_path):
     """SIGTERM/SIGINT: the server is stopped and `serve` exits 0; SIGKILL of `serve`: the server dies with it."""
-    server, _ = served
+    server, _, _ = served
     http, grpc, metrics = ports()
     marker = f"--http-port {http}"
     proc = run_serve(one_model_repo(server, tmp_path), http, grpc, metrics)
@@ -482,7 +546,7 @@ def test_serve_stops_cleanly_on_a_signal(served, sig, tmp_path):
 @needs_server
 def test_serve_names_the_reason_a_model_fails_to_load(served, tmp_path):
 
-    server, _ = served
+    server, _, _ = served
     repo = one_model_repo(server, tmp_path)
     (repo / "seg" / "1" / "model.onnx").write_bytes(b"not an onnx file")
     http, grpc, metrics = ports()

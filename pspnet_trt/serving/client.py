@@ -1,31 +1,34 @@
-"""``TritonSegmenter``: ``Segmenter.predict`` against a model on a Triton server, over HTTP or gRPC.
+"""A model on a Triton server as a :class:`~pspnet_trt.runtime.backend.Backend` (:class:`TritonBackend`), and
+:class:`TritonSegmenter`, a ``Segmenter`` over one, over HTTP or gRPC:
 
     seg = TritonSegmenter("http://127.0.0.1:8000", "r18_os8_camvid")   # or "grpc://127.0.0.1:8001"
     labels = seg.predict(cv2.imread("street.png"))                     # uint8 HxW, the image's size
 
-The model's config (written by ``pspnet-trt triton``) carries the artifact's DeployInfo, so the client
-knows the classes, palette and, for a model that takes normalised tensors (an ONNX or engine served
-as ``onnxruntime_onnx`` / ``tensorrt_plan``), how to preprocess and post-process exactly as
-``Segmenter`` does. A model that takes UINT8 frames (the Python-backend model, or a raw-frame
-artifact) gets the frame as it is; a frame of another size than a fixed-size model's is resized on
-the client first (bilinear) and its labels are resized back (nearest).
+The model's config (written by ``pspnet-trt triton``) carries the artifact's DeployInfo, so the backend
+describes itself as the artifact does, and ``Segmenter``'s inference door
+(:func:`pspnet_trt.runtime.inference.predict_images`) feeds it exactly what it would feed the artifact
+itself: for a model that serves the artifact's own tensors (``tensorrt_plan``, ``onnxruntime_onnx``,
+``--python-io artifact``) the normalised or 0..255 pixel batch or the bgr8 frames its input format asks
+for, in chunks of its batch rule (a static batch padded; a dynamic one up to the config's
+``max_batch_size``). The Python model's ``frames`` interface is a bgr8 backend: frames at the artifact's
+frame size for a raw-frame artifact, else one frame of any size per call (the model prepares it).
 
-Threads: the HTTP client of tritonclient must not be shared across threads, so calls on one
-TritonSegmenter are serialised by a lock; open one per thread for concurrent requests.
+Threads: the HTTP client of tritonclient must not be shared across threads, so calls on one backend are
+serialised by a lock; open one TritonSegmenter per thread for concurrent requests.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..deploy import METADATA_KEY, DeployInfo
 from ..deps import require
 from ..errors import UserError
-from ..preprocess import check_image, logits_to_labels, make_batch, resize_image, resize_labels
-from ..runtime.segmenter import SegmenterInterface
+from ..runtime.backend import Backend
+from ..runtime.segmenter import Segmenter
 
 NP_DTYPES = {"UINT8": np.uint8, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
              "FP32": np.float32, "BOOL": np.bool_}
@@ -41,7 +44,13 @@ def parse_url(url: str) -> Tuple[str, str]:
     return "http", url.rstrip("/")
 
 
-class TritonSegmenter(SegmenterInterface):
+class TritonBackend(Backend):
+    """One model on a Triton server: ``info`` is the DeployInfo its config carries (for the Python model's
+    ``frames`` interface, that of a bgr8 artifact: uint8 frames in, labels at the frame size out), ``max_batch``
+    the config's ``max_batch_size`` (without batching: the static batch, or 1), and ``run`` one request."""
+
+    name = "triton"
+
     def __init__(self, url: str, model: str, version: str = "", timeout_s: float = 60.0) -> None:
         self.protocol, self.address = parse_url(url)
         self.model, self.version, self.timeout_s = model, version, timeout_s
@@ -52,58 +61,63 @@ class TritonSegmenter(SegmenterInterface):
         else:
             self.client = self._tc.InferenceServerClient(self.address)
         self._lock = threading.Lock()
-        config = self._config()
+        try:
+            self._configure(url, self._config())
+        except BaseException:
+            self.client.close()
+            raise
+
+    def _configure(self, url: str, config: Dict[str, Any]) -> None:
         params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
         if METADATA_KEY not in params:
-            raise UserError(f"model {model!r} on {url} carries no pspnet-trt metadata (config parameter "
+            raise UserError(f"model {self.model!r} on {url} carries no pspnet-trt metadata (config parameter "
                             f"{METADATA_KEY!r}); write its repository with `pspnet-trt triton`")
-        self._info = DeployInfo.from_json(params[METADATA_KEY])
-        self.max_batch = int(config.get("max_batch_size", 0))
+        artifact = DeployInfo.from_json(params[METADATA_KEY])
+        self.max_batch_size = int(config.get("max_batch_size", 0))
+        batching = self.max_batch_size > 0
         inp = config["input"][0]
         self.input_name = str(inp["name"])
-        self.input_type = str(inp["data_type"]).replace("TYPE_", "")
-        dims = [int(d) for d in inp["dims"]]  # gRPC's JSON spells int64 as strings
-        self.input_dims = dims if self.max_batch else dims[1:]  # per item, batch dim excluded
-        self.static_batch = 0 if self.max_batch else dims[0]
+        self.input_type = str(inp.get("data_type", "TYPE_FP32")).replace("TYPE_", "")
+        dims = tuple(int(d) for d in inp["dims"])  # gRPC's JSON spells int64 as strings
         self.output_names = [str(o["name"]) for o in config["output"]]
-        self.frames = self.input_type == "UINT8" and self.input_dims[-1] == 3  # HxWx3 frames in
-        if not self.frames and self.input_dims != [3, *self.info.input_size]:
-            raise UserError(f"model {model!r}: input {self.input_name} {self.input_type} {dims} is neither UINT8 "
-                            f"frames (HxWx3) nor the normalised 3x{self.info.input_size[0]}x{self.info.input_size[1]}"
-                            " its metadata describes")
+        self.frames = config.get("backend") == "python" and params.get("io", "frames") == "frames"
+        if self.frames:  # model.py runs the artifact on each frame: a bgr8 backend, labels at the frame size
+            self.any_frame_size = not artifact.raw_frames
+            self.info = artifact.with_(input_format="bgr8", frame_size=artifact.frame_size or artifact.input_size,
+                                       output="labels", batch=None if batching else 1)
+        else:  # the artifact's own tensors
+            self.any_frame_size = False
+            self.info = artifact
+        want = self.info.input_shape(-1 if self.info.batch is None else self.info.batch)
+        if self.any_frame_size:
+            want = (want[0], -1, -1, 3)
+        if (want[1:] if batching else want) != dims or self.input_type not in NP_DTYPES:
+            raise UserError(f"model {self.model!r}: input {self.input_name} {self.input_type} {list(dims)} is not the "
+                            f"{self.info.input_format} input {list(want)} its pspnet-trt metadata describes; write "
+                            "its repository again with `pspnet-trt triton`")
+        self.max_batch = self.max_batch_size if batching else (self.info.batch or 1)
 
     def _config(self) -> Dict[str, Any]:
         if self.protocol == "http":
             return dict(self.client.get_model_config(self.model, self.version))
         return dict(self.client.get_model_config(self.model, self.version, as_json=True)["config"])
 
-    # -- Segmenter's interface (class_names, palette, predict, overlay, ...: SegmenterInterface) ------
-    @property
-    def info(self) -> DeployInfo:
-        return self._info
-
-    def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
-        images = [check_image(im, f"image {i}") for i, im in enumerate(images)]
-        return [labels for im in images for labels in self._one(im)]
-
-    # -- requests -------------------------------------------------------------------------------
-    def _one(self, image: np.ndarray) -> List[np.ndarray]:
-        size = image.shape[:2]
-        if self.frames:
-            h, w = self.input_dims[0], self.input_dims[1]
-            frame = image if -1 in (h, w) else resize_image(image, (h, w))
-            out = self.infer({self.input_name: self._batched(frame[None])})
-            return [resize_labels(out["labels"][0], size)]
-        batch = self._batched(make_batch([image], self.info.input_size, self.info.normalization))
+    def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """One request: the model's input (see the class docstring) -> its outputs by name (logits as float32)."""
+        if self.any_frame_size:
+            if batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
+                raise ValueError(f"{self.name}: expected uint8 BGR frames of shape NxHxWx3, got {batch.dtype} "
+                                 f"{batch.shape}")
+            batch = np.ascontiguousarray(batch)
+        else:
+            batch = self.check_batch(batch)
+        if len(batch) > self.max_batch:
+            raise ValueError(f"{self.name}: model {self.model!r} takes at most {self.max_batch} images a request, "
+                             f"got {len(batch)}")
         out = self.infer({self.input_name: batch.astype(NP_DTYPES[self.input_type], copy=False)})
         if "logits" in out:
-            return [logits_to_labels(out["logits"][0].astype(np.float32), size)]
-        return [resize_labels(out["labels"][0].astype(np.uint8, copy=False), size)]
-
-    def _batched(self, batch: np.ndarray) -> np.ndarray:
-        if self.static_batch > len(batch):  # a model without batching but a static batch > 1: pad
-            batch = np.concatenate([batch, np.repeat(batch[-1:], self.static_batch - len(batch), axis=0)])
-        return np.ascontiguousarray(batch)
+            out["logits"] = out["logits"].astype(np.float32, copy=False)
+        return out
 
     def infer(self, inputs: Dict[str, np.ndarray], outputs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
         """One request (arrays with their batch dimension); the outputs by name. Triton's errors propagate."""
@@ -140,14 +154,30 @@ class TritonSegmenter(SegmenterInterface):
         with self._lock:
             self.client.close()
 
-    def __enter__(self) -> TritonSegmenter:
-        return self
+    def __repr__(self) -> str:
+        return f"TritonBackend({self.protocol}://{self.address}, {self.model})"
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+
+class TritonSegmenter(Segmenter):
+    """``Segmenter`` over a model on a Triton server (:class:`TritonBackend`): ``predict``, ``predict_batch``,
+    ``overlay``, the artifact's classes and palette; ``close()`` or ``with`` closes the connection."""
+
+    def __init__(self, url: str, model: str, version: str = "", timeout_s: float = 60.0,
+                 resize: Optional[str] = None) -> None:
+        backend = TritonBackend(url, model, version, timeout_s)
+        try:
+            super().__init__(backend, resize=resize)
+        except BaseException:
+            backend.close()
+            raise
+
+    @property
+    def frames(self) -> bool:
+        """True for the Python model's ``frames`` interface; False where the client prepares the artifact's input."""
+        return bool(self.backend.frames)
 
     def __repr__(self) -> str:
-        i = self.info
-        return (f"TritonSegmenter({self.protocol}://{self.address}, {self.model}, {i.model}, "
-                f"{'frames' if self.frames else 'normalised'} input, {i.num_classes} classes)")
-
+        b, i = self.backend, self.info
+        served = "frames" if b.frames else f"{i.input_format} input"
+        return (f"TritonSegmenter({b.protocol}://{b.address}, {b.model}, {i.model}, {served}, "
+                f"{i.num_classes} classes, resize={self.resize})")

@@ -10,19 +10,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx or engine (.engine/.plan with its manifest)")
     p.add_argument("--out", required=True, help="model repository folder (created; models are added to it; a model "
                    "dir of the same name is replaced whole)")
-    p.add_argument("--name", help="model name (one artifact; default: the artifact's file name)")
-    p.add_argument("--max-batch", type=int, help="max_batch_size (default: 8 where the model can batch, the "
-                   "engine profile's maximum for an engine; 0 = no batching)")
+    p.add_argument("--name", help="model name, one folder name of letters, digits, _, - and . (one artifact; "
+                   "default: the artifact's file name)")
+    p.add_argument("--max-batch", type=int, help="max_batch_size (default: from the artifact's batch range: 0 for a "
+                   "static batch (the python frames model: that batch), the profile's max for a dynamic engine, 8 for "
+                   "a dynamic ONNX; 0 = no batching)")
     p.add_argument("--instances", type=int, default=1, help="model instances (instance_group count)")
     p.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batcher's max queue delay")
     p.add_argument("--no-dynamic-batching", action="store_true", help="batch only what one request carries")
     p.add_argument("--backend", choices=("auto", "python"), default="auto",
-                   help="auto: tensorrt_plan for an engine, onnxruntime_onnx for an ONNX; python: model.py runs the "
-                   "artifact through Segmenter (what the bundled CPU server runs)")
+                   help="auto: tensorrt_plan for an engine, onnxruntime_onnx for an ONNX (for servers with those "
+                   "backends, e.g. NVIDIA's containers); python: model.py runs the artifact through Segmenter (the "
+                   "only kind the bundled `pspnet-trt serve` loads)")
     p.add_argument("--python-io", choices=("frames", "artifact"), default="frames",
                    help="python backend: frames (UINT8 HxWx3 in, labels out) or artifact (the artifact's own tensors, "
                    "as tensorrt_plan/onnxruntime_onnx serve it)")
-    p.add_argument("--device", default="cpu", help="python backend over an ONNX: cpu or cuda (onnxruntime-gpu)")
+    p.add_argument("--device", default="auto", help="where an ONNX runs: auto (CUDA where onnxruntime-gpu is "
+                   "installed, else the CPU), cpu, cuda or cuda:N; an engine runs on its instance's GPU")
     p.set_defaults(func=_triton)
 
     p = sub.add_parser("serve", help="run the Triton server bundled in nvidia-pytriton on 127.0.0.1 (foreground)")

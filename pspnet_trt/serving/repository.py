@@ -1,10 +1,11 @@
 """Triton model repositories from pspnet-trt artifacts: ``config.pbtxt``, the model file, labels, a README.
 
-Every number in a config comes from the artifact: the tensor names, dtypes and dims of an ONNX are
-read from its graph, those of an engine from its manifest (``NAME.engine.json``), and the class names,
-sizes and normalisation from the :class:`~pspnet_trt.deploy.DeployInfo` both carry. The DeployInfo is
+Every number in a config comes from the artifact, read through :mod:`pspnet_trt.artifacts`: the tensor
+shapes (input format, frame size, batch), class names and the batch range from its
+:class:`~pspnet_trt.deploy.DeployInfo` (ONNX metadata or engine manifest), the tensor names and dtypes from
+the ONNX graph or the manifest (a graph dim that disagrees with the metadata is refused). The DeployInfo is
 also stored in the config (``parameters { key: "pspnet_trt" ... }``) so that a client
-(:class:`~pspnet_trt.serving.TritonSegmenter`) can preprocess and post-process as ``Segmenter`` does.
+(:class:`~pspnet_trt.serving.TritonSegmenter`) feeds the model exactly what ``Segmenter`` would.
 
 Three kinds of model:
 
@@ -14,32 +15,37 @@ Three kinds of model:
 * ``python``: ``model.py`` (:mod:`pspnet_trt.serving.triton_model`) runs the artifact through
   ``Segmenter`` (ONNX Runtime on the CPU, or TensorRT on the instance's GPU). Its interface is the same
   for every artifact: ``frames`` UINT8 [H, W, 3] (BGR) in, ``labels`` UINT8 [H, W] out, with a batch
-  dimension in front when batching is on. For a raw-frame artifact (uint8 NxHxWx3 input) H, W are the
-  artifact's frame size; for a normalised-input artifact any frame size is accepted (-1) and
-  ``Segmenter`` resizes and normalises, and returns labels at the frame's size.
+  dimension in front when batching is on. For a raw-frame (bgr8) artifact H, W are the artifact's frame
+  size; for the others any frame size is accepted (-1) and ``Segmenter`` prepares the artifact's input,
+  and returns labels at the frame's size. ``--python-io artifact`` serves the artifact's own tensors instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..deploy import METADATA_KEY, DeployInfo, read_onnx_info
+from .. import artifacts
+from ..deploy import METADATA_KEY, DeployInfo
 from ..errors import UserError
 from ..files import atomic_dir
+from ..runtime.device import parse_device
 
 log = logging.getLogger(__name__)
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 BACKENDS = ("auto", "python")
 PYTHON_IO = ("frames", "artifact")
 FRAMES_INPUT = "frames"
 LABELS_OUTPUT = "labels"
 DEFAULT_MAX_BATCH = 8
+# A model name is one folder of the repository: letters, digits, "_", "-", "." (not "." or "..")
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 # numpy dtype name -> Triton config data_type / protocol datatype
 TRITON_DTYPES = {
@@ -68,14 +74,15 @@ class Tensor:
 
 @dataclass(frozen=True)
 class ArtifactIO:
-    """What a config needs to know about one artifact."""
+    """What a config needs to know about one artifact: its DeployInfo and batch range (from
+    :mod:`pspnet_trt.artifacts`), and the names and dtypes of its tensors, shaped by the DeployInfo."""
 
     path: Path
     kind: str  # "onnx" | "engine"
     info: DeployInfo
     inputs: Tuple[Tensor, ...]
     outputs: Tuple[Tensor, ...]
-    max_profile_batch: Optional[int] = None  # engines: the largest batch of the optimisation profile
+    batch_range: Tuple[int, Optional[int]] = (1, 1)  # artifacts.batch_range
 
     @property
     def input(self) -> Tensor:
@@ -83,21 +90,44 @@ class ArtifactIO:
 
     @property
     def dynamic_batch(self) -> bool:
-        return self.input.shape[0] == -1
+        return self.info.batch is None
 
     @property
     def raw_frames(self) -> bool:
         """uint8 NxHxWx3 input: the artifact takes camera frames as they are (preprocessing in the graph)."""
-        i = self.input
-        return i.dtype == "uint8" and len(i.shape) == 4 and i.shape[3] == 3
+        return self.info.raw_frames
 
     @property
     def frame_size(self) -> Optional[Tuple[int, int]]:
-        return (self.input.shape[1], self.input.shape[2]) if self.raw_frames else None
+        return self.info.frame_size
+
+
+def expected_shape(name: str, info: DeployInfo) -> Optional[Tuple[int, ...]]:
+    """A tensor's full shape as the DeployInfo describes it (batch -1 when dynamic); None for a name it does not
+    describe."""
+    batch = -1 if info.batch is None else info.batch
+    if name == info.input_name:
+        return info.input_shape(batch)
+    if name == "labels":
+        return (batch, *info.output_size)
+    if name == "logits":
+        return (batch, info.num_classes, *info.input_size)
+    return None
+
+
+def _shaped(path: Path, t: Tensor, info: DeployInfo, fix: str) -> Tensor:
+    """``t`` with the shape the DeployInfo gives; a UserError where a dim the graph fixes disagrees with it."""
+    want = expected_shape(t.name, info)
+    if want is None:
+        raise UserError(f"{path}: tensor {t.name!r} is not one the artifact's metadata describes; {fix}")
+    if len(t.shape) != len(want) or any(d not in (-1, w) for d, w in zip(t.shape, want)):
+        raise UserError(f"{path}: tensor {t.name!r} has shape {list(t.shape)}, its metadata says {list(want)}; {fix}")
+    return Tensor(t.name, t.dtype, want)
 
 
 def _onnx_tensors(path: Path) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
-    """Graph inputs/outputs of an ONNX (onnx if installed, else onnxruntime)."""
+    """Graph inputs/outputs of an ONNX (onnx if installed, else onnxruntime): names, dtypes and the dims the
+    graph fixes (-1 for symbolic ones)."""
     import importlib.util
 
     if importlib.util.find_spec("onnx") is not None:
@@ -127,83 +157,71 @@ def _onnx_tensors(path: Path) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
     return tuple(conv_ort(v) for v in sess.get_inputs()), tuple(conv_ort(v) for v in sess.get_outputs())
 
 
-def expected_output_shape(name: str, inp: Tensor, info: DeployInfo) -> Optional[Tuple[int, ...]]:
-    """What the metadata says an output's shape is: labels at the frame (raw-frame input) or input size."""
-    raw = inp.dtype == "uint8" and len(inp.shape) == 4 and inp.shape[3] == 3
-    batch = inp.shape[0]
-    if name == "labels":
-        return (batch, *(inp.shape[1:3] if raw else info.input_size))
-    if name == "logits":
-        return (batch, info.num_classes, *info.input_size)
-    return None
-
-
-def _complete(t: Tensor, expected: Optional[Tuple[int, ...]]) -> Tensor:
-    """Fill the dims a graph leaves symbolic (ArgMax/Resize outputs after slimming) from the metadata."""
-    if expected is None or len(expected) != len(t.shape):
-        return t
-    return Tensor(t.name, t.dtype, tuple(e if d == -1 else d for d, e in zip(t.shape, expected)))
-
-
-def _engine_tensors(path: Path, manifest: Any) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
-    """Engine I/O from its manifest: names and the input shape are recorded; dtypes follow from the graph kind."""
-    info: DeployInfo = manifest.info
-    shape = tuple(int(d) for d in manifest.input_shape)
-    if len(shape) != 4:
-        raise UserError(f"{path}: the manifest's input_shape {list(shape)} is not 4-D; rebuild the engine")
-    recorded = dict(manifest.build_flags.get("io_dtypes") or {})  # newer manifests may record dtypes
-    raw = shape[3] == 3 and shape[1] != 3  # NxHxWx3 frames
-    in_dtype = recorded.get(manifest.input_name, "uint8" if raw else "float32")
-    inp = Tensor(manifest.input_name, in_dtype, shape)
-    default_dtypes = {"labels": str(info.extra.get("labels_dtype", "uint8")), "logits": "float32"}
+def _engine_tensors(path: Path, manifest: artifacts.Manifest) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
+    """Engine I/O from its manifest: the tensor names it records, dtypes from the DeployInfo (or the dtypes a newer
+    manifest records), shapes from the DeployInfo (checked against the recorded input shape)."""
+    info = manifest.info
+    fix = "rebuild the engine with this pspnet-trt"
+    recorded = dict(manifest.build_flags.get("io_dtypes") or {})
+    default_dtypes = {info.input_name: info.input_dtype, "logits": "float32",
+                      "labels": str(info.extra.get("labels_dtype", "uint8"))}
+    inp = _shaped(path, Tensor(manifest.input_name, recorded.get(manifest.input_name, info.input_dtype),
+                               tuple(int(d) for d in manifest.input_shape)), info, fix)
     outs = []
     for name in manifest.outputs:
-        expected = expected_output_shape(name, inp, info)
-        if expected is None:
-            raise UserError(f"{path}: the manifest names an output {name!r} this version does not know; "
-                            "rebuild the engine with this pspnet-trt")
-        outs.append(Tensor(name, recorded.get(name, default_dtypes[name]), expected))
+        if name not in default_dtypes:
+            raise UserError(f"{path}: the manifest names an output {name!r} this version does not know; {fix}")
+        outs.append(Tensor(name, recorded.get(name, default_dtypes[name]), expected_shape(name, info) or ()))
     return (inp,), tuple(outs)
 
 
 def read_artifact(path: Union[str, Path]) -> ArtifactIO:
-    """Inputs, outputs and DeployInfo of an ``.onnx`` or an engine (with its manifest)."""
+    """Inputs, outputs, DeployInfo and batch range of an ``.onnx`` or an engine (with its manifest)."""
     path = Path(path)
+    kind = artifacts.kind(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file (expected an .onnx or an engine with its .json manifest)")
-    if path.suffix == ".onnx":
-        info = read_onnx_info(path)
+    info = artifacts.read_info(path)
+    if kind == "onnx":
         inputs, outputs = _onnx_tensors(path)
         if not inputs:
             raise UserError(f"{path}: the graph has no input")
-        outputs = tuple(_complete(t, expected_output_shape(t.name, inputs[0], info)) for t in outputs)
-        return ArtifactIO(path, "onnx", info, inputs, outputs)
-    if path.suffix in ENGINE_SUFFIXES:
-        from ..trt.manifest import read_manifest
-
-        manifest = read_manifest(path)
-        inputs, outputs = _engine_tensors(path, manifest)
-        max_batch = int(manifest.build_flags.get("max_batch", 1)) if inputs[0].shape[0] == -1 else None
-        return ArtifactIO(path, "engine", manifest.info, inputs, outputs, max_profile_batch=max_batch)
-    raise UserError(f"{path}: unknown artifact type; expected .onnx or {'/'.join(ENGINE_SUFFIXES)}")
+        fix = "re-export it with this pspnet-trt"
+        inputs = (_shaped(path, inputs[0], info, fix), *inputs[1:])
+        outputs = tuple(_shaped(path, t, info, fix) for t in outputs)
+    else:
+        inputs, outputs = _engine_tensors(path, artifacts.read_manifest(path))
+    return ArtifactIO(path, kind, info, inputs, outputs, artifacts.batch_range(path))
 
 
 # -- config.pbtxt -------------------------------------------------------------------------------
 
+def check_model_name(name: str) -> str:
+    """``name`` if it is one plain folder name (what a Triton model name is), else a UserError."""
+    if not MODEL_NAME.fullmatch(name) or name in (".", ".."):
+        raise UserError(f"--name {name!r}: a model name is one folder name of letters, digits, '_', '-' and '.' "
+                        "(not '.' or '..'), e.g. --name r18_camvid")
+    return name
+
+
 @dataclass
 class RepoOptions:
-    name: Optional[str] = None  # model name (default: the artifact's file stem)
-    max_batch: Optional[int] = None  # None: DEFAULT_MAX_BATCH where the model can batch; 0: no batching
+    name: Optional[str] = None  # model name (default: the artifact's file stem); see check_model_name
+    max_batch: Optional[int] = None  # None: follow the artifact's batch range; 0: no batching
     instances: int = 1
     max_queue_delay_us: int = 100
     backend: str = "auto"  # auto (tensorrt_plan / onnxruntime_onnx) | python
     dynamic_batching: bool = True
-    device: str = "cpu"  # python backend over an ONNX: onnxruntime device (cpu | cuda)
+    # where an ONNX runs: auto (CUDA where onnxruntime-gpu is installed, else the CPU), cpu, cuda or cuda:N.
+    # An engine always runs on its instance's GPU.
+    device: str = "auto"
     # python backend: "frames" (UINT8 frames in, labels out) or "artifact" (the artifact's own tensors, what a
     # tensorrt_plan / onnxruntime_onnx model takes: lets a client of those be tested on the CPU server)
     python_io: str = "frames"
 
     def __post_init__(self) -> None:
+        if self.name is not None:
+            check_model_name(self.name)
         if self.python_io not in PYTHON_IO:
             raise UserError(f"--python-io must be one of {PYTHON_IO}, got {self.python_io!r}")
         if self.backend not in BACKENDS:
@@ -214,6 +232,7 @@ class RepoOptions:
             raise UserError(f"--max-batch must be >= 0, got {self.max_batch}")
         if self.max_queue_delay_us < 0:
             raise UserError(f"--max-queue-delay-us must be >= 0, got {self.max_queue_delay_us}")
+        parse_device(self.device)
 
 
 @dataclass
@@ -261,20 +280,36 @@ def _dims(t: Tensor, batching: bool) -> Tuple[int, ...]:
     return t.shape[1:] if batching else t.shape
 
 
-def _max_batch(art: ArtifactIO, opts: RepoOptions, python: bool) -> int:
-    """Triton's max_batch_size: > 0 only where the model can take a batch dimension of that size."""
+def _max_batch(art: ArtifactIO, opts: RepoOptions, frames: bool) -> int:
+    """Triton's max_batch_size, from the artifact's batch range: > 0 only where every batch Triton may form runs.
+
+    The artifact's own tensors: a static batch -> 0 (Triton sends the declared shape, batch dim included); a
+    dynamic batch -> ``--max-batch``, else the engine profile's max, else DEFAULT_MAX_BATCH for an ONNX.
+    The python ``frames`` model: model.py runs a batch through Segmenter, which chunks it to the artifact's batch
+    rule, so any size runs; by default it follows the artifact (a static n -> n, a dynamic engine -> its max)."""
     if opts.max_batch == 0:
         return 0
-    if python:  # model.py stacks requests into one predict_batch; Segmenter chunks to the artifact's batch
-        return opts.max_batch or DEFAULT_MAX_BATCH
-    if not art.dynamic_batch:  # a static batch of B: Triton sends exactly the declared shape
+    least, most = art.batch_range
+    if frames:
+        return opts.max_batch or most or DEFAULT_MAX_BATCH
+    if least == most:
         return 0
-    limit = art.max_profile_batch  # engines: the profile's largest batch
-    wanted = opts.max_batch or (limit or DEFAULT_MAX_BATCH)
-    if limit is not None and wanted > limit:
+    wanted = opts.max_batch or most or DEFAULT_MAX_BATCH
+    if most is not None and wanted > most:
         raise UserError(f"{art.path}: --max-batch {wanted} exceeds the engine's optimisation profile (max batch "
-                        f"{limit}); rebuild it with `pspnet-trt build --max-batch {wanted}` or pass --max-batch {limit}")
+                        f"{most}); rebuild it with `pspnet-trt build --max-batch {wanted}` or pass --max-batch {most}")
     return wanted
+
+
+def _instance_kind(art: ArtifactIO, opts: RepoOptions) -> str:
+    """An engine: its GPU. An ONNX: cpu -> KIND_CPU, cuda -> KIND_GPU; auto -> KIND_AUTO for onnxruntime_onnx
+    (Triton's choice), KIND_CPU for the python model (its Segmenter resolves auto: CUDA 0 with onnxruntime-gpu)."""
+    if art.kind == "engine":
+        return "KIND_GPU"
+    device = parse_device(opts.device)
+    if device is None:
+        return "KIND_CPU" if opts.backend == "python" else "KIND_AUTO"
+    return "KIND_GPU" if device.is_cuda else "KIND_CPU"
 
 
 def model_config(art: ArtifactIO, opts: RepoOptions, name: str) -> ModelConfig:
@@ -283,7 +318,7 @@ def model_config(art: ArtifactIO, opts: RepoOptions, name: str) -> ModelConfig:
     mbs = _max_batch(art, opts, frames)
     batching = mbs > 0
     params = {METADATA_KEY: art.info.to_json()}
-    kind = "KIND_GPU" if art.kind == "engine" or opts.device.startswith("cuda") else "KIND_CPU"
+    kind = _instance_kind(art, opts)
     if python:
         params["artifact"] = _model_filename(art)
         params["device"] = "cuda" if art.kind == "engine" else opts.device
@@ -299,11 +334,9 @@ def model_config(art: ArtifactIO, opts: RepoOptions, name: str) -> ModelConfig:
     if python:
         return ModelConfig(name, None, "python", mbs, ins, outs, kind, opts.instances, opts.dynamic_batching,
                            opts.max_queue_delay_us, parameters=params)
-    if art.kind == "engine":
-        return ModelConfig(name, "tensorrt_plan", None, mbs, ins, outs, "KIND_GPU", opts.instances,
-                           opts.dynamic_batching, opts.max_queue_delay_us, _model_filename(art), params)
-    return ModelConfig(name, "onnxruntime_onnx", None, mbs, ins, outs, "KIND_AUTO", opts.instances,
-                       opts.dynamic_batching, opts.max_queue_delay_us, _model_filename(art), params)
+    platform = "tensorrt_plan" if art.kind == "engine" else "onnxruntime_onnx"
+    return ModelConfig(name, platform, None, mbs, ins, outs, kind, opts.instances, opts.dynamic_batching,
+                       opts.max_queue_delay_us, _model_filename(art), params)
 
 
 def _model_filename(art: ArtifactIO) -> str:
@@ -313,85 +346,124 @@ def _model_filename(art: ArtifactIO) -> str:
 # -- the repository on disk ----------------------------------------------------------------------
 
 def _model_name(path: Path, opts: RepoOptions) -> str:
-    return opts.name or path.stem.replace(".", "_")
+    """``--name`` (checked), else the file's stem made a plain name (anything but letters, digits, _ and - -> _)."""
+    if opts.name is not None:
+        return check_model_name(opts.name)
+    return re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "model"
+
+
+def _fill(tmp: Path, art: ArtifactIO, cfg: ModelConfig, opts: RepoOptions) -> None:
+    """The files of one model dir, written into the new dir ``tmp``. The artifact's validation record (beside an
+    ONNX; in an engine's manifest) goes with it, so Segmenter.open in the model sees the artifact's verdict."""
+    version = tmp / "1"
+    version.mkdir()
+    target = version / _model_filename(art)
+    shutil.copyfile(art.path, target)
+    if art.kind == "engine":
+        shutil.copyfile(artifacts.manifest_path(art.path), artifacts.manifest_path(target))
+    elif artifacts.record_path(art.path).is_file():
+        shutil.copyfile(artifacts.record_path(art.path), artifacts.record_path(target))
+    if opts.backend == "python":
+        shutil.copyfile(Path(__file__).with_name("triton_model.py"), version / "model.py")
+    (tmp / "labels.txt").write_text("".join(f"{n}\n" for n in art.info.class_names))
+    (tmp / "README.md").write_text(model_readme(art, cfg))
+    (tmp / "config.pbtxt").write_text(cfg.to_pbtxt())
 
 
 def write_model(artifact: Union[str, Path], out: Union[str, Path], opts: Optional[RepoOptions] = None) -> Path:
     """One model directory ``out/NAME`` (config.pbtxt, 1/model.*, labels.txt, README.md). Returns it.
-
-    The directory is built beside its place and swapped in whole: an existing ``out/NAME`` is replaced (no file
-    of an earlier model stays behind for Triton to load), and a failure leaves it as it was."""
-    opts = opts or RepoOptions()
-    art = read_artifact(artifact)
-    name = _model_name(art.path, opts)
-    cfg = model_config(art, opts, name)
-    model_dir = Path(out) / name
-    if model_dir.exists():
-        log.info("replacing %s", model_dir)
-    with atomic_dir(model_dir) as tmp:
-        version = tmp / "1"
-        version.mkdir()
-        target = version / _model_filename(art)
-        shutil.copyfile(art.path, target)
-        if art.kind == "engine":
-            from ..trt.manifest import manifest_path
-
-            shutil.copyfile(manifest_path(art.path), manifest_path(target))
-        if opts.backend == "python":
-            shutil.copyfile(Path(__file__).with_name("triton_model.py"), version / "model.py")
-        (tmp / "labels.txt").write_text("".join(f"{n}\n" for n in art.info.class_names))
-        (tmp / "README.md").write_text(model_readme(art, cfg))
-        (tmp / "config.pbtxt").write_text(cfg.to_pbtxt())
-    log.info("wrote %s (%s, max_batch_size %d)", model_dir, cfg.platform or cfg.backend, cfg.max_batch_size)
-    return model_dir
+    See :func:`write_repository`."""
+    return write_repository([artifact], out, opts)[0]
 
 
-def write_repository(artifacts: Sequence[Union[str, Path]], out: Union[str, Path],
+def write_repository(artifacts_: Sequence[Union[str, Path]], out: Union[str, Path],
                      opts: Optional[RepoOptions] = None) -> List[Path]:
-    """A Triton model repository with one model per artifact."""
+    """A Triton model repository with one model dir ``out/NAME`` per artifact. Returns the dirs.
+
+    All or none: every artifact is read and its config made before anything is written; each dir is then built
+    beside its place and, once all are complete, swapped in whole (an existing ``out/NAME`` is replaced, with no
+    file of the earlier model left for Triton to load). A failure before the swaps leaves every dir as it was.
+    A model name is one plain folder name, so nothing outside ``out/NAME`` is ever touched."""
     opts = opts or RepoOptions()
-    if not artifacts:
+    if not artifacts_:
         raise UserError("give at least one artifact (.onnx or engine)")
-    if opts.name and len(artifacts) > 1:
+    if opts.name and len(artifacts_) > 1:
         raise UserError("--name names one model; with several artifacts each model is named after its file")
+    out = Path(out)
     names: Dict[str, Path] = {}
-    for a in artifacts:
+    for a in artifacts_:
         name = _model_name(Path(a), opts)
         if name in names:
             raise UserError(f"{names[name]} and {a} would both be model {name!r} (named after the file): rename one, "
                             "or write them with separate `--name`s")
         names[name] = Path(a)
-    return [write_model(a, out, opts) for a in artifacts]
+    plans = []
+    for name, path in names.items():
+        art = read_artifact(path)
+        plans.append((art, model_config(art, opts, name)))
+    dirs = []
+    with contextlib.ExitStack() as swaps:  # on leaving: every dir swapped in, or (on an error) none
+        for art, cfg in plans:
+            model_dir = out / cfg.name
+            assert model_dir.parent == out  # one plain name: the dir is the repository's own child
+            if model_dir.exists():
+                log.info("replacing %s", model_dir)
+            _fill(swaps.enter_context(atomic_dir(model_dir)), art, cfg, opts)
+            dirs.append(model_dir)
+    for model_dir, (_, cfg) in zip(dirs, plans):
+        log.info("wrote %s (%s, max_batch_size %d)", model_dir, cfg.platform or cfg.backend, cfg.max_batch_size)
+        if cfg.platform:
+            log.info("%s: %s for servers with that backend (NVIDIA's Triton containers); the bundled `pspnet-trt "
+                     "serve` loads only --backend python models", model_dir, cfg.platform)
+    return dirs
 
 
 def model_readme(art: ArtifactIO, cfg: ModelConfig) -> str:
+    from .server import SERVE_INSTALL
+
     i = art.info
     kind = cfg.platform or f"{cfg.backend} backend (runs {art.path.name} through pspnet_trt.Segmenter)"
     batch = (f"max_batch_size {cfg.max_batch_size}" + (", dynamic batching" if cfg.dynamic_batching else "")
              if cfg.max_batch_size else "no batching (max_batch_size 0)")
     io = "\n".join(f"- {k} `{n}`: {t} [{', '.join(str(d) for d in dims)}]"
                    for k, tensors in (("input", cfg.inputs), ("output", cfg.outputs)) for n, t, dims in tensors)
-    first = cfg.inputs[0]
-    if first[1] == "UINT8":
+    if cfg.inputs[0][0] == FRAMES_INPUT:
         call = ("frame = cv2.imread('street.png')  # BGR uint8 HxWx3\n"
                 "labels = seg.predict(frame)       # uint8 HxW, classes in labels.txt")
     else:
-        call = ("frame = cv2.imread('street.png')  # BGR uint8; the client resizes and normalises as Segmenter does\n"
+        call = ("frame = cv2.imread('street.png')  # BGR uint8; the client prepares the model's input as Segmenter does\n"
                 "labels = seg.predict(frame)")
+    if cfg.backend == "python":
+        needs = ["pip install 'pspnet-trt[ort]'"] if art.kind == "onnx" else []
+        install = "\n".join(f"    {c}" for c in (*needs, *SERVE_INSTALL))
+        serve = f"""Serve the repository with the Triton server bundled in nvidia-pytriton (CPU, Python backend); install:
+
+{install}
+
+and run:
+
+    pspnet-trt serve REPO --http-port 8000 --grpc-port 8001
+"""
+    else:
+        serve = f"""Serve the repository with a Triton server that has the {cfg.platform} backend, e.g. NVIDIA's container:
+
+    docker run --gpus all --rm -p 8000:8000 -p 8001:8001 -v $PWD/REPO:/models nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
+        tritonserver --model-repository=/models
+
+The server bundled in nvidia-pytriton (`pspnet-trt serve`) loads only Python-backend models: for it, write this
+model with `pspnet-trt triton {art.path.name} --out REPO --name {cfg.name} --backend python`.
+"""
     return f"""# {cfg.name}
 
-{i.model} ({i.precision}, input {i.input_size[0]}x{i.input_size[1]}, {i.num_classes} classes in `labels.txt`),
-served as {kind}; {batch}; {cfg.instances} instance(s) {cfg.instance_kind}.
+{i.model} ({i.precision}, {i.input_format} input {i.input_size[0]}x{i.input_size[1]}, {i.num_classes} classes in
+`labels.txt`), served as {kind}; {batch}; {cfg.instances} instance(s) {cfg.instance_kind}.
 Written by `pspnet-trt triton` from `{art.path.name}`; the artifact's deploy metadata is in the config's
 `parameters` (key `{METADATA_KEY}`).
 
 {io}
 
-Serve the repository (the bundled CPU server, `pip install 'pspnet-trt[serve]'`):
-
-    pspnet-trt serve REPO --http-port 8000 --grpc-port 8001
-
-Client (HTTP, or `grpc://127.0.0.1:8001`):
+{serve}
+Client (HTTP, or `grpc://127.0.0.1:8001`; `pip install 'pspnet-trt[serve]'`):
 
 ```python
 import cv2

@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -38,8 +39,11 @@ from ..errors import UserError
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-INSTALL_HINT = ("pip install 'pspnet-trt[serve]' && pip install --no-deps 'nvidia-pytriton==0.7.0' "
-                "(--no-deps: its metadata pins numpy<2, but only its bundled server binary is used)")
+# What the main README's Install table says for the bundled server (the model dirs' READMEs repeat it)
+SERVE_INSTALL = ("pip install 'pspnet-trt[serve]'", "pip install --no-deps nvidia-pytriton==0.7.0")
+INSTALL_HINT = (" && ".join(SERVE_INSTALL) + " (--no-deps: its metadata pins numpy<2, but only its bundled server "
+                "binary is used)")
+_CONFIG_FIELD = re.compile(r'^(platform|backend)\s*:\s*"([^"]*)"', re.M)
 
 
 class ServerError(UserError):
@@ -72,6 +76,29 @@ def find_bundled_server() -> BundledServer:
                           "use Python 3.8-3.13 or a newer nvidia-pytriton")
     libs = root.parents[1] / "nvidia_pytriton.libs"
     return BundledServer(binary, backend, stub, libs if libs.is_dir() else None)
+
+
+def check_repository(repository: Union[str, Path]) -> List[Path]:
+    """The model dirs of ``repository`` (``*/config.pbtxt``, hidden dirs skipped), each one the bundled server can
+    load (a Python-backend model); else a UserError in one line naming the model and the command that fixes it."""
+    repository = Path(repository)
+    if not repository.is_dir():
+        raise UserError(f"{repository}: no such model repository (write one with `pspnet-trt triton`)")
+    models = sorted(d for d in repository.iterdir() if not d.name.startswith(".") and (d / "config.pbtxt").is_file())
+    if not models:
+        raise UserError(f"{repository} holds no model (no */config.pbtxt); write one with `pspnet-trt triton`")
+    for d in models:
+        fields = dict(_CONFIG_FIELD.findall((d / "config.pbtxt").read_text(errors="replace")))
+        if fields.get("backend") == "python":
+            continue
+        what = fields.get("platform") or fields.get("backend") or "model without a Python backend"
+        files = sorted(d.glob("*/model.onnx")) + sorted(d.glob("*/model.plan"))
+        source = shlex.quote(str(files[-1])) if files else "ARTIFACT"
+        raise UserError(f"{d}: a {what} model, which the bundled server cannot load (it has only the Python "
+                        f"backend); write it for the Python backend with `pspnet-trt triton {source} --out "
+                        f"{shlex.quote(str(repository))} --name {d.name} --backend python`, or serve {repository} "
+                        "with NVIDIA's Triton container")
+    return models
 
 
 def port_free(port: int, host: str = HOST) -> bool:
@@ -141,10 +168,7 @@ class TritonServer:
         return f"grpc://{HOST}:{self.grpc_port}"
 
     def _check(self) -> BundledServer:
-        if not self.repository.is_dir():
-            raise UserError(f"{self.repository}: no such model repository (write one with `pspnet-trt triton`)")
-        if not any((d / "config.pbtxt").is_file() for d in self.repository.iterdir() if not d.name.startswith(".")):
-            raise UserError(f"{self.repository} holds no model (no */config.pbtxt); write one with `pspnet-trt triton`")
+        check_repository(self.repository)
         ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
         if len(set(ports.values())) != 3:
             raise UserError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
