@@ -12,27 +12,38 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from ..deploy import METADATA_KEY, DeployInfo, check_onnx_file, read_onnx_info
+from ..artifacts import check_file, read_onnx_info
+from ..deploy import DeployInfo
 from ..deps import require
 from ..errors import UserError
 from .backend import Backend, as_uint8_labels
-from .device import resolve_device
+from .device import parse_device, resolve_device
 
 log = logging.getLogger(__name__)
+
+
+CUDA_EP = "CUDAExecutionProvider"
+GET_CUDA = ("get one with `pip uninstall onnxruntime && pip install onnxruntime-gpu` (`onnxruntime-gpu[cuda,cudnn]` "
+            "also installs the CUDA and cuDNN libraries it loads), or run with --device cpu")
 
 
 def _providers(ort: Any, device: str) -> List[Any]:
     """Execution providers for ``device`` (auto: CUDA where this onnxruntime has it, i.e. onnxruntime-gpu)."""
     available = ort.get_available_providers()
-    dev = resolve_device(device, lambda: "CUDAExecutionProvider" in available)
+    dev = resolve_device(device, lambda: CUDA_EP in available)
     if dev.is_cuda:
-        if "CUDAExecutionProvider" not in available:
-            raise UserError(
-                f"device {device!r} asked for, but this onnxruntime has no CUDA provider (available: {available}); "
-                "install onnxruntime-gpu instead of onnxruntime, or use device='cpu'"
-            )
-        return [("CUDAExecutionProvider", {"device_id": dev.index}), "CPUExecutionProvider"]
+        if CUDA_EP not in available:
+            raise UserError(f"device {device!r} asked for, but this onnxruntime ({getattr(ort, '__version__', '?')}) "
+                            f"has no CUDA provider (it has {', '.join(available)}): {GET_CUDA}")
+        return [(CUDA_EP, {"device_id": dev.index}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
+
+
+def _cuda_did_not_load(ort: Any, path: Path, device: str, detail: str) -> UserError:
+    return UserError(f"{path}: device {device!r} asked for, but this onnxruntime ({getattr(ort, '__version__', '?')}) "
+                     f"could not load its CUDA provider ({detail}): the CUDA and cuDNN libraries it loads are missing or of another "
+                     "version; `pip install 'onnxruntime-gpu[cuda,cudnn]'` installs matching ones (with no "
+                     "onnxruntime beside it: `pip uninstall onnxruntime`), or run with --device cpu")
 
 
 FAKE_QUANT = ("INT8 as fake-quantization (Q/DQ in float, ONNX Runtime graph optimizations off): "
@@ -85,12 +96,20 @@ def int8_numerics(info: DeployInfo, options: Any, ort: Any) -> Optional[str]:
     return f"ONNX Runtime's optimized kernels of this CPU ({here.model}, {here.cpu_class})"
 
 
+def _loads_on_cpu(ort: Any, path: Path, options: Any) -> bool:
+    try:
+        ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return True
+    except Exception:  # noqa: BLE001 - the file's own problem: the caller reports the first error
+        return False
+
+
 class OrtBackend(Backend):
     """``fake_quant``: see :func:`session_options_for`; ``numerics`` says how an INT8 graph was run (or None)."""
 
     name = "onnxruntime"
 
-    def __init__(self, path: Union[str, Path], device: str = "cpu", threads: Optional[int] = None,
+    def __init__(self, path: Union[str, Path], device: str = "auto", threads: Optional[int] = None,
                  fake_quant: Optional[bool] = None) -> None:
         ort = require("onnxruntime", "running ONNX files")
         self.path = Path(path)
@@ -101,17 +120,21 @@ class OrtBackend(Backend):
         except Exception:  # unreadable metadata: ONNX Runtime's load below names the problem
             peek = None
         options = session_options_for(peek, threads, fake_quant)
+        providers = _providers(ort, device)  # no CUDA provider: its own message, not a load failure
+        cuda = providers[0] != "CPUExecutionProvider"
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=_providers(ort, device))
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            check_onnx_file(self.path)  # truncated / not ONNX: say so
+            check_file(self.path)  # truncated / not ONNX: say so
+            if cuda and _loads_on_cpu(ort, self.path, options):  # the file is fine: CUDA is what failed
+                raise _cuda_did_not_load(ort, self.path, device, f"{type(e).__name__}: {e}") from None
             raise UserError(f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: {e}); re-export it") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in meta:
-            raise UserError(
-                f"{self.path} carries no pspnet-trt metadata (key {METADATA_KEY!r}); export it with `pspnet-trt export`"
-            )
-        self.info = DeployInfo.from_json(meta[METADATA_KEY], source=self.path)
+        if cuda and CUDA_EP not in self.session.get_providers():  # onnxruntime fell back to the CPU on its own
+            problem = _cuda_did_not_load(ort, self.path, device, f"it fell back to {self.session.get_providers()}")
+            if parse_device(device) is not None:
+                raise problem
+            log.warning("%s; running on the CPU", problem)
+        self.info = peek if peek is not None else read_onnx_info(self.path)  # the clear error on bad metadata
         self.numerics = int8_numerics(self.info, options, ort)
         self.output_names = [o.name for o in self.session.get_outputs()]
         log.debug("opened %s (%s) outputs %s", self.path, self.info.precision, self.output_names)
