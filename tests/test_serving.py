@@ -321,7 +321,8 @@ def server_processes(marker: str):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """r18_os8_camvid (random weights, 64x128, dynamic batch) behind the Python backend, dynamic batching on: frames
-    in (seg), its own normalised tensors (seg_tensors), and a pixels export's own tensors (pixels)."""
+    in (seg), its own normalised tensors (seg_tensors), a pixels export's own tensors (pixels), and a bgr8 export
+    of 90x120 frames behind the frames model (raw)."""
     from pspnet_trt.export import export_zoo
     from pspnet_trt.serving import TritonServer
 
@@ -335,12 +336,16 @@ def served(tmp_path_factory):
     pixels = export_zoo("r18_os8_camvid", tmp / "pixels.onnx", input_size=(64, 128), batch=None, input_format="pixels")
     write_repository([pixels], tmp / "repo", RepoOptions(name="pixels", backend="python", python_io="artifact",
                                                          max_batch=2))
+    # a raw-frame (bgr8) export, static batch 1: the frames model takes its frame size only
+    raw = export_zoo("r18_os8_camvid", tmp / "raw.onnx", input_size=(64, 128), input_format="bgr8",
+                     frame_size=(90, 120))
+    write_repository([raw], tmp / "repo", RepoOptions(name="raw", backend="python"))
     http, grpc, metrics = ports()
     server = TritonServer(tmp / "repo", http_port=http, grpc_port=grpc, metrics_port=metrics,
                           log_file=tmp / "server.log", exit_timeout_s=5)
     server.start(timeout_s=120)
     try:
-        yield server, onnx_path, pixels
+        yield server, onnx_path, pixels, raw
     finally:
         pid = server.process.pid if server.process else None
         assert server.stop() == 0
@@ -354,7 +359,7 @@ def test_triton_labels_equal_segmenter_bit_for_bit(served, protocol):
     from pspnet_trt.runtime import Segmenter
     from pspnet_trt.serving import TritonSegmenter
 
-    server, onnx_path, _ = served
+    server, onnx_path, *_ = served
     local = Segmenter.open(onnx_path)
     url = server.http_url if protocol == "http" else server.grpc_url
     frames, tensors = TritonSegmenter(url, "seg"), TritonSegmenter(url, "seg_tensors")
@@ -369,6 +374,12 @@ def test_triton_labels_equal_segmenter_bit_for_bit(served, protocol):
             got = remote.predict(image)
             assert got.dtype == np.uint8 and got.shape == image.shape[:2]
             assert np.array_equal(got, expected), remote
+    # a bgr8 artifact behind the frames model: fixed frame size (the client resizes as Segmenter does), batch 1
+    raw_local, raw_remote = Segmenter.open(served[3], device="cpu"), TritonSegmenter(url, "raw")
+    assert (raw_remote.info.frame_size, raw_remote.backend.any_frame_size, raw_remote.backend.max_batch) == (
+        (90, 120), False, 1)
+    images = camvid_images(3)
+    assert all(np.array_equal(g, e) for g, e in zip(raw_remote.predict_batch(images), raw_local.predict_batch(images)))
     # The model ran under this interpreter's numpy (2.x here), where pb_utils.Tensor/as_numpy lose the data.
     assert f"(numpy {np.__version__})" in server.read_log()
 
@@ -381,7 +392,7 @@ def test_a_pixels_artifact_served_with_its_own_tensors_gives_segmenters_labels(s
     from pspnet_trt.runtime import Segmenter
     from pspnet_trt.serving import TritonSegmenter
 
-    server, _, pixels = served
+    server, _, pixels, _ = served
     local = Segmenter.open(pixels, device="cpu")
     local.backend.max_batch = 2  # the same chunks as the served model's (ONNX Runtime's numbers per batch shape)
     images = [im[: 200 + 40 * i, : 300 + 40 * i] for i, im in enumerate(camvid_images(5))]  # sizes differ
@@ -401,7 +412,7 @@ def test_uint8_output_bytes_arrive(served):
     """The numpy-2 pitfall, at the wire: the labels output carries H*W bytes, not 0."""
     import tritonclient.http as th
 
-    server, _, _ = served
+    server, *_ = served
     image = camvid_images(1)[0]
     client = th.InferenceServerClient(server.http_url.split("://")[1])
     inp = th.InferInput("frames", [1, *image.shape], "UINT8")
@@ -424,7 +435,7 @@ def test_wrong_dtype_or_shape_gets_tritons_error_and_the_server_keeps_serving(se
     tc = importlib.import_module(f"tritonclient.{protocol}")
     from tritonclient.utils import InferenceServerException
 
-    server, onnx_path, _ = served
+    server, onnx_path, *_ = served
     url = server.http_url if protocol == "http" else server.grpc_url
     client = tc.InferenceServerClient(url.split("://")[1])
     bad = [("FP32", np.zeros((1, 64, 128, 3), np.float32), "data-type is 'FP32', but model 'seg' expects 'UINT8'"),
@@ -450,7 +461,7 @@ def test_four_concurrent_clients_get_their_own_labels_through_dynamic_batches(se
     from pspnet_trt.runtime import Segmenter
     from pspnet_trt.serving import TritonSegmenter
 
-    server, onnx_path, _ = served
+    server, onnx_path, *_ = served
     local = Segmenter.open(onnx_path)
     images = [im[::4, ::4].copy() for im in camvid_images(4)]  # 90x120: same shape, so Triton can batch them
     images = [np.roll(im, 17 * i, axis=1) for i, im in enumerate(images)]  # distinct even if fewer files exist
@@ -521,7 +532,7 @@ def one_model_repo(server, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_serve_stops_cleanly_on_a_signal(served, sig, tmp_path):
     """SIGTERM/SIGINT: the server is stopped and `serve` exits 0; SIGKILL of `serve`: the server dies with it."""
-    server, _, _ = served
+    server, *_ = served
     http, grpc, metrics = ports()
     marker = f"--http-port {http}"
     proc = run_serve(one_model_repo(server, tmp_path), http, grpc, metrics)
@@ -546,7 +557,7 @@ def test_serve_stops_cleanly_on_a_signal(served, sig, tmp_path):
 @needs_server
 def test_serve_names_the_reason_a_model_fails_to_load(served, tmp_path):
 
-    server, _, _ = served
+    server, *_ = served
     repo = one_model_repo(server, tmp_path)
     (repo / "seg" / "1" / "model.onnx").write_bytes(b"not an onnx file")
     http, grpc, metrics = ports()

@@ -111,7 +111,7 @@ class TritonBackend(Backend):
             batch = np.ascontiguousarray(batch)
         else:
             batch = self.check_batch(batch)
-        if len(batch) > self.max_batch:
+        if self.max_batch is not None and len(batch) > self.max_batch:
             raise ValueError(f"{self.name}: model {self.model!r} takes at most {self.max_batch} images a request, "
                              f"got {len(batch)}")
         out = self.infer({self.input_name: batch.astype(NP_DTYPES[self.input_type], copy=False)})
@@ -164,20 +164,20 @@ class TritonSegmenter(Segmenter):
 
     def __init__(self, url: str, model: str, version: str = "", timeout_s: float = 60.0,
                  resize: Optional[str] = None) -> None:
-        backend = TritonBackend(url, model, version, timeout_s)
+        self.triton = TritonBackend(url, model, version, timeout_s)
         try:
-            super().__init__(backend, resize=resize)
+            super().__init__(self.triton, resize=resize)
         except BaseException:
-            backend.close()
+            self.triton.close()
             raise
 
     @property
     def frames(self) -> bool:
         """True for the Python model's ``frames`` interface; False where the client prepares the artifact's input."""
-        return bool(self.backend.frames)
+        return self.triton.frames
 
     def __repr__(self) -> str:
-        b, i = self.backend, self.info
+        b, i = self.triton, self.info
         served = "frames" if b.frames else f"{i.input_format} input"
         return (f"TritonSegmenter({b.protocol}://{b.address}, {b.model}, {i.model}, {served}, "
                 f"{i.num_classes} classes, resize={self.resize})")

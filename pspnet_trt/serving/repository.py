@@ -419,7 +419,7 @@ def write_repository(artifacts_: Sequence[Union[str, Path]], out: Union[str, Pat
 
 
 def model_readme(art: ArtifactIO, cfg: ModelConfig) -> str:
-    from .server import SERVE_INSTALL
+    from .server import ORT_INSTALL, SERVE_INSTALL
 
     i = art.info
     kind = cfg.platform or f"{cfg.backend} backend (runs {art.path.name} through pspnet_trt.Segmenter)"
@@ -434,9 +434,10 @@ def model_readme(art: ArtifactIO, cfg: ModelConfig) -> str:
         call = ("frame = cv2.imread('street.png')  # BGR uint8; the client prepares the model's input as Segmenter does\n"
                 "labels = seg.predict(frame)")
     if cfg.backend == "python":
-        needs = ["pip install 'pspnet-trt[ort]'"] if art.kind == "onnx" else []
+        needs = [ORT_INSTALL] if art.kind == "onnx" else []
         install = "\n".join(f"    {c}" for c in (*needs, *SERVE_INSTALL))
-        serve = f"""Serve the repository with the Triton server bundled in nvidia-pytriton (CPU, Python backend); install:
+        serve = f"""Serve the repository with the Triton server bundled in nvidia-pytriton (CPU, Python backend); install, in a
+pspnet-trt checkout:
 
 {install}
 
@@ -463,7 +464,7 @@ Written by `pspnet-trt triton` from `{art.path.name}`; the artifact's deploy met
 {io}
 
 {serve}
-Client (HTTP, or `grpc://127.0.0.1:8001`; `pip install 'pspnet-trt[serve]'`):
+Client (HTTP, or `grpc://127.0.0.1:8001`; `{SERVE_INSTALL[0]}` in a pspnet-trt checkout):
 
 ```python
 import cv2

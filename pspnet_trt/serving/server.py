@@ -39,10 +39,12 @@ from ..errors import UserError
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-# What the main README's Install table says for the bundled server (the model dirs' READMEs repeat it)
-SERVE_INSTALL = ("pip install 'pspnet-trt[serve]'", "pip install --no-deps nvidia-pytriton==0.7.0")
-INSTALL_HINT = (" && ".join(SERVE_INSTALL) + " (--no-deps: its metadata pins numpy<2, but only its bundled server "
-                "binary is used)")
+# What the main README's Install table says (in a pspnet-trt checkout) for the Triton client and the bundled
+# server; the model dirs' READMEs repeat it (tests/test_serving_safety.py checks that the two agree)
+SERVE_INSTALL = ("pip install '.[serve]'", "pip install --no-deps nvidia-pytriton==0.7.0")
+ORT_INSTALL = "pip install '.[ort]'"
+INSTALL_HINT = (f"{SERVE_INSTALL[1]} (--no-deps: its metadata pins numpy<2, but only its bundled server binary is "
+                "used)")
 _CONFIG_FIELD = re.compile(r'^(platform|backend)\s*:\s*"([^"]*)"', re.M)
 
 
