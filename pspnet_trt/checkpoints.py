@@ -343,6 +343,51 @@ def fetch_checkpoint(name: str, progress: bool = True) -> Path:
 
 def fetch_training_log(name: str, progress: bool = True) -> Path:
     """The published training log of zoo entry ``name`` (both names tried), downloaded into :func:`cache_dir` once."""
+REPOSITORY = Path(__file__).resolve().parent.parent  # the checkout's root, where samples/ is
+
+
+def shipped_checkpoint(name: str) -> Optional[Path]:
+    """The checkpoint this repository ships for zoo entry ``name`` (``spec.shipped_checkpoint``), or None: the
+    entry ships none, or the file is not here (an installed package has no ``samples/``)."""
+    from .zoo import get_spec
+
+    spec = get_spec(name)
+    if not spec.shipped_checkpoint:
+        return None
+    path = REPOSITORY / spec.shipped_checkpoint
+    return path if path.is_file() else None
+
+
+def resolve_checkpoint(name: str, checkpoint: Optional[PathLike] = None, *, random_weights: bool = False,
+                       progress: bool = True) -> Optional[Path]:
+    """The checkpoint zoo model ``name`` is built with: ``checkpoint`` when given, else the one this repository
+    ships (``samples/``), else the published one (downloaded once into :func:`cache_dir`). None only when
+    ``random_weights`` is asked for; nothing falls back to random weights on its own.
+
+    Raises a one-line :class:`~pspnet_trt.errors.UserError` (CLI exit 2) when there is none: an entry without a
+    published or shipped checkpoint, or a download that fails (offline)."""
+    from .zoo import get_spec
+
+    spec = get_spec(name)
+    if random_weights:
+        if checkpoint is not None:
+            raise UserError(f"--checkpoint {checkpoint} and --random-weights contradict each other: pass one of them")
+        return None
+    if checkpoint is not None:
+        return Path(checkpoint)
+    shipped = shipped_checkpoint(name)
+    if shipped is not None:
+        log.info("%s: the checkpoint shipped in %s", name, shipped)
+        return shipped
+    if not spec.urls:
+        missing = (f" and its shipped one ({spec.shipped_checkpoint}) is not here (an installed package has none)"
+                   if spec.shipped_checkpoint else "")
+        raise CheckpointError(f"{name} has no published checkpoint{missing}: pass --checkpoint PATH (train one: "
+                              f"`pspnet-trt train --model {name}`), or --random-weights for random weights (plumbing "
+                              "and speed only)")
+    return fetch_checkpoint(name, progress=progress)
+
+
     from .zoo import get_spec
 
     spec = get_spec(name)

@@ -7,7 +7,8 @@ manifest, and the runtime reads it back from there; nothing downstream re-types 
 The 12 PSPNet entries are sssegmentation's published checkpoints
 (``ssseg/configs/pspnet/pspnet_resnet{50,101}os{8,16}_{voc,ade20k,cityscapes}.py``).
 ``r18_os8_camvid`` is our small CPU demo model, with the layout sssegmentation's own code gives a
-ResNet-18 PSPNet (PPM 128 channels, auxiliary head 64).
+ResNet-18 PSPNet (PPM 128 channels, auxiliary head 64); its trained checkpoint ships in ``samples/``.
+Which weights a zoo name gets is decided in one place: :func:`pspnet_trt.models.create_model`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import UnknownModel
 
@@ -99,7 +100,7 @@ class ModelSpec:
     """One zoo entry: architecture, data, deployment defaults and provenance."""
 
     name: str
-    depth: int  # ResNet depth: 18, 34, 50 or 101
+    backbone: str  # a name in pspnet_trt.models.backbones.BACKBONES (constructor, channels, ImageNet weights)
     output_stride: int  # 8 or 16
     dataset: str  # key of DATASETS
     crop_size: Tuple[int, int]  # training crop, (H, W)
@@ -116,6 +117,8 @@ class ModelSpec:
     checkpoint_files: Tuple[str, ...] = ()  # published file names, tried in this order under model_base_url()
     log_files: Tuple[str, ...] = ()  # the training log's published names
     sha256: Optional[str] = None  # sssegmentation publishes none
+    # A checkpoint this repository ships, relative to its root (a checkout; an installed package has none).
+    shipped_checkpoint: Optional[str] = None
     # training schedule (sssegmentation's recipe; batch is the total over all GPUs)
     lr: float = 0.01
     batch_size: int = 16
@@ -153,12 +156,6 @@ class ModelSpec:
     def log_urls(self) -> Tuple[str, ...]:
         return tuple(f"{model_base_url()}/{name}" for name in self.log_files)
 
-    @property
-    def backbone_channels(self) -> Tuple[int, int]:
-        """Channels of (layer3, layer4): the auxiliary head's and the PPM's inputs."""
-        expansion = 4 if self.depth >= 50 else 1
-        return 256 * expansion, 512 * expansion
-
 
 def _published(depth: int, os: int, dataset: str, miou: float) -> ModelSpec:
     config = f"pspnet_resnet{depth}os{os}_{dataset}"
@@ -172,7 +169,7 @@ def _published(depth: int, os: int, dataset: str, miou: float) -> ModelSpec:
         schedule = dict(batch_size=16, epochs=epochs, train_split=train_split, eval_split="val")
     return ModelSpec(
         name=f"r{depth}_os{os}_{dataset}",
-        depth=depth,
+        backbone=f"resnet{depth}",
         output_stride=os,
         dataset=dataset,
         config=config,
@@ -197,10 +194,10 @@ _ENTRIES = [
     _published(50, 16, "cityscapes", 77.13),
     _published(101, 8, "cityscapes", 79.94),
     _published(101, 16, "cityscapes", 77.43),
-    # CPU demo model: trained by this project (`make demo`), no published checkpoint.
+    # CPU demo model: trained by this project; no published checkpoint, the trained one ships in samples/.
     ModelSpec(
         name="r18_os8_camvid",
-        depth=18,
+        backbone="resnet18",
         output_stride=8,
         dataset="camvid",
         crop_size=(360, 480),
@@ -212,6 +209,7 @@ _ENTRIES = [
         epochs=30,
         train_split="train",
         eval_split="test",
+        shipped_checkpoint="samples/r18_os8_camvid_camvid.pth",
     ),
 ]
 
@@ -228,13 +226,12 @@ def get_spec(name: str) -> ModelSpec:
         raise UnknownModel(f"unknown zoo model {name!r}.{hint} Run `pspnet-trt zoo` for the list.") from None
 
 
-def format_table() -> str:
-    """The zoo as a markdown table (what `pspnet-trt zoo` prints)."""
-    from .reporting import markdown_table
-
-    rows = [[s.name, f"R-{s.depth}-D{s.output_stride}", s.dataset, s.num_classes,
-             f"{s.crop_size[0]}x{s.crop_size[1]}", f"{s.deploy_size[0]}x{s.deploy_size[1]}",
-             f"{s.published_miou:.2f}" if s.published_miou is not None else "- (train it: make demo)"]
-            for s in ZOO.values()]
-    return markdown_table(["name", "backbone", "dataset", "classes", "crop (HxW)", "deploy (HxW)", "published mIoU"],
-                          rows)
+def table() -> Tuple[List[str], List[List[Any]]]:
+    """The zoo as (header, rows), what `pspnet-trt zoo` prints as a markdown table."""
+    rows: List[List[Any]] = [
+        [s.name, f"{s.backbone}-D{s.output_stride}", s.dataset, s.num_classes, f"{s.crop_size[0]}x{s.crop_size[1]}",
+         f"{s.deploy_size[0]}x{s.deploy_size[1]}",
+         f"{s.published_miou:.2f}" if s.published_miou is not None
+         else f"- (checkpoint: {s.shipped_checkpoint})" if s.shipped_checkpoint else "- (train it: make demo)"]
+        for s in ZOO.values()]
+    return ["name", "backbone", "dataset", "classes", "crop (HxW)", "deploy (HxW)", "published mIoU"], rows

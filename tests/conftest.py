@@ -18,10 +18,10 @@ def camvid_root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    """Narrow R-18 PSPNet (11 classes) with random weights and random BatchNorm statistics."""
-    from pspnet_trt.models import PSPNet, randomize_
+    """Narrow R-18 PSPNet (11 classes) with random weights and random BatchNorm statistics (asked for explicitly)."""
+    from pspnet_trt.models import create_model
 
-    return randomize_(PSPNet(num_classes=11, depth=18, output_stride=8, ppm_channels=16, aux_channels=16), 0).eval()
+    return create_model("r18_os8_camvid", random_weights=True, seed=0, ppm_channels=16, aux_channels=16)
 
 
 @pytest.fixture(scope="session")

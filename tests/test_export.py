@@ -108,14 +108,19 @@ def test_export_check_cli_detects_other_weights(tmp_path):
     run = [sys.executable, "-m", "pspnet_trt"]
     out = tmp_path / "cli.onnx"
     subprocess.run(run + ["export", "--model", "r18_os8_camvid", "--input-size", "64x96", "--output", "both",
-                          "--random-seed", "5", "--out", str(out)], check=True, capture_output=True)
-    same = subprocess.run(run + ["check-export", "--model", "r18_os8_camvid", "--random-seed", "5", "--onnx", str(out)],
-                          capture_output=True, text=True)
+                          "--random-weights", "--random-seed", "5", "--out", str(out)], check=True, capture_output=True)
+    check = run + ["check-export", "--model", "r18_os8_camvid", "--onnx", str(out)]
+    same = subprocess.run(check + ["--random-weights"], capture_output=True, text=True)  # seed 5 from the metadata
     assert same.returncode == 0, same.stderr
     assert "argmax agreement 100.0000 %" in same.stdout
-    other = subprocess.run(run + ["check-export", "--model", "r18_os8_camvid", "--random-seed", "6", "--onnx", str(out)],
-                           capture_output=True, text=True)
+    other = subprocess.run(check + ["--random-weights", "--random-seed", "6"], capture_output=True, text=True)
     assert other.returncode == 1, other.stdout
+    # a random export checked without --random-weights (which would be the shipped checkpoint): one line, exit 2
+    trained = subprocess.run(check, capture_output=True, text=True)
+    assert trained.returncode == 2
+    assert trained.stderr.strip().splitlines() == [
+        f"pspnet-trt check-export: error: {out} was exported from random weights: add --random-weights (the seed is "
+        "read from its metadata)"]
 
 
 def test_parse_size_errors():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -16,9 +17,8 @@ from typing import Dict, Iterator, List, Tuple
 import pytest
 import torch
 
-from pspnet_trt.models import PSPNet
+from pspnet_trt.models import BACKBONES, PSPNet
 from pspnet_trt.train import TrainConfig
-from pspnet_trt.train import pretrained as pt
 from pspnet_trt.train.pretrained import PretrainedError, load_backbone, resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,17 +98,17 @@ def server(tmp_path) -> Iterator[Tuple[str, Path]]:
 
 
 def small_pspnet() -> PSPNet:
-    return PSPNet(num_classes=11, depth=18, output_stride=8, ppm_channels=16, aux_channels=16)
+    return PSPNet(num_classes=11, backbone="resnet18", output_stride=8, ppm_channels=16, aux_channels=16)
 
 
 def test_url_downloaded_once_and_loaded_into_the_backbone(server, tmp_path, monkeypatch):
     url, root = server
     src = v1c_file(root / "resnet18_v1c-test.pth")
     monkeypatch.setenv("PSPNET_TRT_CACHE", str(tmp_path / "cache"))
-    path = resolve(f"{url}/resnet18_v1c-test.pth", 18, progress=False)
+    path = resolve(f"{url}/resnet18_v1c-test.pth", "resnet18", progress=False)
     assert path == tmp_path / "cache" / "pretrained" / "resnet18_v1c-test.pth" and path.read_bytes() == src.read_bytes()
     src.unlink()  # cached: no second download
-    assert resolve(f"{url}/resnet18_v1c-test.pth", 18, progress=False) == path
+    assert resolve(f"{url}/resnet18_v1c-test.pth", "resnet18", progress=False) == path
     model = small_pspnet()
     record = load_backbone(model.backbone_net, path, "URL")
     assert record.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -118,16 +118,17 @@ def test_url_downloaded_once_and_loaded_into_the_backbone(server, tmp_path, monk
     assert all(torch.equal(got[k], file_state[k]) for k in got)
 
 
-def test_auto_is_sssegmentations_url_for_the_depth(server, tmp_path, monkeypatch):
+def test_auto_is_the_backbone_tables_url(server, tmp_path, monkeypatch):
     url, root = server
     v1c_file(root / "resnet18_v1c-b5776b93.pth")
     monkeypatch.setenv("PSPNET_TRT_CACHE", str(tmp_path / "cache"))
-    assert pt.V1C_URLS[50].endswith("/resnet50_v1c-2cccc1ad.pth")
-    monkeypatch.setitem(pt.V1C_URLS, 18, f"{url}/resnet18_v1c-b5776b93.pth")
-    assert resolve("auto", 18, progress=False).name == "resnet18_v1c-b5776b93.pth"
-    assert resolve("none", 18) is None
-    with pytest.raises(PretrainedError, match="ResNet-34"):
-        resolve("auto", 34)
+    assert BACKBONES["resnet50"].pretrained_url.endswith("/resnet50_v1c-2cccc1ad.pth")
+    monkeypatch.setitem(BACKBONES, "resnet18", dataclasses.replace(
+        BACKBONES["resnet18"], pretrained_url=f"{url}/resnet18_v1c-b5776b93.pth"))
+    assert resolve("auto", "resnet18", progress=False).name == "resnet18_v1c-b5776b93.pth"
+    assert resolve("none", "resnet18") is None
+    with pytest.raises(PretrainedError, match="no ImageNet weights are published for resnet34"):
+        resolve("auto", "resnet34")
 
 
 def test_defaults_auto_for_published_none_for_the_cpu_model():
@@ -147,10 +148,10 @@ def test_offline_names_none_and_path(tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(PretrainedError) as e:
-        resolve(f"http://127.0.0.1:{port}/resnet18_v1c.pth", 18, progress=False)
+        resolve(f"http://127.0.0.1:{port}/resnet18_v1c.pth", "resnet18", progress=False)
     assert "--pretrained none" in str(e.value) and "--pretrained PATH" in str(e.value)
     with pytest.raises(PretrainedError, match="no such file"):
-        resolve(str(tmp_path / "missing.pth"), 18)
+        resolve(str(tmp_path / "missing.pth"), "resnet18")
 
 
 def test_strict_every_difference_is_named(tmp_path):

@@ -11,8 +11,8 @@ from pspnet_trt.zoo import IMAGENET_MEAN_255, IMAGENET_STD_255, ZOO, get_spec
 def test_zoo_has_12_published_entries_and_the_demo_model():
     published = [s for s in ZOO.values() if s.published_miou is not None]
     assert len(published) == 12 and len(ZOO) == 13
-    assert {(s.depth, s.output_stride, s.dataset) for s in published} == {
-        (d, o, ds) for d in (50, 101) for o in (8, 16) for ds in ("voc", "ade20k", "cityscapes")
+    assert {(s.backbone, s.output_stride, s.dataset) for s in published} == {
+        (f"resnet{d}", o, ds) for d in (50, 101) for o in (8, 16) for ds in ("voc", "ade20k", "cityscapes")
     }
     assert get_spec("r50_os8_cityscapes").published_miou == 79.05
     assert get_spec("r101_os8_ade20k").published_miou == 44.55
@@ -59,4 +59,6 @@ def test_cli_zoo_lists_13_entries_with_miou():
     out = subprocess.run([sys.executable, "-m", "pspnet_trt", "zoo"], capture_output=True, text=True, check=True).stdout
     rows = [line for line in out.splitlines() if line.startswith("| r")]
     assert len(rows) == 13
-    assert "| r50_os8_cityscapes | R-50-D8 | cityscapes | 19 | 512x1024 | 512x1024 | 79.05 |" in out
+    assert "| r50_os8_cityscapes | resnet50-D8 | cityscapes | 19 | 512x1024 | 512x1024 | 79.05 |" in out
+    assert "| r18_os8_camvid | resnet18-D8 | camvid | 11 | 360x480 | 360x480 | - (checkpoint: " \
+           "samples/r18_os8_camvid_camvid.pth) |" in out

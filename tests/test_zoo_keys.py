@@ -76,7 +76,7 @@ def test_every_reference_list_is_a_zoo_entry() -> None:
 
 
 def test_summary_agrees_with_the_zoo() -> None:
-    """num_classes, depth and output stride of each published config (keys_summary.json) match the zoo."""
+    """num_classes, backbone depth and output stride of each published config (keys_summary.json) match the zoo."""
     path = KEYS / "keys_summary.json"
     if not path.is_file():
         pytest.skip(f"{path} not found")
@@ -85,5 +85,5 @@ def test_summary_agrees_with_the_zoo() -> None:
     assert set(summary) == set(published)
     for config, entry in summary.items():
         spec = published[config]
-        assert (entry["num_classes"], entry["backbone"]["depth"], entry["backbone"]["outstride"]) == (
-            spec.num_classes, spec.depth, spec.output_stride), config
+        assert (entry["num_classes"], f"resnet{entry['backbone']['depth']}", entry["backbone"]["outstride"]) == (
+            spec.num_classes, spec.backbone, spec.output_stride), config

@@ -2,7 +2,7 @@
 
 Composable steps (each callable alone): :func:`trace_onnx` -> :func:`simplify` -> :func:`to_fp16`
 -> :func:`attach_metadata` -> :func:`verify_graph` -> :func:`save_onnx`; :func:`export_onnx` runs
-them all and :func:`export_zoo` adds model building and checkpoint loading.
+them all and :func:`export_zoo` adds the model and its weights (:func:`pspnet_trt.models.create_model`).
 
 We use the TorchScript-based exporter (``dynamo=False``): with the pools already lowered to
 fixed ops it yields a small static graph (BatchNorm folded into the convs in eval mode), and it
@@ -19,10 +19,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple, Union
 
-from ..deploy import METADATA_KEY, PREPROCESS_SCOPE, DeployInfo
+from ..artifacts import attach_metadata, save_onnx
+from ..deploy import PREPROCESS_SCOPE, DeployInfo
 from ..deps import require
 from ..errors import UserError
-from ..files import atomic_path
 
 if TYPE_CHECKING:
     import onnx
@@ -141,29 +141,6 @@ def to_fp16(model: onnx.ModelProto, keep_fp32_ops: Iterable[str] = FP16_KEEP_FP3
                                                 node_block_list=keep_nodes)
 
 
-def attach_metadata(model: onnx.ModelProto, info: DeployInfo) -> onnx.ModelProto:
-    """Store ``info`` under :data:`METADATA_KEY` (and a few readable keys for tools like Netron)."""
-    from .. import __version__
-
-    entries = {
-        METADATA_KEY: info.to_json(),
-        "model": info.model,
-        "input_size": f"{info.input_size[0]}x{info.input_size[1]}",
-        "precision": info.precision,
-        "output": info.output,
-        "input_format": info.input_format,
-    }
-    if info.frame_size is not None:
-        entries["frame_size"] = f"{info.frame_size[0]}x{info.frame_size[1]}"
-    del model.metadata_props[:]
-    for key, value in entries.items():
-        prop = model.metadata_props.add()
-        prop.key, prop.value = key, value
-    model.producer_name, model.producer_version = "pspnet-trt", __version__
-    model.doc_string = f"PSPNet {info.model} {info.input_size[0]}x{info.input_size[1]} {info.precision} -> {info.output}"
-    return model
-
-
 def verify_graph(model: onnx.ModelProto) -> None:
     """onnx.checker plus our own rules: no adaptive/shape-driven pooling, BatchNorm folded."""
     onnx = require("onnx", "ONNX export")
@@ -172,15 +149,6 @@ def verify_graph(model: onnx.ModelProto) -> None:
     bad = ops & FORBIDDEN_OPS
     if bad or any("Adaptive" in op for op in ops):
         raise RuntimeError(f"exported graph contains ops that must not be there: {sorted(bad)} (all ops: {sorted(ops)})")
-
-
-def save_onnx(model: onnx.ModelProto, out: Union[str, Path]) -> Path:
-    """Write atomically (the file appears complete or not at all)."""
-    onnx = require("onnx", "ONNX export")
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        onnx.save(model, str(tmp))
-    return out
 
 
 def check_batch(batch: Optional[int]) -> None:
@@ -222,20 +190,28 @@ def export_zoo(name: str, out: Union[str, Path], checkpoint: Optional[Union[str,
                input_size: Optional[Tuple[int, int]] = None, output: str = "labels", precision: str = "fp32",
                batch: Optional[int] = 1, num_classes: Optional[int] = None, labels_dtype: str = "uint8",
                random_seed: int = 0, input_format: str = "normalized", frame_size: Optional[Tuple[int, int]] = None,
-               frame_upsample: str = DEFAULT_FRAME_UPSAMPLE) -> Path:
-    """Build zoo model ``name``, load ``checkpoint`` or randomise it (``random_seed``, with a warning), export it.
+               frame_upsample: str = DEFAULT_FRAME_UPSAMPLE, random_weights: bool = False) -> Path:
+    """Build zoo model ``name`` through :func:`pspnet_trt.models.create_model` and export it.
 
-    ``input_format``/``frame_size``/``frame_upsample``: see :func:`raw_frame_options`."""
-    from ..files import sha256_file
+    Weights: ``checkpoint``, else the shipped one, else the published one (downloaded); random (``random_seed``)
+    only with ``random_weights=True``, and then the artifact says so: its ``checkpoint_sha256`` is None and its
+    ``extra["random_seed"]`` the seed. ``input_format``/``frame_size``/``frame_upsample``: see
+    :func:`raw_frame_options`."""
+    require("torch", "ONNX export")
+    from ..models import create_model
     from ..zoo import get_spec
 
     check_batch(batch)
     spec = get_spec(name)
-    model = zoo_model(name, checkpoint, num_classes=num_classes, random_seed=random_seed)
-    sha = sha256_file(checkpoint) if checkpoint is not None else None
+    fmt = raw_frame_options(input_format, frame_size, frame_upsample, output)  # bad flags fail before any download
+    model = create_model(name, checkpoint, random_weights=random_weights, seed=random_seed, num_classes=num_classes)
+    extra: Dict[str, Any] = {}
+    if model.weights.random:
+        extra["random_seed"] = random_seed
+        log.warning("%s: RANDOM weights (seed %d), as asked with --random-weights: the artifact predicts nothing "
+                    "useful, and its metadata says so", name, random_seed)
     info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, output=output, batch=batch,
-                                precision=precision, checkpoint_sha256=sha,
-                                **raw_frame_options(input_format, frame_size, frame_upsample, output))
+                                precision=precision, checkpoint_sha256=model.weights.sha256, extra=extra, **fmt)
     return export_onnx(model, info, out, labels_dtype=labels_dtype)
 
 
@@ -263,21 +239,13 @@ def raw_frame_options(input_format: str = "normalized", frame_size: Optional[Tup
 
 
 def zoo_model(name: str, checkpoint: Optional[Union[str, Path]] = None, num_classes: Optional[int] = None,
-              random_seed: int = 0) -> nn.Module:
-    """Eval PSPNet of zoo entry ``name`` with ``checkpoint`` loaded, or randomised by ``random_seed``.
-
-    Random weights include random BatchNorm statistics, so that parity checks on them mean something.
-    """
+              random_seed: int = 0, random_weights: bool = False) -> nn.Module:
+    """:func:`pspnet_trt.models.create_model` under its export name: ``checkpoint``, else the shipped or the
+    published one; random weights (``random_seed``) only with ``random_weights=True``."""
     require("torch", "building models")
-    from ..checkpoints import load_checkpoint
-    from ..models import build_model, randomize_
+    from ..models import create_model
 
-    model = build_model(name, num_classes=num_classes)
-    if checkpoint is not None:
-        return load_checkpoint(model, checkpoint)
-    log.warning("no checkpoint given: %s gets RANDOM weights (seed %d): fine for plumbing and speed, "
-                "meaningless predictions", name, random_seed)
-    return randomize_(model, random_seed)
+    return create_model(name, checkpoint, random_weights=random_weights, seed=random_seed, num_classes=num_classes)
 
 
 def graph_summary(model: onnx.ModelProto) -> Any:

@@ -1,4 +1,5 @@
-"""PSPNet as sssegmentation builds it: deep-stem dilated ResNet, pyramid pooling, auxiliary FCN head.
+"""PSPNet as sssegmentation builds it: a backbone of the table (deep-stem dilated ResNets), pyramid pooling,
+auxiliary FCN head.
 
 Module names match sssegmentation's state dict exactly (``backbone_net``, ``ppm_net.branches.N``,
 ``ppm_net.bottleneck``, ``decoder``, ``auxiliary_decoder``), so its checkpoints load with
@@ -8,13 +9,13 @@ exact fixed ones.
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .resnet import ResNet
+from .backbones import get_backbone
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> List[nn.Module]:
@@ -44,13 +45,20 @@ class PyramidPoolingModule(nn.Module):
 class PSPNet(nn.Module):
     """``forward(images)`` returns logits at 1/output_stride (ceil); in training mode also the aux logits."""
 
-    def __init__(self, num_classes: int, depth: int = 50, output_stride: int = 8, ppm_channels: int = 512,
-                 aux_channels: int = 512, dropout: float = 0.1, pool_scales: Sequence[int] = (1, 2, 3, 6)) -> None:
+    weights: Any = None  # where the weights came from: set by create_model (a models.factory.Weights)
+
+    def __init__(self, num_classes: int, backbone: str = "resnet50", output_stride: int = 8, ppm_channels: int = 512,
+                 aux_channels: int = 512, dropout: float = 0.1, pool_scales: Sequence[int] = (1, 2, 3, 6), *,
+                 depth: Optional[int] = None) -> None:
+        """``backbone``: a name in :data:`~.backbones.BACKBONES`; ``depth=N`` is short for ``backbone="resnetN"``."""
         super().__init__()
+        if depth is not None:
+            backbone = f"resnet{depth}"
+        entry = get_backbone(backbone)
         self.num_classes = num_classes
         self.output_stride = output_stride
-        self.backbone_net = ResNet(depth=depth, output_stride=output_stride)
-        c3, c4 = self.backbone_net.out_channels[2:]
+        self.backbone_net = entry.build(output_stride=output_stride)
+        c3, c4 = entry.channels
         self.ppm_net = PyramidPoolingModule(c4, ppm_channels, pool_scales)
         self.decoder = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(ppm_channels, num_classes, 1))
         # Used only in training, but part of every sssegmentation checkpoint.

@@ -42,19 +42,18 @@ class TorchBackend(Backend):
     @classmethod
     def from_zoo(cls, name: str, checkpoint: Optional[Union[str, Path]] = None, device: str = "cpu",
                  input_size: Optional[Tuple[int, int]] = None, output: str = "logits", batch: Optional[int] = None,
-                 num_classes: Optional[int] = None, threads: Optional[int] = None) -> TorchBackend:
-        """Zoo model ``name`` with ``checkpoint`` (default: the published one, downloaded once)."""
+                 num_classes: Optional[int] = None, threads: Optional[int] = None, *, random_weights: bool = False,
+                 seed: int = 0) -> TorchBackend:
+        """Zoo model ``name`` from :func:`pspnet_trt.models.create_model`: ``checkpoint``, else the shipped one,
+        else the published one (downloaded once); random weights (``seed``) only with ``random_weights=True``."""
         require("torch", "the PyTorch backend")
-        from ..checkpoints import fetch_checkpoint, load_checkpoint
-        from ..files import sha256_file
-        from ..models import build_model
+        from ..models import create_model
         from ..zoo import get_spec
 
         spec = get_spec(name)
-        path = Path(checkpoint) if checkpoint else fetch_checkpoint(name)
-        model = load_checkpoint(build_model(name, num_classes=num_classes), path)
+        model = create_model(name, checkpoint, random_weights=random_weights, seed=seed, num_classes=num_classes)
         info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, output=output, batch=batch,
-                                    checkpoint_sha256=sha256_file(path))
+                                    checkpoint_sha256=model.weights.sha256)
         return cls(model, info, device=device, threads=threads)
 
     def forward(self, x: Any) -> Dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Every sssegmentation PSPNet config builds its ResNet with ``pretrained=True``: the OpenMMLab "v1c"
 deep-stem ResNets (``DEFAULT_MODEL_URLS['resnetXXconv3x3stem']`` in
-``ssseg/modules/models/backbones/resnet.py``). The files hold the backbone's keys without the
+``ssseg/modules/models/backbones/resnet.py``); their URLs are in the backbone table
+(``pspnet_trt/models/backbones.py``). The files hold the backbone's keys without the
 ``backbone_net.`` prefix (``stem.0.weight``, ``layer1.0.conv1.weight``, ...) plus the ImageNet
 classifier ``fc.*``, either bare or under a ``state_dict`` / ``model`` key. sssegmentation loads them
 with ``strict=False``; we load strictly: every backbone tensor must be present with its shape, ``fc.*``
@@ -32,12 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# sssegmentation's DEFAULT_MODEL_URLS['resnet{depth}conv3x3stem'] (the backbones of every PSPNet config).
-V1C_URLS: Dict[int, str] = {
-    18: "https://download.openmmlab.com/pretrain/third_party/resnet18_v1c-b5776b93.pth",
-    50: "https://download.openmmlab.com/pretrain/third_party/resnet50_v1c-2cccc1ad.pth",
-    101: "https://download.openmmlab.com/pretrain/third_party/resnet101_v1c-e67eebb6.pth",
-}
 PREFIX = "backbone_net."
 LEFTOVER_ALLOWED = "fc."
 
@@ -63,15 +58,19 @@ def is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
 
-def resolve(choice: str, depth: int, progress: bool = True) -> Optional[Path]:
-    """The local file for ``--pretrained choice`` (downloading it once), or None for ``none``."""
+def resolve(choice: str, backbone: str, progress: bool = True) -> Optional[Path]:
+    """The local file for ``--pretrained choice`` (downloading it once), or None for ``none``. ``auto`` is the
+    ImageNet URL of ``backbone``'s entry in the backbone table (:data:`pspnet_trt.models.BACKBONES`)."""
+    from ..models.backbones import get_backbone
+
     if choice == "none":
         return None
     if choice == "auto":
-        if depth not in V1C_URLS:
-            raise PretrainedError(f"--pretrained auto: sssegmentation publishes no v1c ResNet-{depth}; "
+        url = get_backbone(backbone).pretrained_url
+        if url is None:
+            raise PretrainedError(f"--pretrained auto: no ImageNet weights are published for {backbone}; "
                                   "use --pretrained none or --pretrained PATH")
-        choice = V1C_URLS[depth]
+        choice = url
     if is_url(choice):
         dest = cache_dir() / "pretrained" / Path(choice.split("?")[0]).name
         if dest.is_file():
@@ -123,7 +122,7 @@ def load_backbone(backbone: nn.Module, path: Path, source: str) -> Pretrained:
         problems.append(f"{len(wrong)} shapes differ, first: {wrong[0]}")
     if problems:
         raise PretrainedError(f"--pretrained {source}: {path} does not fit this ResNet backbone: " + "; ".join(problems)
-                              + ". Pass the v1c file of the model's depth, or --pretrained none")
+                              + ". Pass the ImageNet file of the model's backbone (the v1c ResNet of its depth), or --pretrained none")
     load = {k: v for k, v in state.items() if k in expected}
     for k in counters - set(load):
         load[k] = expected[k]

@@ -87,17 +87,16 @@ def setup_distributed() -> Tuple[int, int, torch.device]:
 
 
 def build(cfg: TrainConfig) -> PSPNet:
-    spec = cfg.spec
-    model = PSPNet(num_classes=spec.num_classes, depth=spec.depth, output_stride=spec.output_stride,
-                   ppm_channels=cfg.ppm_channels or spec.ppm_channels, aux_channels=cfg.aux_channels or spec.aux_channels,
-                   dropout=spec.dropout, pool_scales=spec.pool_scales)
-    if cfg.load_from:  # weights only, strictly (fp16 files are cast to the model's fp32); optimizer and iteration fresh
-        from ..checkpoints import load_checkpoint
-        from ..files import sha256_file
+    """The model to train, in training mode, through the model door (:func:`pspnet_trt.models.create_model`):
+    ``--load-from`` weights (strictly; fp16 files are cast to the model's fp32; optimizer and iteration fresh),
+    else torch's initialisation (the backbone may then get ImageNet weights, see ``_init_backbone``)."""
+    from ..models import create_model
 
-        load_checkpoint(model, cfg.load_from)
-        log.info("initialised from %s (sha256 %s)", cfg.load_from, sha256_file(cfg.load_from))
-    return model
+    model = create_model(cfg.model, cfg.load_from, random_weights=not cfg.load_from, seed=None,
+                         ppm_channels=cfg.ppm_channels, aux_channels=cfg.aux_channels)
+    if cfg.load_from:
+        log.info("initialised from %s (sha256 %s)", cfg.load_from, model.weights.sha256)
+    return model.train()
 
 
 def state_hash(model: nn.Module) -> str:
@@ -299,10 +298,10 @@ def _init_backbone(run: Run) -> None:
     from .pretrained import describe, load_backbone, resolve
 
     source = str(run.cfg.pretrained)
-    path = resolve(source, run.cfg.spec.depth, progress=run.main) if run.main or run.world == 1 else None
+    path = resolve(source, run.cfg.spec.backbone, progress=run.main) if run.main or run.world == 1 else None
     if run.world > 1:  # rank 0 downloads, the others wait for it
         dist.barrier()
-        path = path or resolve(source, run.cfg.spec.depth, progress=False)
+        path = path or resolve(source, run.cfg.spec.backbone, progress=False)
     if path is not None:
         run.pretrained = load_backbone(run.model.backbone_net, path, source).to_dict()
     log.info(describe(run.pretrained))
