@@ -93,10 +93,10 @@ def check_repository(repository: Union[str, Path]) -> List[Path]:
         fields = dict(_CONFIG_FIELD.findall((d / "config.pbtxt").read_text(errors="replace")))
         if fields.get("backend") == "python":
             continue
-        what = fields.get("platform") or fields.get("backend") or "model without a Python backend"
+        what = fields.get("platform") or fields.get("backend") or "not a Python-backend model"
         files = sorted(d.glob("*/model.onnx")) + sorted(d.glob("*/model.plan"))
         source = shlex.quote(str(files[-1])) if files else "ARTIFACT"
-        raise UserError(f"{d}: a {what} model, which the bundled server cannot load (it has only the Python "
+        raise UserError(f"{d}: {what}, which the bundled server cannot load (it has only the Python "
                         f"backend); write it for the Python backend with `pspnet-trt triton {source} --out "
                         f"{shlex.quote(str(repository))} --name {d.name} --backend python`, or serve {repository} "
                         "with NVIDIA's Triton container")
