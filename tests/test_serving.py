@@ -72,11 +72,17 @@ def test_onnx_gives_onnxruntime_config_with_every_number_from_the_artifact(tiny_
     assert 'TritonSegmenter("http://127.0.0.1:8000", "tiny")' in readme and "pspnet-trt serve" in readme
 
 
-def test_dynamic_batch_onnx_batches_and_python_backend_takes_frames(tiny_model, tmp_path):
+@pytest.fixture(scope="module")
+def dynamic_onnx(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model at 64x128, labels out, dynamic batch."""
     from pspnet_trt.export import export_onnx
 
     info = DeployInfo.from_spec(get_spec("r18_os8_camvid"), input_size=(64, 128), output="labels", batch=None)
-    onnx_path = export_onnx(tiny_model, info, tmp_path / "dyn.onnx")
+    return export_onnx(tiny_model, info, tmp_path_factory.mktemp("dyn") / "dyn.onnx")
+
+
+def test_dynamic_batch_onnx_batches_and_python_backend_takes_frames(dynamic_onnx, tmp_path):
+    onnx_path = dynamic_onnx
     opts = RepoOptions(max_batch=4, max_queue_delay_us=750)
     (ort_dir,) = write_repository([onnx_path], tmp_path / "repo", opts)
     cfg = parse_config(ort_dir)
@@ -215,14 +221,11 @@ def test_a_manifest_whose_shape_disagrees_with_its_deploy_info_is_refused(tmp_pa
     assert not (tmp_path / "a").exists()
 
 
-def test_max_batch_size_follows_the_artifacts_batch_range(tmp_path, tiny_model):
+def test_max_batch_size_follows_the_artifacts_batch_range(tmp_path, dynamic_onnx):
     """#24.3: the python model's max_batch_size was 8 whatever the artifact's batch range."""
-    from pspnet_trt.export import export_onnx
-
     engine = write_engine(tmp_path, [-1, 3, 64, 128], max_batch=4)  # a dynamic engine, profile 1..4
     static2 = write_engine(tmp_path, [2, 3, 64, 128], name="static2")  # a static batch of 2
-    info = DeployInfo.from_spec(get_spec("r18_os8_camvid"), input_size=(64, 128), output="labels", batch=None)
-    dynamic = export_onnx(tiny_model, info, tmp_path / "dynamic.onnx")
+    dynamic = dynamic_onnx
     expected = {  # artifact: (its own tensors, the python frames model)
         engine: (4, 4), static2: (0, 2), dynamic: (8, 8)}
     for artifact, (tensors, frames) in expected.items():
