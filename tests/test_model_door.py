@@ -97,8 +97,11 @@ class TinyBackbone(nn.Module):
         return outs
 
 
-def test_a_new_backbone_is_one_table_entry_and_one_class(monkeypatch):
+def test_a_new_backbone_is_one_table_entry_and_one_class(monkeypatch, tmp_path):
     import dataclasses
+
+    from pspnet_trt.deploy import DeployInfo
+    from pspnet_trt.export import check_export, export_onnx
 
     monkeypatch.setitem(BACKBONES, "tiny", Backbone(TinyBackbone, (8, 10)))
     spec = dataclasses.replace(get_spec("r18_os8_camvid"), name="tiny_camvid", backbone="tiny", ppm_channels=4,
@@ -108,6 +111,8 @@ def test_a_new_backbone_is_one_table_entry_and_one_class(monkeypatch):
     assert isinstance(model.backbone_net, TinyBackbone) and model.weights.random
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 11, 8, 8)
+    path = export_onnx(model, DeployInfo.from_spec(spec, input_size=(64, 64), output="both"), tmp_path / "t.onnx")
+    assert check_export(model, path, num_random=1).argmax_agreement >= 0.99999  # export needs nothing more
     with pytest.raises(UserError, match="tiny_camvid has no published checkpoint.*--random-weights"):
         create_model("tiny_camvid")  # no checkpoint anywhere: refused, never silently random
 
