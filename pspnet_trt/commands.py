@@ -22,9 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    from .zoo import format_table
+    from .reporting import markdown_table
+    from .zoo import table
 
-    print(format_table())
+    print(markdown_table(*table()))
     return 0
 
 
@@ -41,36 +42,44 @@ def _info(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .deploy import DeployInfo, read_onnx_info
-    from .errors import UserError
+    from .artifacts import check_file, read_info, read_manifest, record_path
     from .files import sha256_file
-    from .records import read_record, record_path, stale, summary
+    from .records import (
+        checkpoint_file,
+        partial,
+        read_record,
+        stale,
+        summary,
+        validate_advice,
+        validate_command,
+    )
 
     path = Path(args.artifact)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist")
-    manifest = None
-    if path.suffix == ".onnx":
-        info = read_onnx_info(path)
-    else:
-        from .trt.manifest import read_manifest
-
-        manifest = read_manifest(path).to_dict()
-        info = DeployInfo.from_dict(manifest["deploy"], source=f"{path}.json")
+    manifest = read_manifest(path).to_dict() if check_file(path) == "engine" else None
+    info = read_info(path)
     record = read_record(path)
     why = stale(path, record, full=True) if record else None
+    random = info.checkpoint_sha256 is None
     if args.json:
         print(json.dumps({"artifact": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path),
-                          "metadata": info.to_dict(), "manifest": manifest, "validation": record,
-                          "validation_stale": why}, indent=2))
+                          "metadata": info.to_dict(), "manifest": manifest, "random_weights": random,
+                          "validation": record, "validation_stale": why,
+                          "validation_partial": bool(record and partial(record)),
+                          "validate_command": None if random else validate_command(path, info)}, indent=2))
         return 0
     n = info.normalization
     print(f"{path} ({'ONNX' if manifest is None else 'TensorRT engine'}, {path.stat().st_size / 1e6:.1f} MB)")
     print(f"  model {info.model}, precision {info.precision}, input {info.input_size[0]}x{info.input_size[1]}, "
           f"batch {info.batch or 'dynamic'}, output {info.output}, {info.num_classes} classes")
     print(f"  normalization {n.to_dict()}")
-    print(f"  checkpoint sha256 {info.checkpoint_sha256 or 'none (random weights)'}, exported by pspnet-trt "
-          f"{info.package_version}")
+    if random:
+        seed = info.extra.get("random_seed")
+        print(f"  weights: RANDOM WEIGHTS{f' (seed {seed})' if seed is not None else ''}, exported without a "
+              "checkpoint: for plumbing and speed only, its predictions mean nothing")
+    else:
+        ckpt = checkpoint_file(info)
+        print(f"  checkpoint sha256 {info.checkpoint_sha256}{f' ({ckpt})' if ckpt else ''}")
+    print(f"  exported by pspnet-trt {info.package_version}")
     if info.extra:
         print(f"  extra: {', '.join(sorted(info.extra))}")
     if manifest is not None:
@@ -79,11 +88,13 @@ def _info(args: argparse.Namespace) -> int:
               f"{gpu.get('compute_capability')}) from {manifest['onnx']} in {manifest.get('build_seconds', 0):.0f} s, "
               f"flags {manifest.get('build_flags')}")
     if record is None:
-        print(f"  validation: never validated (no {'validation block in ' if manifest is not None else ''}"
-              f"{record_path(path)}); run `pspnet-trt validate --model {info.model} --data ROOT "
-              f"{'--onnx' if manifest is None else '--engine'} {path} --report DIR`")
-    else:
-        print(f"  validation: {summary(record)}")
-        if why:
-            print(f"  the validation record is STALE: {why}; validate this file again")
+        where = f"no {'validation block in ' if manifest is not None else ''}{record_path(path)}"
+        print(f"  validation: never validated ({where})"
+              + ("; random weights have nothing to validate" if random else f"; {validate_advice(path, info)}"))
+        return 0
+    print(f"  validation: {summary(record)}")
+    if why:
+        print(f"  the validation record is STALE: {why}; {validate_advice(path, info)}")
+    elif record.get("passed") and (partial(record) or record.get("kind") == "agreement"):
+        print(f"  not a full validation on a dataset: {validate_advice(path, info)}")
     return 0

@@ -6,8 +6,13 @@
 A record holds the dataset, split, images, mIoU, delta and agreement vs PyTorch, the tolerance, the
 verdict and the date (``kind: "miou"``), or, for an engine checked without a dataset, the labels
 agreement on a folder of images and its threshold (``kind: "agreement"``). It also holds the artifact's
-size and sha256, so a record left beside a re-exported file is recognised as stale. Core module: json
-and files only (the runtime reads it without the build layer).
+size and sha256, so a record left beside a re-exported file is recognised as stale. A mIoU record states
+how many images it covers and how many its split has: under :data:`FULL_VALIDATION_IMAGES` (or the whole
+split, if that is smaller) it is *partial*, and `Segmenter.open` keeps warning. Core module: json and files
+only (the runtime reads it without the build layer).
+
+Every command this module suggests runs as written once ``ROOT`` (the dataset root) and ``DIR`` (a report
+folder) are filled in: :func:`validate_command` names the checkpoint the artifact was exported from.
 """
 
 from __future__ import annotations
@@ -17,21 +22,16 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from .artifacts import is_onnx, read_info, record_path
+from .deploy import DeployInfo
 from .errors import UserError
 from .files import sha256_file, write_json
 
 PathLike = Union[str, Path]
 MANIFEST_KEY = "validation"
-
-
-def is_onnx(artifact: PathLike) -> bool:
-    return Path(artifact).suffix == ".onnx"
-
-
-def record_path(artifact: PathLike) -> Path:
-    """Where ``artifact``'s record lives: ``NAME.validation.json`` for an ONNX, the engine's manifest otherwise."""
-    path = Path(artifact)
-    return path.with_suffix(".validation.json") if is_onnx(path) else Path(f"{path}.json")
+# A mIoU record over fewer images than this, and fewer than its whole split, is partial: a --limit 4 smoke run
+# says nothing about the mIoU an artifact keeps on the dataset.
+FULL_VALIDATION_IMAGES = 50
 
 
 def now() -> str:
@@ -98,6 +98,8 @@ def stale(artifact: PathLike, record: Dict[str, Any], full: bool = False) -> Opt
 def summary(record: Dict[str, Any]) -> str:
     """One line: the verdict and its numbers."""
     verdict = "PASS" if record.get("passed") else "FAIL"
+    if partial(record):
+        verdict += f" (partial: {_coverage(record)})"
     if record.get("kind") == "agreement":
         return (f"{verdict} (labels agreement only, no dataset): {_num(record.get('agreement'), '.3f')} % of pixels agree "
                 f"with PyTorch on {record.get('images')} images in {record.get('images_dir')} (threshold "
@@ -114,22 +116,128 @@ def _num(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def open_warning(artifact: PathLike, model: str) -> Optional[str]:
-    """The warning `Segmenter.open` logs for an artifact that was never validated (or failed, or is stale)."""
+def full_minimum(split_images: Optional[int]) -> int:
+    """Images a mIoU validation must cover to be full: :data:`FULL_VALIDATION_IMAGES`, or the whole split if it
+    is smaller (split size unknown: the minimum)."""
+    return FULL_VALIDATION_IMAGES if split_images is None else min(FULL_VALIDATION_IMAGES, int(split_images))
+
+
+def partial(record: Dict[str, Any]) -> bool:
+    """True for a mIoU record over fewer images than :func:`full_minimum` of its split."""
+    if record.get("kind", "miou") != "miou":
+        return False
+    return int(record.get("images") or 0) < full_minimum(record.get("split_images"))
+
+
+def _coverage(record: Dict[str, Any]) -> str:
+    of = f" of the {record['split_images']}" if record.get("split_images") is not None else ""
+    split = f" {record['split']}" if record.get("split") else ""
+    return (f"{record.get('images')}{of}{split} images; a full validation covers at least "
+            f"{full_minimum(record.get('split_images'))}")
+
+
+def _shown(path: Path) -> str:
+    """``path`` as a command line shows it: relative to the working folder when it lies inside it."""
+    import os
+    import shlex
+
+    path = Path(os.path.abspath(path))
+    try:
+        text = str(path.relative_to(Path.cwd()))
+    except ValueError:
+        text = str(path)
+    return shlex.quote(text)
+
+
+def checkpoint_file(info: DeployInfo) -> Optional[Path]:
+    """The checkpoint file ``info``'s artifact was exported from, found by its sha256: the one this repository
+    ships for the model, the path the export recorded (``extra["checkpoint"]``), or the published one in the
+    download cache. None for random weights or a checkpoint that is none of those."""
+    from .checkpoints import cache_dir, shipped_checkpoint
+    from .files import sha256_file
+    from .zoo import ZOO
+
+    if info.checkpoint_sha256 is None:
+        return None
+    spec = ZOO.get(info.model)
+    candidates = [shipped_checkpoint(info.model) if spec is not None else None]
+    if info.extra.get("checkpoint"):
+        candidates.append(Path(str(info.extra["checkpoint"])))
+    if spec is not None and spec.urls:
+        candidates.append(cache_dir() / spec.checkpoint_files[0])
+    for path in candidates:
+        if path is not None and path.is_file() and sha256_file(path) == info.checkpoint_sha256:
+            return path
+    return None
+
+
+def validate_command(artifact: PathLike, info: Optional[DeployInfo] = None) -> Optional[str]:
+    """The `pspnet-trt validate` command line for ``artifact``, with the checkpoint it was exported from; only
+    ``ROOT`` (dataset root) and ``DIR`` (report folder) are left to fill in. None when that checkpoint is not
+    known here (random weights, or a file found nowhere by its sha256)."""
+    import shlex
+
+    from .zoo import ZOO
+
+    info = info or read_info(artifact)
+    ckpt = checkpoint_file(info)
+    if ckpt is None:
+        return None
+    spec = ZOO.get(info.model)
+    classes = f" --num-classes {info.num_classes}" if spec is not None and spec.num_classes != info.num_classes else ""
     flag = "--onnx" if is_onnx(artifact) else "--engine"
-    fix = f"run `pspnet-trt validate --model {model} --data ROOT {flag} {artifact} --report DIR` before shipping it"
+    return (f"pspnet-trt validate --model {info.model} --checkpoint {_shown(ckpt)}{classes} --data ROOT "
+            f"{flag} {shlex.quote(str(artifact))} --report DIR")
+
+
+def validate_advice(artifact: PathLike, info: Optional[DeployInfo] = None) -> str:
+    """How to validate ``artifact``: run `the command` (:func:`validate_command`), or, when the checkpoint it was
+    exported from is not known here, which checkpoint to pass."""
+    try:
+        info = info or read_info(artifact)
+        command = validate_command(artifact, info)
+    except UserError:
+        return "validate it with pspnet-trt validate and the checkpoint it was exported from"
+    if command:
+        return f"run `{command}`"
+    return ("validate it with pspnet-trt validate and the checkpoint it was exported from (sha256 "
+            f"{str(info.checkpoint_sha256)[:16]}...)")
+
+
+def random_weights_warning(artifact: PathLike, info: DeployInfo) -> Optional[str]:
+    """The line every open and `info` show for an artifact exported without a checkpoint, else None."""
+    if info.checkpoint_sha256 is not None:
+        return None
+    return (f"{artifact} holds RANDOM WEIGHTS (exported without a checkpoint, for plumbing and speed only): its "
+            "predictions mean nothing; export it again from a checkpoint (without --random-weights)")
+
+
+def open_warning(artifact: PathLike, model: Union[str, DeployInfo, None] = None) -> Optional[str]:
+    """The warning `Segmenter.open` logs for an artifact with random weights, or one that was never validated,
+    failed, whose record is stale, that was only agreement-checked or validated on part of a split. ``model``:
+    the artifact's DeployInfo if the caller has it (else it is read from the file; a zoo name is ignored)."""
+    try:
+        info = model if isinstance(model, DeployInfo) else read_info(artifact)
+    except UserError as e:
+        return f"{artifact}: its metadata is unreadable ({e})"
+    random = random_weights_warning(artifact, info)
+    if random:
+        return random
     try:
         record = read_record(artifact)
     except UserError as e:
-        return f"{artifact}: its validation record is unreadable ({e}); {fix}"
+        return f"{artifact}: its validation record is unreadable ({e}); {validate_advice(artifact, info)}"
     if record is None:
-        return f"{artifact} was never validated against the PyTorch model: {fix}"
+        return (f"{artifact} was never validated against the PyTorch model: {validate_advice(artifact, info)} before "
+                "shipping it")
     why = stale(artifact, record)
     if why:
-        return f"{artifact}: its validation record is stale ({why}); {fix}"
+        return f"{artifact}: its validation record is stale ({why}); {validate_advice(artifact, info)}"
     if not record.get("passed"):
         return f"{artifact} FAILED its validation: {summary(record)}"
     if record.get("kind") == "agreement":
         return (f"{artifact} was only checked for labels agreement with PyTorch on {record.get('images')} images, "
-                f"not validated on a dataset: {fix}")
+                f"not validated on a dataset: {validate_advice(artifact, info)}")
+    if partial(record):
+        return f"{artifact} passed a partial validation only ({_coverage(record)}): {validate_advice(artifact, info)}"
     return None

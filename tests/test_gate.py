@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pspnet_trt.deploy import DeployInfo, read_onnx_info
+from pspnet_trt.artifacts import read_onnx_info
+from pspnet_trt.deploy import DeployInfo
 from pspnet_trt.errors import UserError
 
 SAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "samples" / "camvid" / "test" / "0001TP_008550.jpg"
@@ -158,21 +159,21 @@ def test_validate_cli_writes_records_and_info_shows_them(cli_records, tmp_path, 
     assert "validation: FAIL" in out and "camvid test" in out and "r18_os8_camvid" in out
 
 
-def test_segmenter_warns_once_about_an_unvalidated_artifact(tiny_onnx, tmp_path, caplog):
+def test_segmenter_warns_once_about_an_unvalidated_artifact(cli_records, tmp_path, caplog):
     import logging
     import shutil
 
     from pspnet_trt.records import write_record
     from pspnet_trt.runtime import Segmenter
 
-    onnx = Path(shutil.copy(tiny_onnx, tmp_path / "m.onnx"))
+    onnx = Path(shutil.copy(cli_records[2], tmp_path / "m.onnx"))  # from a checkpoint (random weights warn anyway)
     with caplog.at_level(logging.WARNING):
         Segmenter.open(onnx).close()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "never validated" in warnings[0].getMessage() and "m.onnx" in warnings[0].getMessage()
     from pspnet_trt.files import sha256_file
 
-    write_record(onnx, {"kind": "miou", "passed": True, "artifact_sha256": sha256_file(onnx),
+    write_record(onnx, {"kind": "miou", "passed": True, "artifact_sha256": sha256_file(onnx), "images": 233,
                         "artifact_bytes": onnx.stat().st_size, "date": "2026-11-25T23:00:00+00:00"})
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -237,10 +238,12 @@ def test_engine_without_data_checks_labels_agreement_on_sample_images(cli_record
     from pspnet_trt.engine import make_engine
     from pspnet_trt.records import read_record
     from pspnet_trt.trt import build as trt_build
+    from pspnet_trt.trt import plan
     from pspnet_trt.trt.build import BuildConfig
 
     root, ckpt_a, onnx_a, onnx_b = cli_records
     monkeypatch.setattr(trt_build, "build_engine", fake_build())
+    monkeypatch.setattr(plan, "engine_plan", lambda: (None, "uint8"))  # "TensorRT and a GPU are here"
     assert make_engine("r18_os8_camvid", BuildConfig(precision="fp32"), checkpoint=ckpt_a, input_size="64x128",
                        validate_images=3, out_dir=tmp_path / "e", device="cpu") == 0
     built = tmp_path / "e" / "r18_os8_camvid_64x128_fp32.onnx"
@@ -272,11 +275,13 @@ def test_engine_quick_validation_compares_like_with_like(cli_records, tmp_path, 
     from pspnet_trt.runtime.ort import OrtBackend
     from pspnet_trt.runtime.torch_backend import TorchBackend
     from pspnet_trt.trt import build as trt_build
+    from pspnet_trt.trt import plan
     from pspnet_trt.trt.build import BuildConfig
     from pspnet_trt.validate import validate
 
     root, ckpt_a, onnx_a, _ = cli_records
     monkeypatch.setattr(trt_build, "build_engine", fake_build())
+    monkeypatch.setattr(plan, "engine_plan", lambda: (None, "uint8"))  # "TensorRT and a GPU are here"
     assert make_engine("r18_os8_camvid", BuildConfig(precision="fp32"), checkpoint=ckpt_a, input_size="64x128",
                        data=root, out_dir=tmp_path / "e", device="cpu") == 0
     built = tmp_path / "e" / "r18_os8_camvid_64x128_fp32.onnx"
@@ -288,3 +293,101 @@ def test_engine_quick_validation_compares_like_with_like(cli_records, tmp_path, 
     logits_ref = TorchBackend.from_zoo("r18_os8_camvid", checkpoint=ckpt_a, device="cpu", input_size=(64, 128),
                                        output="logits")
     assert validate(logits_ref, [OrtBackend(built)], ds, progress=False).rows[1]["agreement"] < 100.0
+
+
+def test_engine_reference_runs_where_the_machine_can_and_files_follow_the_scheme(cli_records, tmp_path, monkeypatch):
+    """make_engine's PyTorch reference was pinned to device "cuda" (issue 24.4): on a machine whose torch sees no
+    GPU the check after the build stopped. Now device "auto"; and the file names are engine.artifact_name's."""
+    from pspnet_trt.engine import artifact_name, make_engine
+    from pspnet_trt.trt import build as trt_build
+    from pspnet_trt.trt import plan
+    from pspnet_trt.trt.build import BuildConfig
+
+    root, ckpt_a, _, _ = cli_records
+    built = []
+    monkeypatch.setattr(trt_build, "build_engine", lambda onnx, out, cfg: built.append((Path(onnx), Path(out))) or Path(onnx))
+    monkeypatch.setattr(plan, "engine_plan", lambda: (None, "uint8"))
+    assert make_engine("r18_os8_camvid", BuildConfig(precision="fp32"), checkpoint=ckpt_a, input_size="64x128",
+                       validate_images=2, out_dir=tmp_path / "e") == 0  # no device: auto
+    ((onnx, engine),) = built
+    assert onnx == tmp_path / "e" / artifact_name("r18_os8_camvid", "fp32", (64, 128)) == tmp_path / "e" / \
+        "r18_os8_camvid_64x128_fp32.onnx"
+    assert engine.name == artifact_name("r18_os8_camvid", "fp32", (64, 128), suffix=".engine")
+
+
+# --- issue 25.10: partial validations ----------------------------------------------------------------------------
+
+def test_a_limited_validation_is_partial_and_the_warning_stays(cli_records, tmp_path, capsys, caplog):
+    """`validate --limit 4` wrote a plain "PASS" record, after which Segmenter.open stopped warning. A record under
+    the minimum (50 images, or the whole split if smaller) is partial: exit 0, and the warning stays."""
+    import logging
+    import shutil
+
+    from pspnet_trt.records import partial, read_record
+    from pspnet_trt.runtime import Segmenter
+
+    root, ckpt_a, onnx_a, _ = cli_records
+    onnx = Path(shutil.copy(onnx_a, tmp_path / "a.onnx"))
+    args = ["validate", "--model", "r18_os8_camvid", "--checkpoint", ckpt_a, "--data", root, "--onnx", onnx,
+            "--report", tmp_path / "r"]
+    assert cli(*args, "--limit", "1") == 0  # 1 of the 2 images of the split
+    out = capsys.readouterr().out
+    assert "PASS (partial: 1 of the 2" in out and "partial validation" in out
+    record = read_record(onnx)
+    assert record["images"] == 1 and record["split_images"] == 2 and record["partial"] is True and partial(record)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Segmenter.open(onnx, device="cpu").close()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "partial validation" in warning and "1 of the 2" in warning
+    assert cli("info", onnx) == 0
+    assert "PASS (partial" in capsys.readouterr().out
+    assert cli(*args) == 0  # the whole split (2 images, fewer than 50): full
+    record = read_record(onnx)
+    assert record["images"] == 2 and record["partial"] is False
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        Segmenter.open(onnx, device="cpu").close()
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_partial_needs_fifty_images_of_a_larger_split():
+    from pspnet_trt.records import FULL_VALIDATION_IMAGES, partial, summary
+
+    assert FULL_VALIDATION_IMAGES == 50
+    rec = {"kind": "miou", "passed": True, "split": "test"}
+    assert partial({**rec, "images": 49, "split_images": 233}) and not partial({**rec, "images": 50, "split_images": 233})
+    assert not partial({**rec, "images": 6, "split_images": 6}) and partial({**rec, "images": 5, "split_images": 6})
+    assert partial({**rec, "images": 20})  # split size unknown (older record): the minimum applies
+    assert not partial({"kind": "agreement", "passed": True, "images": 3})  # warned about as agreement-only
+    assert summary({**rec, "images": 4, "split_images": 233}).startswith("PASS (partial: 4 of the 233 test images")
+
+
+def test_make_validate_takes_a_limit():
+    from test_calibration_list import dry_run, option
+
+    (line,) = [w for w in dry_run("validate", DATA="/data/camvid", ONNX="a.onnx", LIMIT="4") if "validate" in w]
+    assert option(line, "--limit") == "4" and option(line, "--onnx") == "a.onnx"
+    (line,) = [w for w in dry_run("validate", DATA="/data/camvid") if "validate" in w]
+    assert "--limit" not in line
+
+
+def test_iou_plot_marks_a_class_absent_from_the_images_na():
+    """A class absent from both labels and predictions has no IoU: the plot left a blank gap (as if the bar were
+    missing, or 0 %); it now says n/a there, for that backend only."""
+    from pspnet_trt.validate.core import ValidationReport
+    from pspnet_trt.validate.report import iou_figure
+
+    names = ("sky", "road", "boat")
+    rows = [{"backend": "pytorch", "miou": 50.0, "iou": {"sky": 0.5, "road": 0.5, "boat": None}},
+            {"backend": "onnx", "miou": 40.0, "iou": {"sky": 0.4, "road": None, "boat": None}}]
+    fig = iou_figure(ValidationReport(rows, 0.5, 3, "whole", names, 1.0, {"split_images": 3, "split": "test"}))
+    ax = fig.axes[0]
+    marks = sorted((round(t.get_position()[0], 3), t.get_text()) for t in ax.texts)
+    width = 0.8 / 2
+    expected = sorted((round(x + i * width - 0.4 + width / 2, 3), "n/a")
+                      for x, i in ((2, 0), (1, 1), (2, 1)))  # boat for both, road for the artifact
+    assert marks == expected
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

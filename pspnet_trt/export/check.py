@@ -1,10 +1,22 @@
-"""PyTorch vs ONNX Runtime on the same inputs: max |delta logit|, relative error, argmax agreement."""
+"""PyTorch vs ONNX Runtime on the same inputs: max |delta logit|, relative error, argmax agreement.
+
+Every export is checked (``pspnet-trt check-export``):
+
+* a normalized-input graph with a ``logits`` output: the same float batches into both, logits compared
+  (max |delta|, relative to the range) and the argmax / labels compared pixel by pixel;
+* any other graph (the default ``--output labels``, a raw-frame ``bgr8`` graph, a ``pixels`` graph): labels
+  compared as labels. Both sides take the same BGR images through the runtime's one door
+  (:func:`pspnet_trt.runtime.inference.predict_images`), the artifact in its own input format and PyTorch as the
+  normalized model with the same output kind (labels: argmax at the input size then nearest to the image, as
+  the graph does; logits: bilinear to the image, then argmax). Raw-frame graphs get the images at their frame
+  size. The logit fields of the report are then None.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 
@@ -21,35 +33,48 @@ class ParityReport:
     precision: str
     input_size: tuple
     images: int
-    max_abs_logit_diff: float
-    logit_range: float
-    relative_error: float  # max |delta| / (max - min) of the PyTorch logits
+    max_abs_logit_diff: Optional[float]  # None when labels were compared (no logits output)
+    logit_range: Optional[float]
+    relative_error: Optional[float]  # max |delta| / (max - min) of the PyTorch logits
     argmax_agreement: float  # fraction of pixels with the same label
+    compared: str = "logits"  # "logits" (and their argmax) or "labels"
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
 
     def __str__(self) -> str:
-        return (f"{self.onnx} ({self.precision}, {self.input_size[0]}x{self.input_size[1]}, {self.images} images): "
-                f"max|dlogit| {self.max_abs_logit_diff:.3g} of range {self.logit_range:.3g} "
+        head = f"{self.onnx} ({self.precision}, {self.input_size[0]}x{self.input_size[1]}, {self.images} images): "
+        if self.compared == "labels":
+            return head + f"labels compared as labels, agreement {100 * self.argmax_agreement:.4f} %"
+        return (head + f"max|dlogit| {self.max_abs_logit_diff:.3g} of range {self.logit_range:.3g} "
                 f"(relative {self.relative_error:.2e}), argmax agreement {100 * self.argmax_agreement:.4f} %")
 
 
 def check_export(model: nn.Module, onnx_path: Union[str, Path], images: Optional[Iterable[np.ndarray]] = None,
                  num_random: int = 2, seed: int = 0, threads: Optional[int] = None) -> ParityReport:
-    """Run ``model`` (PyTorch) and ``onnx_path`` (ONNX Runtime) on the same batches and compare.
+    """Run ``model`` (PyTorch) and ``onnx_path`` (ONNX Runtime) on the same inputs and compare (see the module
+    docstring for what is compared for which export).
 
-    ``images`` are BGR uint8 images of any size (preprocessed with the file's own metadata);
-    without them, ``num_random`` random normalised inputs are used. Needs an ONNX exported with
-    ``logits`` in its outputs (``--output logits`` or ``both``); labels are compared when present.
+    ``images`` are BGR uint8 images of any size (preprocessed with the file's own metadata); without them,
+    ``num_random`` random inputs are used (normalised tensors for a logits graph, random images otherwise).
     """
     from ..runtime.ort import OrtBackend
-    from ..runtime.torch_backend import TorchBackend
 
     ort_backend = OrtBackend(onnx_path, threads=threads)
-    info: DeployInfo = ort_backend.info
-    if "logits" not in info.output_names:
-        raise ValueError(f"{onnx_path} has no logits output (output={info.output}); export with --output both to check it")
+    try:
+        info: DeployInfo = ort_backend.info
+        if info.input_format == "normalized" and "logits" in info.output_names:
+            return _compare_logits(model, ort_backend, onnx_path, images, num_random, seed)
+        return _compare_labels(model, ort_backend, onnx_path, images, num_random, seed)
+    finally:
+        ort_backend.close()
+
+
+def _compare_logits(model: nn.Module, ort_backend: object, onnx_path: Union[str, Path],
+                    images: Optional[Iterable[np.ndarray]], num_random: int, seed: int) -> ParityReport:
+    from ..runtime.torch_backend import TorchBackend
+
+    info: DeployInfo = ort_backend.info  # type: ignore[attr-defined]
     torch_backend = TorchBackend(model, info.with_(output="both"))
     if images is not None:
         batches = [make_batch([im], info.input_size, info.normalization) for im in images]
@@ -60,13 +85,42 @@ def check_export(model: nn.Module, onnx_path: Union[str, Path], images: Optional
     for batch in batches:
         if info.batch and info.batch > 1:
             batch = np.repeat(batch, info.batch, axis=0)
-        ours, ref = ort_backend.run(batch), torch_backend.run(batch)
+        ours, ref = ort_backend.run(batch), torch_backend.run(batch)  # type: ignore[attr-defined]
         max_diff = max(max_diff, float(np.abs(ours["logits"] - ref["logits"]).max()))
         lo, hi = min(lo, float(ref["logits"].min())), max(hi, float(ref["logits"].max()))
         labels = ours["labels"] if "labels" in ours else ours["logits"].argmax(1)
         same += int((labels == ref["labels"]).sum())
         total += labels.size
-    ort_backend.close()
     span = max(hi - lo, 1e-12)
     return ParityReport(str(onnx_path), info.precision, tuple(info.input_size), len(batches), max_diff, span,
                         max_diff / span, same / total)
+
+
+def _compare_labels(model: nn.Module, ort_backend: object, onnx_path: Union[str, Path],
+                    images: Optional[Iterable[np.ndarray]], num_random: int, seed: int) -> ParityReport:
+    import cv2
+
+    from ..runtime.inference import predict_images
+    from ..runtime.torch_backend import TorchBackend
+
+    info: DeployInfo = ort_backend.info  # type: ignore[attr-defined]
+    # PyTorch with the artifact's output kind, so both bring their prediction to the image the same way
+    logits = info.frame_upsample == "logits" if info.raw_frames else "logits" in info.output_names
+    reference = TorchBackend(model, info.with_(input_format="normalized", frame_size=None, batch=None,
+                                               output="logits" if logits else "labels"))
+    size = info.output_size  # the frame size of a raw-frame graph, else the input size
+    if images is not None:
+        inputs: List[np.ndarray] = [np.ascontiguousarray(im) for im in images]
+        if info.raw_frames:  # the frame as a camera delivers it: both sides then resize the same pixels
+            inputs = [cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for im in inputs]
+    else:
+        rng = np.random.default_rng(seed)
+        inputs = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(num_random)]
+    same = total = 0
+    for image in inputs:
+        (ours,) = predict_images(ort_backend, [image])  # type: ignore[arg-type]
+        (ref,) = predict_images(reference, [image])
+        same += int((ours == ref).sum())
+        total += ours.size
+    return ParityReport(str(onnx_path), info.precision, tuple(info.input_size), len(inputs), None, None, None,
+                        same / max(total, 1), compared="labels")

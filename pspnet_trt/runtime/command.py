@@ -8,7 +8,8 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment images, a folder, a video file, a camera or an RTSP/HTTP stream")
     p.add_argument("--model", required=True, help=".onnx, .engine (with its manifest) or zoo name")
-    p.add_argument("--checkpoint", help="checkpoint for a zoo name (PyTorch backend)")
+    p.add_argument("--checkpoint", help="checkpoint for a zoo name (PyTorch backend; default: the one shipped in "
+                                        "samples/ for r18_os8_camvid, else the published one)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N (see Segmenter.open)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")

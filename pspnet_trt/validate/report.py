@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, Any, List
 
 import numpy as np
 
@@ -23,7 +23,7 @@ def markdown(report: ValidationReport) -> str:
     """The report as markdown: verdict, setup, one row per backend, IoU per class."""
     c = report.context
     verdict = report.verdict
-    setup = [f"{report.images} images"]
+    setup = [report.coverage]
     if c.get("dataset"):
         setup.append(f"{c['dataset']} {c.get('split')} ({c.get('data_root')})")
     if c.get("input_size"):
@@ -71,6 +71,12 @@ def markdown(report: ValidationReport) -> str:
 
 def bar_chart(report: ValidationReport, path: Path) -> None:
     """Grouped bars: IoU per class, one colour per backend (mIoU in the legend); matplotlib Agg."""
+    save_png(iou_figure(report), path)
+
+
+def iou_figure(report: ValidationReport) -> Any:
+    """The figure of :func:`bar_chart`. A class absent from both the labels and the predictions has no IoU: its
+    bar is marked "n/a" (not drawn as 0, nor left as a blank gap that reads as a missing bar)."""
     plt = pyplot()
     names: List[str] = list(report.class_names)
     panels = max(1, -(-len(names) // CLASSES_PER_PANEL))
@@ -87,7 +93,11 @@ def bar_chart(report: ValidationReport, path: Path) -> None:
         for i, r in enumerate(report.rows):
             values = [100 * (r["iou"][n] or 0.0) for n in chunk]
             miou = "-" if r["miou"] is None or r["miou"] != r["miou"] else f"{r['miou']:.2f}"
-            ax.bar(x + i * width - 0.4 + width / 2, values, width, label=f"{r['backend']} (mIoU {miou})")
+            where = x + i * width - 0.4 + width / 2
+            ax.bar(where, values, width, label=f"{r['backend']} (mIoU {miou})")
+            for at, n in zip(where, chunk):
+                if r["iou"][n] is None:
+                    ax.text(at, 1, "n/a", rotation=90, ha="center", va="bottom", fontsize=6, color="0.4")
         ax.set_xticks(x)
         ax.set_xticklabels([n.split(",")[0] for n in chunk], rotation=60, ha="right", fontsize=8)
         ax.set_xlim(-0.6, len(chunk) - 0.4)
@@ -96,9 +106,10 @@ def bar_chart(report: ValidationReport, path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     handles, legend_labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, legend_labels, loc="lower center", ncol=min(2, len(handles)), fontsize=8, frameon=False)
-    axes[0, 0].set_title(f"IoU per class and backend ({report.images} images, {report.mode} inference)")
+    axes[0, 0].set_title(f"IoU per class and backend ({report.coverage}, {report.mode} inference; n/a: class absent "
+                         "from labels and predictions)", fontsize=9)
     fig.tight_layout(rect=(0, legend_in / height, 1, 1))
-    save_png(fig, path)
+    return fig
 
 
 def write_report(report: ValidationReport, folder: Path) -> None:
@@ -110,5 +121,5 @@ def write_report(report: ValidationReport, folder: Path) -> None:
     try:
         bar_chart(report, folder / "iou_per_class.png")
     except ImportError:
-        log.warning("matplotlib is not installed: no bar chart (pip install 'pspnet-trt[train]')")
+        log.warning("matplotlib is not installed: no bar chart (pip install '.[train]' in the pspnet-trt checkout)")
     log.info("validation report: %s", folder / "report.md")
