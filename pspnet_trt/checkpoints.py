@@ -262,7 +262,9 @@ def _fetch_one(url: str, part: Path, timeout: float, retries: int, progress: boo
         except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as e:
             problem = f"{NO_ANSWER}: {getattr(e, 'reason', None) or e}"
         if attempt < retries:
-            log.warning("download of %s failed (%s); retrying", url, problem)
+            # the file name only: the final error names every full URL once
+            log.warning("download of %s failed (%s); retry %d of %d", url.rsplit("/", 1)[-1], problem, attempt + 1,
+                        retries)
             time.sleep(0.5 * (attempt + 1))
     return problem
 
@@ -341,8 +343,6 @@ def fetch_checkpoint(name: str, progress: bool = True) -> Path:
                     hint=_offline_hint(spec.checkpoint_files, f"pass it with --checkpoint PATH (or copy it to {dest})"))
 
 
-def fetch_training_log(name: str, progress: bool = True) -> Path:
-    """The published training log of zoo entry ``name`` (both names tried), downloaded into :func:`cache_dir` once."""
 REPOSITORY = Path(__file__).resolve().parent.parent  # the checkout's root, where samples/ is
 
 
@@ -388,6 +388,8 @@ def resolve_checkpoint(name: str, checkpoint: Optional[PathLike] = None, *, rand
     return fetch_checkpoint(name, progress=progress)
 
 
+def fetch_training_log(name: str, progress: bool = True) -> Path:
+    """The published training log of zoo entry ``name`` (both names tried), downloaded into :func:`cache_dir` once."""
     from .zoo import get_spec
 
     spec = get_spec(name)

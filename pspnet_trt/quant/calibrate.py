@@ -36,8 +36,10 @@ def select_balanced(dataset: SegDataset, n: int, seed: int, num_classes: int) ->
     """
     if n > len(dataset):
         raise UserError(f"asked for {n} calibration images but the split has only {len(dataset)}")
+    from tqdm import tqdm
+
     hist = np.zeros((len(dataset), num_classes), np.float64)
-    for i in range(len(dataset)):
+    for i in tqdm(range(len(dataset)), desc="calibrate: label maps", unit="img", leave=False):
         label = dataset.read_label(i)
         counts = np.bincount(label.ravel(), minlength=256)[:num_classes]
         hist[i] = counts / max(counts.sum(), 1)
@@ -56,10 +58,12 @@ def select_balanced(dataset: SegDataset, n: int, seed: int, num_classes: int) ->
 
 def make_calibration_list(model: str, data: Union[str, Path], split: str = "train", num_images: int = 64,
                           seed: int = 0, out: Optional[Union[str, Path]] = None, force: bool = False,
-                          input_size: Optional[Tuple[int, int]] = None) -> Path:
-    """Select, then write ``calibration/<model>_<split>_n<N>_s<seed>.txt``; returns its path.
+                          input_size: Optional[Tuple[int, int]] = None, overwrite: bool = False) -> Path:
+    """Select, then write ``calibration/<model>_<split>_n<N>_s<seed>.txt`` (or ``out``); returns its path.
 
-    ``input_size`` (H, W): the deploy size the list is for; recorded, and checked when quantizing."""
+    ``input_size`` (H, W): the deploy size the list is for; recorded, and checked when quantizing. A list
+    already at ``out`` (e.g. one committed to ``calibration/``) is left untouched when the new one says the
+    same, and is replaced by a different one only with ``overwrite``: otherwise a one-line UserError."""
     spec = get_spec(model)
     if split == spec.eval_split and not force:
         raise UserError(f"refusing to calibrate on {split!r}, the split {model} is evaluated on: its mIoU would be "
@@ -68,15 +72,24 @@ def make_calibration_list(model: str, data: Union[str, Path], split: str = "trai
     chosen = select_balanced(dataset, num_images, seed, spec.num_classes)
     root = Path(os.path.abspath(data))  # not resolve(): split folders may be symlinks to another disk
     out = Path(out) if out else CALIBRATION_DIR / f"{model}_{split}_n{num_images}_s{seed}.txt"
+    lines = [f"# pspnet-trt calibration list: {model}, split {split}, {num_images} images, seed {seed}",
+             "# selection: greedy class-balanced (rare classes first), training split only",
+             "# paths: relative to the dataset root (pass it with --data)"]
+    if input_size:
+        lines.append(f"# input-size: {input_size[0]}x{input_size[1]}")
+    for i in chosen:
+        image = Path(os.path.abspath(dataset.items[i][0]))
+        lines.append(str(image.relative_to(root) if root in image.parents else image))  # outside the root: absolute
+    text = "".join(f"{line}\n" for line in lines)
+    if out.is_file():
+        if out.read_text() == text:
+            log.info("%s is up to date (the same %d images): left as it is", out, len(chosen))
+            return out
+        if not overwrite:
+            raise UserError(f"{out} exists with another list (a committed one?): pass --overwrite to replace it, or "
+                            "--out for a new file")
     with atomic_open(out, "w") as f:
-        f.write(f"# pspnet-trt calibration list: {model}, split {split}, {num_images} images, seed {seed}\n")
-        f.write("# selection: greedy class-balanced (rare classes first), training split only\n")
-        f.write("# paths: relative to the dataset root (pass it with --data)\n")
-        if input_size:
-            f.write(f"# input-size: {input_size[0]}x{input_size[1]}\n")
-        for i in chosen:
-            image = Path(os.path.abspath(dataset.items[i][0]))
-            f.write(f"{image.relative_to(root) if root in image.parents else image}\n")  # outside the root: absolute
+        f.write(text)
     log.info("wrote %s (%d images)", out, len(chosen))
     return out
 

@@ -16,6 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "another size). Images are preprocessed from the ONNX's own metadata")
     p.add_argument("--out", help="default: calibration/<model>_<split>_n<N>_s<seed>.txt")
     p.add_argument("--force", action="store_true", help="allow the evaluation split (optimistic mIoU!)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different list already at --out (default: "
+                                                            "refuse; an identical one is left as it is)")
     p.set_defaults(func=_calibrate)
 
     p = sub.add_parser("quantize", help="FP32 ONNX -> INT8 Q/DQ ONNX (TensorRT explicit quantization)")
@@ -45,7 +47,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     size = parse_size(args.input_size) if args.input_size else None
     print(make_calibration_list(args.model, args.data, args.split, args.num_images, args.seed, args.out, args.force,
-                                input_size=size))
+                                input_size=size, overwrite=args.overwrite))
     return 0
 
 
@@ -65,8 +67,8 @@ def _quantize(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise UserError("--mixed-budget measures mIoU on validation images: pass the dataset root with --data")
+    from ..artifacts import read_onnx_info
     from ..data import dataset_for_spec
-    from ..deploy import read_onnx_info
     from ..zoo import get_spec
     from .sensitivity import mixed_precision
 

@@ -38,15 +38,18 @@ and CuPy into the environment.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from ..artifacts import read_onnx_info
 from ..cpu import CpuInfo, cpu_info
-from ..deploy import PREPROCESS_SCOPE, DeployInfo, read_onnx_info
+from ..deploy import PREPROCESS_SCOPE, DeployInfo
 from ..deps import require
 from ..errors import UserError
 from .calibrate import CalibrationList
@@ -67,7 +70,11 @@ class _Reader:
     R-50 at 512x1024 needs > 21 GB for 64 images in one go and ~14 GB in chunks of 4, so one at a time."""
 
     def __init__(self, calibration: CalibrationList, info: DeployInfo) -> None:
+        from tqdm import tqdm
+
         self.calibration, self.info = calibration, info
+        # the one progress bar of a quantization: one step per calibration image through the FP32 graph
+        self.bar = tqdm(total=len(calibration.images), desc="quantize: calibration", unit="img", leave=False)
         self.set_range(0, len(calibration.images))
 
     def __len__(self) -> int:
@@ -79,7 +86,46 @@ class _Reader:
 
     def get_next(self) -> Optional[Dict[str, Any]]:
         batch = next(self.batches, None)
-        return None if batch is None else {self.info.input_name: batch}
+        if batch is None:
+            return None
+        if self.bar.n < self.bar.total:
+            self.bar.update(1)
+        return {self.info.input_name: batch}
+
+
+class _LogWriter(io.TextIOBase):
+    """A stdout that sends each printed line to this module's debug log."""
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                log.debug("onnxruntime: %s", line.strip())
+        return len(text)
+
+
+class _OrtRootWarnings(logging.Filter):
+    """Moves what onnxruntime.quantization logs on the root logger (its pre-processing advice, with a URL) to
+    this module's debug log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and "onnxruntime" in record.pathname.replace("\\", "/"):
+            log.debug("onnxruntime: %s", record.getMessage())
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def quiet_onnxruntime() -> Iterator[None]:
+    """ONNX Runtime's quantization tool prints a line per calibration image ("Collecting tensor data and making
+    histogram ...") and warns through the root logger; inside this block both go to the debug log (``-v``)
+    instead of the console, so a quantization shows one progress bar and our own log lines."""
+    root, ort_filter = logging.getLogger(), _OrtRootWarnings()
+    root.addFilter(ort_filter)
+    try:
+        with contextlib.redirect_stdout(_LogWriter()):
+            yield
+    finally:
+        root.removeFilter(ort_filter)
 
 
 POOL_OPS = ("AveragePool", "GlobalAveragePool", "ReduceMean", "MatMul")  # how export/pools.py lowers the PPM pools
@@ -284,7 +330,7 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
     require("onnxruntime", "quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from ..export.onnx_export import attach_metadata, save_onnx
+    from ..artifacts import attach_metadata, save_onnx
 
     if method not in METHODS:
         raise UserError(f"--method must be one of {METHODS}, got {method!r}")
@@ -306,10 +352,11 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
     by_rule = excluded_nodes(model)
     preprocess = {n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.name.startswith(PREPROCESS_SCOPE)}
     exclude = sorted(set(by_rule) | set(keep_float) | preprocess)
-    with tempfile.TemporaryDirectory() as tmp:
+    reader = _Reader(calibration, info)
+    with tempfile.TemporaryDirectory() as tmp, quiet_onnxruntime(), contextlib.closing(reader.bar):
         tmp_out = Path(tmp) / "q.onnx"
         quantize_static(
-            str(onnx_path), str(tmp_out), _Reader(calibration, info), quant_format=QuantFormat.QDQ,
+            str(onnx_path), str(tmp_out), reader, quant_format=QuantFormat.QDQ,
             op_types_to_quantize=QUANTIZED_OPS, per_channel=True, reduce_range=bool(cpu_choice.get("reduce_range")),
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
