@@ -17,7 +17,10 @@ install reads everything.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -25,12 +28,14 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from .deploy import ARTIFACT_PRECISIONS, BUILD_PRECISIONS, METADATA_KEY, DeployInfo, json_problem
 from .errors import UserError
 
+log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 ONNX_SUFFIX = ".onnx"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 KINDS = ("onnx", "engine")
 
-__all__ = ["ARTIFACT_PRECISIONS", "BUILD_PRECISIONS", "ENGINE_SUFFIXES", "KINDS", "ONNX_SUFFIX", "Manifest",
+__all__ = ["ARTIFACT_PRECISIONS", "BUILD_PRECISIONS", "ENGINE_SUFFIXES", "KINDS", "ONNX_SUFFIX", "EngineMismatch",
+           "GpuInfo", "Manifest", "check_engine_file", "check_manifest", "parse_version", "same_engine_version",
            "batch_range", "check_file", "is_engine", "is_onnx", "kind", "kind_or_none", "manifest_path",
            "read_info", "read_manifest", "read_onnx_info", "read_onnx_metadata", "record_path", "attach_metadata",
            "save_onnx"]
@@ -257,6 +262,63 @@ def read_manifest(engine: PathLike) -> Manifest:
         raise UserError(f"{path}: {e}") from None
     DeployInfo.from_dict(manifest.deploy, source=path)  # unreadable metadata: one line naming the manifest
     return manifest
+
+
+# -- engines: where they may run ------------------------------------------------------------------
+
+def parse_version(text: str) -> Tuple[int, int, int]:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not m:
+        raise ValueError(f"cannot parse TensorRT version {text!r}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def same_engine_version(built: str, running: str) -> bool:
+    """Engines are only portable within the same TensorRT major.minor.patch."""
+    return parse_version(built) == parse_version(running)
+
+
+class EngineMismatch(UserError):
+    """The engine was built for another TensorRT or GPU."""
+
+
+@dataclass
+class GpuInfo:
+    name: str
+    compute_capability: str  # "8.7"
+
+
+def check_engine_file(manifest: Manifest, data: bytes, engine: Union[str, Path]) -> None:
+    """Refuse an engine file that is not the one its manifest was written with (a build interrupted between
+    the engine and the manifest, or a file copied over another): every number the runtime uses comes from
+    the manifest."""
+    if not manifest.engine_sha256:
+        log.warning("%s: its manifest records no engine sha256 (written by an older pspnet-trt), so it cannot be "
+                    "checked against the engine; rebuild it to record one", manifest_path(engine))
+        return
+    sha = hashlib.sha256(data).hexdigest()
+    if len(data) != manifest.engine_bytes or sha != manifest.engine_sha256:
+        raise UserError(f"{engine} does not match its manifest {manifest_path(engine)} (engine: {len(data)} bytes, "
+                        f"sha256 {sha[:12]}; manifest: {manifest.engine_bytes} bytes, sha256 "
+                        f"{manifest.engine_sha256[:12]}): they were not written together (an interrupted build or a "
+                        f"copied file); rebuild it with `pspnet-trt build --onnx {manifest.onnx} --precision "
+                        f"{manifest.precision} --out {engine}`")
+
+
+def check_manifest(manifest: Manifest, engine: Union[str, Path], running_trt: str, gpu: Optional[GpuInfo]) -> None:
+    """Refuse an engine built by another TensorRT or for another GPU, with the command that fixes it."""
+    rebuild = f"rebuild it here with `pspnet-trt build --onnx {manifest.onnx} --precision {manifest.precision} --out {engine}`"
+    if not same_engine_version(manifest.tensorrt_version, running_trt):
+        raise EngineMismatch(f"{engine} was built with TensorRT {manifest.tensorrt_version} but this is TensorRT "
+                             f"{running_trt}; engines do not port across TensorRT versions: {rebuild}")
+    if gpu is not None and manifest.gpu.get("compute_capability") != gpu.compute_capability:
+        raise EngineMismatch(f"{engine} was built for {manifest.gpu.get('name')} (compute capability "
+                             f"{manifest.gpu.get('compute_capability')}) but this GPU is {gpu.name} "
+                             f"({gpu.compute_capability}); {rebuild}")
+    if gpu is not None and manifest.gpu.get("name") != gpu.name:  # same architecture, another model: may run slower
+        log.warning("%s was built on %s, this is %s (same compute capability %s): TensorRT does not promise the "
+                    "engine is optimal or portable across GPU models; %s", engine, manifest.gpu.get("name"), gpu.name,
+                    gpu.compute_capability, rebuild)
 
 
 # -- any artifact ----------------------------------------------------------------------------------

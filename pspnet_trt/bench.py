@@ -44,15 +44,15 @@ def percentile(values: List[float], q: float) -> float:
 
 def measure(backend: Backend, iterations: int = 20, warmup: int = 3, batch: Optional[int] = None,
             seed: int = 0) -> Latency:
-    """Time ``backend.run`` on a random batch of the artifact's input: normalised NCHW at the input size, uint8
-    frames at the frame size for a raw-frame (bgr8) artifact, 0..255 floats for a pixels artifact."""
+    """Time ``backend.run`` on the artifact's input for ``batch`` random frames, made by the runtime's one door
+    (:func:`pspnet_trt.runtime.inference.prepare`): normalised NCHW at the input size, uint8 frames at the frame
+    size for a raw-frame (bgr8) artifact, 0..255 floats for a pixels artifact."""
+    from .runtime.inference import prepare
+
     n = batch or backend.info.batch or 1
     rng = np.random.default_rng(seed)
-    shape = backend.info.input_shape(n)
-    if backend.info.input_format == "normalized":
-        x = rng.standard_normal(shape).astype(np.float32)
-    else:
-        x = rng.integers(0, 256, shape).astype(backend.info.input_dtype)
+    frame = rng.integers(0, 256, (*backend.info.output_size, 3), dtype=np.uint8)
+    x = prepare([frame] * n, backend.info, batch=n)[0].copy()
     for _ in range(warmup):
         backend.run(x)
     times = []
@@ -67,7 +67,7 @@ def measure(backend: Backend, iterations: int = 20, warmup: int = 3, batch: Opti
 
 def gpu_latency(backend: Any, iterations: int = 50, warmup: int = 10) -> float:
     """Median device time (ms) of ``infer_device`` between two CUDA events (TensorRT backend only)."""
-    from .trt import cuda
+    from .runtime import cuda
 
     cudart = cuda.runtime()
     bufs = backend.device_buffers()  # the backend's own device buffers, at its batch

@@ -24,8 +24,7 @@ from test_serving import SERVER_REASON, ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.skipif(SERVER_REASON is not None, reason=SERVER_REASON or "")]
-ARTIFACTS = [ca.name(k, p, b) for k, (_, precisions, batches) in ca.KINDS.items()
-             for b in batches for p in (precisions if b is not None else ("fp32",))]
+ARTIFACTS = ca.ARTIFACTS
 INTERFACES = ("frames", "artifact")
 
 

@@ -138,7 +138,7 @@ def test_engine_stage_is_skipped_with_one_line_when_no_gpu_is_usable(monkeypatch
 
         raise UserError("no CUDA GPU is visible")
 
-    monkeypatch.setattr("pspnet_trt.trt.cuda.device_info", no_gpu)
+    monkeypatch.setattr("pspnet_trt.runtime.cuda.device_info", no_gpu)
     with caplog.at_level(logging.INFO, logger="pspnet_trt"):
         engines = demo.build_engines({"fp16": tmp_path / "a.onnx", "int8": tmp_path / "b.onnx"}, tmp_path)
     assert engines == []
@@ -149,7 +149,7 @@ def test_engine_stage_is_skipped_with_one_line_when_no_gpu_is_usable(monkeypatch
 @pytest.mark.parametrize("version,dtype", [("8.6.1", "int32"), ("10.3.0", "uint8")])
 def test_engines_get_the_labels_dtype_their_tensorrt_supports(monkeypatch, version, dtype):
     fake_tensorrt(monkeypatch, version)
-    monkeypatch.setattr("pspnet_trt.trt.cuda.device_info", lambda: ("Orin", "8.7"))
+    monkeypatch.setattr("pspnet_trt.runtime.cuda.device_info", lambda: ("Orin", "8.7"))
     assert engine_plan() == (None, dtype)
 
 

@@ -166,7 +166,7 @@ def write_engine(tmp_path: Path, info, gpu=("GPU 0", "8.6"), max_batch=1) -> Pat
 @pytest.fixture
 def trt_double(monkeypatch, tiny_info):
     """Install the doubles; returns ``make(info, labels_dtype, labels_value)`` -> (calls, cudart)."""
-    from pspnet_trt.trt import cuda
+    from pspnet_trt.runtime import cuda
 
     def make(info, labels_dtype="UINT8", labels_value=3):
         calls = []

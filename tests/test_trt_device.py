@@ -51,7 +51,7 @@ def on_device(calls, start):
 @pytest.fixture
 def gpus(monkeypatch, tiny_info):
     """Two fake GPUs, the caller's thread on GPU 0; an engine built on GPU 1 (compute capability 8.9)."""
-    from pspnet_trt.trt import cuda
+    from pspnet_trt.runtime import cuda
 
     def make(tmp_path):
         info = tiny_info.with_(output="labels", precision="fp16", batch=None)

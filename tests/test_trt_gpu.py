@@ -14,7 +14,7 @@ def _gpu_reason():
     if importlib.util.find_spec("tensorrt") is None:
         return "tensorrt is not installed (CPU-only machine): engine build/run not verified here"
     try:
-        from pspnet_trt.trt.cuda import device_info
+        from pspnet_trt.runtime.cuda import device_info
 
         device_info()
     except Exception as e:  # no driver, no GPU, no cuda-python

@@ -13,6 +13,7 @@ from ..artifacts import check_file, is_onnx, read_info, read_manifest
 from ..deploy import DeployInfo
 from ..errors import UserError
 from ..preprocess import read_image
+from ..runtime.inference import at_frame_size
 from .compare import FACTOR, Comparison, compare_layers
 from .fix import FixResult, fix_artifact
 from .report import write_report
@@ -104,6 +105,7 @@ def debug_artifacts(reference: str, artifact: PathLike, data: Optional[PathLike]
         ref_info = read_info(ref)
         _check_pair(ref_info, art_info, ref, art)
         samples, raw, names = load_images(art_info, data, images, images_dir, split)
+        raw = at_frame_size(raw, art_info)  # both runners see the frame a raw-frame artifact's graph receives
         log.info("comparing %s with %s on %d images (every tensor marked)", art, ref, len(raw))
         comparison = compare_layers(ref, art, raw, names, ref_info, art_info, engine_onnx=engine_onnx,
                                     factor=factor)

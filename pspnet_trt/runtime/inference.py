@@ -34,6 +34,7 @@ from ..preprocess import (
     letterbox,
     logits_to_labels,
     mean_bgr,
+    resize_image,
     resize_labels,
 )
 from .backend import Backend, as_uint8_labels
@@ -87,6 +88,15 @@ def prepare(images: Sequence[np.ndarray], info: DeployInfo, resize: str = "stret
     if len(images) < n:
         x = np.concatenate([x, np.repeat(x[-1:], n - len(images), axis=0)])
     return x, inner
+
+
+def at_frame_size(images: Sequence[np.ndarray], info: DeployInfo) -> List[np.ndarray]:
+    """``images`` as a bgr8 artifact's graph receives them: resized (cv2 INTER_LINEAR) to its frame size; other
+    artifacts: unchanged. Comparing a raw-frame artifact with another artifact or PyTorch on these images compares
+    numerics, not two resize paths (an image of another size reaches a bgr8 graph through two resizes)."""
+    if info.frame_size is None:
+        return list(images)
+    return [resize_image(check_image(im), info.frame_size) for im in images]
 
 
 def to_labels(outputs: Dict[str, np.ndarray], sizes: Sequence[Size], inner: Sequence[Size]) -> List[np.ndarray]:

@@ -52,16 +52,30 @@ def default_resize(info: DeployInfo) -> str:
     return "keep_ratio" if spec is not None and spec.eval_resize is not None else "stretch"
 
 
-class SegmenterInterface:
-    """What every segmenter offers apps (``Segmenter`` here, ``serving.TritonSegmenter`` over a server): the
-    artifact's metadata (``info``) and ``predict_batch``; the rest follows from those two."""
+class Segmenter:
+    def __init__(self, backend: Backend, resize: Optional[str] = None) -> None:
+        """``resize``: how an image of another aspect ratio reaches the artifact's fixed input: ``stretch``
+        (resize to it), or ``keep_ratio`` (letterbox: resize keeping the ratio into the top-left corner, pad
+        with the mean colour, cut the labels back out). Default: :func:`default_resize` of the zoo entry."""
+        self.backend = backend
+        self.resize = check_resize(resize or default_resize(backend.info))
+        self._lock = threading.Lock()
 
+    @classmethod
+    def open(cls, source: Union[str, Path], device: str = "auto", checkpoint: Optional[Union[str, Path]] = None,
+             resize: Optional[str] = None, **kwargs: Any) -> Segmenter:
+        """``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``, manifest beside it) or a zoo name
+        (PyTorch; ``checkpoint``: by default the shipped or the published one). ``device``: ``auto`` (an engine on CUDA; an .onnx
+        on CUDA when onnxruntime-gpu is installed; a zoo model on CUDA when torch sees a GPU; else the CPU),
+        ``cpu``, ``cuda`` or ``cuda:N``. ``resize``: ``stretch`` or ``keep_ratio`` (see :meth:`__init__`)."""
+        seg = cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs), resize=resize)
+        _warn_if_unvalidated(source, seg.info.model)
+        return seg
+
+    # -- what the artifact says about itself ------------------------------------------------------
     @property
     def info(self) -> DeployInfo:
-        raise NotImplementedError
-
-    def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
-        raise NotImplementedError
+        return self.backend.info
 
     @property
     def class_names(self) -> Tuple[str, ...]:
@@ -86,32 +100,6 @@ class SegmenterInterface:
     def overlay(self, image_bgr: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """The label map in the artifact's palette blended over the image."""
         return overlay(image_bgr, labels, self.palette, alpha)
-
-
-class Segmenter(SegmenterInterface):
-    def __init__(self, backend: Backend, resize: Optional[str] = None) -> None:
-        """``resize``: how an image of another aspect ratio reaches the artifact's fixed input: ``stretch``
-        (resize to it), or ``keep_ratio`` (letterbox: resize keeping the ratio into the top-left corner, pad
-        with the mean colour, cut the labels back out). Default: :func:`default_resize` of the zoo entry."""
-        self.backend = backend
-        self.resize = check_resize(resize or default_resize(backend.info))
-        self._lock = threading.Lock()
-
-    @classmethod
-    def open(cls, source: Union[str, Path], device: str = "auto", checkpoint: Optional[Union[str, Path]] = None,
-             resize: Optional[str] = None, **kwargs: Any) -> Segmenter:
-        """``source``: an ``.onnx`` file, an engine (``.engine``/``.plan``, manifest beside it) or a zoo name
-        (PyTorch; ``checkpoint`` defaults to the published one). ``device``: ``auto`` (an engine on CUDA; an .onnx
-        on CUDA when onnxruntime-gpu is installed; a zoo model on CUDA when torch sees a GPU; else the CPU),
-        ``cpu``, ``cuda`` or ``cuda:N``. ``resize``: ``stretch`` or ``keep_ratio`` (see :meth:`__init__`)."""
-        seg = cls(open_backend(source, device=device, checkpoint=checkpoint, **kwargs), resize=resize)
-        _warn_if_unvalidated(source, seg.info.model)
-        return seg
-
-    # -- what the artifact says about itself ------------------------------------------------------
-    @property
-    def info(self) -> DeployInfo:
-        return self.backend.info
 
     # -- inference -----------------------------------------------------------------------------
     def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequenc
 
 import numpy as np
 
+from ..artifacts import GpuInfo, check_engine_file, check_manifest, read_manifest
 from ..deploy import DeployInfo
 from ..deps import import_tensorrt
 from ..errors import UserError
-from ..trt.manifest import GpuInfo, check_engine_file, check_manifest, read_manifest
 from .backend import Backend, as_uint8_labels
 from .device import resolve_device
 
@@ -109,7 +109,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: Union[str, Path], device: str = "auto") -> None:
         """``device``: auto or cuda (GPU 0), or cuda:N; cpu is refused (open the .onnx for the CPU)."""
-        from ..trt import cuda
+        from . import cuda
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -166,7 +166,7 @@ class TensorRTBackend(Backend):
         """This thread's host and device buffers for ``batch`` images (default: the engine's batch, or 1), made
         on first use and kept until the batch changes or :meth:`close`. ``run`` copies through them;
         benchmarks time ``infer_device`` on them."""
-        from ..trt import cuda
+        from . import cuda
 
         batch = engine_batch(batch, self.info.batch, self.max_batch)
         bufs: Optional[DeviceBuffers] = getattr(self._local, "buffers", None)
@@ -198,7 +198,7 @@ class TensorRTBackend(Backend):
         Makes this engine's GPU current on the calling thread while it enqueues, then gives the thread its
         own current device back. Returns after enqueueing; synchronise ``stream`` before reading the outputs.
         """
-        from ..trt import cuda
+        from . import cuda
 
         n = engine_batch(batch, self.info.batch, self.max_batch)
         if isinstance(output_ptrs, int):
@@ -219,7 +219,7 @@ class TensorRTBackend(Backend):
                 raise RuntimeError("TensorRT execute_async_v3 failed")
 
     def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
-        from ..trt import cuda
+        from . import cuda
 
         batch = self.check_batch(batch)
         bufs = self.device_buffers(batch.shape[0])
@@ -260,7 +260,7 @@ class TensorRTBackend(Backend):
         return buffer
 
     def _free(self, bufs: DeviceBuffers) -> None:
-        from ..trt import cuda
+        from . import cuda
 
         with cuda.on_device(self.device_index):
             for ptr in bufs.device.values():

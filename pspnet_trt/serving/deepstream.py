@@ -48,7 +48,7 @@ NVINFER_KEYS: Tuple[str, ...] = (
     "operate-on-gie-id", "operate-on-class-ids", "filter-out-class-ids",
 )
 NETWORK_TYPE_SEGMENTATION = 2  # NvDsInferNetworkType_Segmentation
-NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2, "best": 1}  # nvinfer: 0=FP32 1=INT8 2=FP16
+NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}  # nvinfer: 0=FP32 1=INT8 2=FP16
 COLOR_FORMAT = {"rgb": 0, "bgr": 1}  # model-color-format: 0=RGB 1=BGR 2=GRAY
 
 
@@ -85,7 +85,7 @@ def nvinfer_config(info: DeployInfo, engine: Union[str, Path], labels_file: str,
 
 def write_deepstream(engine: Union[str, Path], out: Union[str, Path]) -> Tuple[Path, Path]:
     """``out``/config_infer_<engine stem>.txt and ``out``/labels.txt for ``engine`` (manifest beside it)."""
-    from ..trt.manifest import read_manifest
+    from ..artifacts import read_manifest
 
     engine, out = Path(engine), Path(out)
     manifest = read_manifest(engine)

@@ -1,7 +1,7 @@
 """TensorRT engines: build, manifest, version checks. ``tensorrt`` and ``cuda-python`` are imported lazily.
 
-The names below load on first use (PEP 562), so that ``runtime/`` reading an engine's manifest
-(``trt.manifest``) or using ``trt.cuda`` does not load the build layer."""
+The names below load on first use (PEP 562). The runtime never imports this layer: it reads an engine's manifest
+through :mod:`pspnet_trt.artifacts` and talks to CUDA through :mod:`pspnet_trt.runtime.cuda`."""
 
 from __future__ import annotations
 

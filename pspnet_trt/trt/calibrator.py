@@ -23,7 +23,7 @@ def entropy_calibrator(calibration_list: str, info: DeployInfo, root: Optional[s
     import tensorrt as trt
 
     from ..calibration import CalibrationList
-    from . import cuda
+    from ..runtime import cuda
 
     calib = CalibrationList.read(calibration_list, root)
     calib.check_input_size(info.input_size, calibration_list)

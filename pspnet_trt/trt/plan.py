@@ -15,7 +15,7 @@ def engine_plan() -> Tuple[Optional[str], str]:
         return f"TensorRT cannot be imported ({type(e).__name__}: {e})", "uint8"
     version = str(getattr(tensorrt, "__version__", "?"))
     try:
-        from . import cuda
+        from ..runtime import cuda
 
         cuda.device_info()
     except Exception as e:  # noqa: BLE001  (no GPU, no driver, no cuda-python: all mean "no engines here")

@@ -12,9 +12,10 @@ Users have 8.5 (JetPack 5), 8.6 and 10.3 (JetPack 6), 10.x and 11.x (desktop):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Tuple
+
+from ..artifacts import parse_version
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,6 @@ class Capabilities:
         return ".".join(map(str, self.version))
 
 
-def parse_version(text: str) -> Tuple[int, int, int]:
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    if not m:
-        raise ValueError(f"cannot parse TensorRT version {text!r}")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-
-
 def capabilities(version: str) -> Capabilities:
     v = parse_version(version)
     return Capabilities(
@@ -54,8 +48,3 @@ def capabilities(version: str) -> Capabilities:
         progress_monitor=v >= (10, 0, 0),
         explicit_batch_flag=v < (10, 0, 0),
     )
-
-
-def same_engine_version(built: str, running: str) -> bool:
-    """Engines are only portable within the same TensorRT major.minor.patch."""
-    return parse_version(built) == parse_version(running)

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import UserError
 from ..metrics import Agreement
 from ..runtime.backend import Backend
+from ..runtime.inference import at_frame_size
 from .core import check_comparable, open_artifacts, open_reference, validate_artifacts
 from .inference import ValidationError, predict_whole
 
@@ -84,7 +85,7 @@ def check_agreement(reference: Backend, artifact: Backend, images: Sequence[np.n
     agreement = Agreement()
     invalid = 0
     num_classes = reference.info.num_classes
-    for image in images:  # each through the one door, in its own input format (normalized, pixels, bgr8)
+    for image in at_frame_size(images, artifact.info):  # each through the one door, in its own input format
         hw = image.shape[:2]
         ref, out = predict_whole(reference, image, hw), predict_whole(artifact, image, hw)
         invalid += int(np.count_nonzero((out < 0) | (out >= num_classes)))
