@@ -36,7 +36,7 @@ KINDS = ("onnx", "engine")
 
 __all__ = ["ARTIFACT_PRECISIONS", "BUILD_PRECISIONS", "ENGINE_SUFFIXES", "KINDS", "ONNX_SUFFIX", "EngineMismatch",
            "GpuInfo", "Manifest", "check_engine_file", "check_manifest", "parse_version", "same_engine_version",
-           "batch_range", "check_file", "is_engine", "is_onnx", "kind", "kind_or_none", "manifest_path",
+           "batch_range", "check_file", "is_onnx", "kind", "kind_or_none", "manifest_path",
            "read_info", "read_manifest", "read_onnx_info", "read_onnx_metadata", "record_path", "attach_metadata",
            "save_onnx"]
 
@@ -64,10 +64,6 @@ def kind(path: PathLike) -> str:
 
 def is_onnx(path: PathLike) -> bool:
     return kind_or_none(path) == "onnx"
-
-
-def is_engine(path: PathLike) -> bool:
-    return kind_or_none(path) == "engine"
 
 
 def record_path(artifact: PathLike) -> Path:
