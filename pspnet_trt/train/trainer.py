@@ -8,6 +8,13 @@ function of (seed, epoch) and each augmentation of (seed, epoch, image index), a
 from the global RNG, so a run killed (or stopped by ``--budget-mode stop``) and resumed ends with the
 same weights as an uninterrupted one.
 
+One loader serves the whole run (:func:`make_loader`): its batch sampler walks epoch after epoch, so the
+workers start once, prefetch across epoch boundaries and hand pinned batches (CUDA) to ``non_blocking``
+copies. Each epoch logs images/s and the share of its time spent waiting for data ("data wait").
+
+A work dir holds one run: a fresh run over another run's checkpoints is refused, and pruning deletes only
+checkpoints carrying this run's id (``run_id``, kept across ``--resume``).
+
 ``train`` = :func:`setup` (processes, data, model, backbone initialisation or resume), then per epoch
 :func:`train_epoch` (:func:`step` per batch), :func:`evaluate` and :func:`save` (checkpoint, ``latest``,
 ``best``, pruning to ``--keep``, metrics.jsonl), then :func:`_finish` (summary.json).
@@ -22,16 +29,17 @@ import math
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..checkpoints import save_checkpoint
 from ..data import SegDataset, dataset_for_spec
@@ -48,18 +56,19 @@ BEST = "checkpoints-best.pth"
 
 
 class TrainSet(Dataset):
-    """Augmented crops; sample i of epoch e always gets the same augmentation for a seed."""
+    """Augmented crops, indexed by (epoch, image): a function of (seed, epoch, image) only, so a loader's
+    workers need no per-epoch state."""
 
     def __init__(self, data: SegDataset, cfg: TrainConfig) -> None:
         self.data, self.cfg = data, cfg
         self.base = cfg.resize_base()
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.cfg.seed, self.epoch, i])
+    def __getitem__(self, key: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = key
+        rng = np.random.default_rng([self.cfg.seed, epoch, i])
         sample = self.data[i]
         x, y = train_transform(sample.image, sample.label, self.cfg.crop, self.base, self.cfg.spec.normalization, rng,
                                self.cfg.augment)
@@ -165,7 +174,15 @@ class Run:
     started: float = field(default_factory=time.monotonic)
     seen: int = 0
     train_s: float = 0.0  # seconds in the training loops (data + steps), for images/s
+    wait_s: float = 0.0  # of which waiting for the loader's next batch
     stopped_early: bool = False
+    # Autocast: float16 with the scaler on CUDA (an H200 steps alike in float16 and bfloat16, 713.0 vs 710.2
+    # images/s in channels_last, issue 27; `benchmarks/train_speed.py --pace` measures both on the GPU at hand),
+    # bfloat16 on CPUs when asked and native (see bf16), else none.
+    amp_dtype: Optional[torch.dtype] = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in every checkpoint; kept by --resume
+    loader: Optional[Iterator[Any]] = None  # the run's one loader iterator (make_loader)
+    loader_at: Tuple[int, int] = (-1, 0)  # the (epoch, batch) it yields next
 
     @property
     def main(self) -> bool:
@@ -214,13 +231,17 @@ def train(cfg: TrainConfig) -> Path:
     run.started = time.monotonic()
     for epoch in range(run.start_epoch, run.epochs):
         skip = run.start_batch if epoch == run.start_epoch else 0
+        before = (run.seen, run.train_s, run.wait_s)
         losses = (run.epoch_losses if skip else []) + train_epoch(run, epoch, skip)
+        seen, spent, waited = (now - then for now, then in zip((run.seen, run.train_s, run.wait_s), before))
         batches = run.it - epoch * run.iters_per_epoch
         finished = run.it >= run.max_iters or (run.stopped_early and run.cfg.budget_mode == "fit")
         epoch_done = batches >= run.iters_per_epoch or run.it >= run.max_iters
         record: Dict[str, Any] = {"epoch": epoch + 1, "iter": run.it, "loss": float(np.mean(losses)) if losses else None,
                                   "lr": run.optimizer.param_groups[0]["lr"], "complete": epoch_done,
-                                  "images_per_s": run.seen / max(run.train_s, 1e-9)}
+                                  "images_per_s": run.seen / max(run.train_s, 1e-9),  # the run's so far
+                                  "epoch_images_per_s": seen / max(spent, 1e-9),
+                                  "data_wait_share": waited / max(spent, 1e-9)}  # this epoch's (this invocation)
         if run.main and ((run.cfg.eval_every and epoch_done and (epoch + 1) % run.cfg.eval_every == 0) or finished):
             record["miou"] = evaluate(run.model, run.cfg, run.device)
             log.info("epoch %d: mIoU %.2f", epoch + 1, record["miou"])
@@ -236,8 +257,11 @@ def train(cfg: TrainConfig) -> Path:
 
 def setup(cfg: TrainConfig) -> Run:
     """Processes, threads, work dir and log, data, model (pretrained backbone or a resumed checkpoint), optimizer."""
-    cfg = cfg.resolved()
+    cfg = cfg.resolved("cuda" if torch.cuda.is_available() else "cpu")  # the device setup_distributed picks
+    check_work_dir(cfg)  # on every rank, before anything is written
     rank, world, device = setup_distributed()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: cuDNN times its kernels once and keeps the fastest
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif device.type == "cpu":
@@ -274,6 +298,7 @@ def setup(cfg: TrainConfig) -> Run:
               model=model, ddp=model, optimizer=optimizer,
               scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" else None,
               criterion=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX))
+    run.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16 if run.bf16 else None
     latest = work / LATEST
     load_from = getattr(cfg, "load_from", None)  # branch small's TrainConfig field
     if cfg.resume and latest.exists():
@@ -285,12 +310,33 @@ def setup(cfg: TrainConfig) -> Run:
         _init_backbone(run)
     if run.main:
         write_json(work / "config.json", cfg.to_dict())
-        log.info("recipe: crop %dx%d, batch %d, lr %g, %d iterations, augmentation %s%s%s", *cfg.crop, cfg.batch_size,
-                 cfg.lr, max_iters, cfg.augment, ", bf16 autocast" if run.bf16 else "",
-                 ", channels_last" if cfg.channels_last else "")
+        log.info("recipe: crop %dx%d, batch %d, lr %g, %d iterations, augmentation %s, %s, %s autocast, %d loader "
+                 "workers", *cfg.crop, cfg.batch_size, cfg.lr, max_iters, cfg.augment,
+                 "channels_last" if cfg.channels_last else "NCHW", _dtype_name(run.amp_dtype) or "no", cfg.workers)
     if world > 1:
         run.ddp = nn.parallel.DistributedDataParallel(model)
     return run
+
+
+def check_work_dir(cfg: TrainConfig) -> None:
+    """A work dir holds one run: a fresh run over another run's checkpoints would take over their ``latest``
+    and ``best`` and mix its epochs with theirs, so it is refused (issue 26)."""
+    work = cfg.work_dir
+    if cfg.resume and (work / LATEST).exists():
+        return
+    found = sorted(p.name for p in work.glob("checkpoints-*.pth")) if work.is_dir() else []
+    if not found:
+        return
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    if cfg.resume:
+        raise UserError(f"--resume: {work} holds checkpoints ({shown}) but no {LATEST} to continue from: restore that "
+                        "link to continue the run, or pass another --work-dir to start a new one")
+    raise UserError(f"{work} holds another run's checkpoints ({shown}): pass --resume to continue that run, or "
+                    "another --work-dir to start a new one")
+
+
+def _dtype_name(dtype: Optional[torch.dtype]) -> Optional[str]:
+    return str(dtype).replace("torch.", "") if dtype is not None else None
 
 
 def _init_backbone(run: Run) -> None:
@@ -329,6 +375,7 @@ def _resume(run: Run, latest: Path) -> None:
     run.epoch_losses = [float(v) for v in ckpt.get("epoch_losses", [])]
     run.elapsed_before = float(ckpt.get("elapsed_s", 0.0))
     run.pretrained = ckpt.get("pretrained")
+    run.run_id = str(ckpt.get("run_id") or run.run_id)  # older checkpoints carry none: theirs are never pruned
     torch.set_rng_state(ckpt["torch_rng"])
     if run.scaler is not None and "grad_scaler" in ckpt:
         run.scaler.load_state_dict(ckpt["grad_scaler"])
@@ -356,31 +403,75 @@ def epoch_order(run: Run, epoch: int) -> List[int]:
     return torch.randperm(len(run.trainset), generator=g).tolist()
 
 
+class RunBatches(Sampler[List[Tuple[int, int]]]):
+    """``count`` batches of (epoch, image) keys from batch ``batch`` of ``epoch`` on: epoch after epoch in the
+    order ``order(epoch)`` gives, cut into ``per_epoch`` batches of ``size``."""
+
+    def __init__(self, order: Callable[[int], List[int]], size: int, per_epoch: int, epoch: int, batch: int,
+                 count: int) -> None:
+        self.order, self.size, self.per_epoch = order, size, per_epoch
+        self.epoch, self.batch, self.count = epoch, batch, max(count, 0)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        epoch, batch, left = self.epoch, self.batch, self.count
+        while left > 0:
+            order = self.order(epoch)
+            for b in range(batch, min(self.per_epoch, batch + left)):
+                yield [(epoch, i) for i in order[b * self.size:(b + 1) * self.size]]
+                left -= 1
+            epoch, batch = epoch + 1, 0
+
+
+def make_loader(run: Run, epoch: int, batch: int = 0) -> DataLoader:
+    """The run's loader from batch ``batch`` of ``epoch`` to its last iteration.
+
+    One iterator of it serves the whole run: its ``--workers`` processes start once (they persist across
+    epochs) and keep ``prefetch_factor`` batches each ahead, across epoch boundaries; on CUDA the batches come in
+    pinned memory, so the trainer's ``non_blocking`` copies do not block. Batches are a function of (seed,
+    epoch, image) whatever the workers, so a resumed run sees what an uninterrupted one saw. The loader's own
+    generator (only for the workers' base seed) keeps it from drawing on the global RNG (dropout's)."""
+    done = epoch * run.iters_per_epoch + batch
+    sampler = RunBatches(lambda e: epoch_order(run, e), run.per_rank, run.iters_per_epoch, epoch, batch,
+                         run.max_iters - done)
+    workers = run.cfg.workers
+    return DataLoader(run.trainset, batch_sampler=sampler, num_workers=workers, pin_memory=run.device.type == "cuda",
+                      prefetch_factor=2 if workers else None,
+                      generator=torch.Generator().manual_seed(run.cfg.seed * 1000 + epoch))
+
+
 def train_epoch(run: Run, epoch: int, skip: int = 0) -> List[float]:
-    """Train ``epoch`` from its batch ``skip`` until its end, the last iteration or the time budget; the losses."""
+    """Train ``epoch`` from its batch ``skip`` until its end, the last iteration or the time budget; the losses.
+
+    Batches come from the run's one loader (:func:`make_loader`, made on the first call); the time spent
+    waiting for them is counted in ``run.wait_s``."""
     from tqdm import tqdm
 
     cfg, device = run.cfg, run.device
-    run.trainset.epoch = epoch
-    order = epoch_order(run, epoch)[skip * run.per_rank:]
-    # The loader's own generator: creating its iterator must not draw from the global RNG (dropout's),
-    # or a run resumed mid-epoch would see other dropout masks than an uninterrupted one.
-    loader = DataLoader(run.trainset, batch_size=run.per_rank, drop_last=True, num_workers=cfg.workers,
-                        sampler=order, generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+    if run.loader is None or run.loader_at != (epoch, skip):
+        run.loader = iter(make_loader(run, epoch, skip))
+        run.loader_at = (epoch, skip)
     run.ddp.train()
     losses: List[float] = []
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.epochs}", disable=not run.main, leave=False,
-               initial=skip, total=run.iters_per_epoch)
+    bar = tqdm(desc=f"epoch {epoch + 1}/{run.epochs}", disable=not run.main, leave=False, initial=skip,
+               total=run.iters_per_epoch)
+    batch = skip
     t0 = time.perf_counter()
-    for images, labels in bar:
-        if run.it >= run.max_iters:
-            break
+    while batch < run.iters_per_epoch and run.it < run.max_iters:
+        t = time.perf_counter()
+        images, labels = next(run.loader)
+        run.wait_s += time.perf_counter() - t
+        batch += 1
+        run.loader_at = (epoch, batch) if batch < run.iters_per_epoch else (epoch + 1, 0)
         lr = poly_lr(cfg.base_lr, run.progress(), 1.0, cfg.power)
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         losses.append(step(run, images.to(device, non_blocking=True), labels.to(device, non_blocking=True)))
         run.it += 1
         run.seen += images.shape[0] * run.world
+        bar.update()
         bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2e}")
         if _agree(run, run.out_of_time()):
             run.stopped_early = True
@@ -403,11 +494,11 @@ def cpu_has_bf16() -> bool:
 def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> float:
     """One SGD step on (main + aux_weight * auxiliary) cross-entropy; returns the loss.
 
-    Mixed precision: float16 with a gradient scaler on GPUs, bfloat16 autocast on CPUs when asked and native."""
+    Mixed precision: ``run.amp_dtype`` (float16 on GPUs, with the gradient scaler when there is one; bfloat16 on
+    CPUs when asked and native)."""
     if run.cfg.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    amp = run.scaler is not None or run.bf16
-    with torch.autocast(run.device.type, dtype=torch.bfloat16 if run.bf16 else None, enabled=amp):
+    with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
         logits, aux = run.ddp(images)
         size = labels.shape[-2:]
         loss = run.criterion(F.interpolate(logits, size, mode="bilinear", align_corners=False), labels)
@@ -449,7 +540,7 @@ def save(run: Run, epoch: int, epoch_batch: int, losses: List[float], record: Di
                     epoch_batch=epoch_batch, epoch_losses=losses if epoch_batch else [],
                     elapsed_s=run.elapsed_before + run.elapsed(), optimizer=run.optimizer.state_dict(),
                     torch_rng=torch.get_rng_state(), config={k: v for k, v in cfg.to_dict().items() if k != "extra"},
-                    **extra)
+                    run_id=run.run_id, **extra)
     run.ckpt_path = path
     _link_latest(work / LATEST, path)
     miou = record.get("miou")
@@ -458,32 +549,54 @@ def save(run: Run, epoch: int, epoch_batch: int, losses: List[float], record: Di
         with atomic_path(work / BEST) as tmp:
             shutil.copyfile(path, tmp)
         log.info("best so far (mIoU %.2f): %s", miou, BEST)
-    prune(work, cfg.keep)
+    prune(work, cfg.keep, run.run_id)
     with atomic_open(work / "metrics.jsonl", "w") as f:
         run.history.append(record)
         f.write("".join(json.dumps(r) + "\n" for r in _previous(work, run.start_epoch) + run.history))
-    log.info("epoch %d%s: loss %.4f, %.2f images/s", epoch + 1, f" (to batch {epoch_batch})" if epoch_batch else "",
-             record["loss"] or float("nan"), record["images_per_s"])
+    log.info("epoch %d%s: loss %.4f, %.2f images/s, data wait %.0f %%", epoch + 1,
+             f" (to batch {epoch_batch})" if epoch_batch else "", record["loss"] or float("nan"),
+             record["epoch_images_per_s"], 100 * record["data_wait_share"])
 
 
-def prune(work: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` epoch checkpoints (never latest's target; ``best`` is its own file)."""
+def prune(work: Path, keep: int, run_id: str) -> None:
+    """Delete all but the newest ``keep`` epoch checkpoints of the run ``run_id``: a file without that id (another
+    run's, an older version's, anything else) is never deleted, nor latest's target; ``best`` is its own file."""
     if keep <= 0:
         return
-    numbered = sorted((int(p.name[len("checkpoints-epoch-"):-len(".pth")]), p) for p in work.glob("checkpoints-epoch-*.pth")
-                      if p.name[len("checkpoints-epoch-"):-len(".pth")].isdigit())
+    ours = []
+    for p in work.glob("checkpoints-epoch-*.pth"):
+        number = p.name[len("checkpoints-epoch-"):-len(".pth")]
+        if number.isdigit() and not p.is_symlink() and checkpoint_run_id(p) == run_id:
+            ours.append((int(number), p))
     target = (work / LATEST).resolve()
-    for _, p in numbered[:-keep]:
+    for _, p in sorted(ours)[:-keep]:
         if p.resolve() != target:
             p.unlink()
             log.debug("removed %s (--keep %d)", p.name, keep)
 
 
+def checkpoint_run_id(path: Path) -> Optional[str]:
+    """The ``run_id`` a checkpoint of this trainer carries (tensors memory-mapped, not read); None for any other."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a (zip) torch file: not ours
+        return None
+    run_id = ckpt.get("run_id") if isinstance(ckpt, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
 def _finish(run: Run) -> Path:
-    """summary.json (rank 0), the per-rank parameter hashes under DDP, the curve; the last checkpoint's path."""
+    """summary.json (rank 0), the per-rank parameter hashes under DDP, the curve; the last checkpoint's path.
+
+    ``images_per_s``: images over the training loops' time (data waits included) of this invocation;
+    ``data_wait_share``: the part of that time spent waiting for the loader; ``workers``: its processes."""
+    run.loader = None  # its workers stop
     summary: Dict[str, Any] = {"iterations": run.it, "seconds": round(run.elapsed(), 1),
                                "train_seconds": round(run.train_s, 1),
                                "images_per_s": run.seen / max(run.train_s, 1e-9),
+                               "data_wait_share": round(run.wait_s / max(run.train_s, 1e-9), 4),
+                               "workers": run.cfg.workers, "device": str(run.device),
+                               "channels_last": bool(run.cfg.channels_last), "autocast": _dtype_name(run.amp_dtype),
                                "stopped_early": run.stopped_early, "world_size": run.world,
                                "pretrained": run.pretrained, "bf16_autocast": run.bf16}
     if run.world > 1:
