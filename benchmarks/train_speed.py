@@ -1,8 +1,21 @@
-"""Where training time goes on the CPU: augmentation cost, model step variants, our trainer vs a plain loop.
+"""Where training time goes (augmentation, model step, trainer), or with --pace: does the trainer keep its step's pace?
 
     python benchmarks/train_speed.py [--model r18_os8_camvid] [--crop 240x320] [--batch 8] [--iters 3] [--rounds 2]
+    python benchmarks/train_speed.py --pace [--crop HxW] [--batch N] [--workers N] [--seconds 60]
 
-Short runs meant for ratios within one run (the variants are interleaved over --rounds, medians quoted):
+On a GPU (issue 27's check: the trainer at >= 90 % of the channels_last step ceiling), one command:
+
+    CAMVID_ROOT=/data/camvid python benchmarks/train_speed.py --pace --crop 360x480 --batch 16 --workers 12
+
+--pace reports, in one run on the current device (CUDA if there is one): (1) the step-only ceiling, the trainer's
+own ``step`` on random data already on the device, NCHW and channels_last, in each autocast dtype the device
+offers (CUDA: float16 with the gradient scaler, bfloat16; CPU: none, bfloat16 where native); (2) the trainer's
+loader alone, images/s for 0, 1, 2, 4, ... workers up to the CPU count; (3) ``pspnet_trt.train.train`` itself for
+--seconds (its summary's images/s, data-wait share, workers, memory format, autocast), against the ceiling of the
+same format and dtype. Writes benchmarks/results/train_speed_<host>_<date>_pace.json.
+
+The default mode, short CPU runs meant for ratios within one run (the variants are interleaved over --rounds,
+medians quoted):
   1. data: ms per image of decoding, of sssegmentation's full pipeline (Resize 0.5-2, category-ratio crop, flip,
      photometric distortion) and of the light one (crop + flip), at --crop;
   2. model: seconds per SGD step of a plain loop over fixed random crops (batch --batch) in FP32, channels_last,
@@ -15,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -55,21 +70,128 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
+def worker_counts(cpus: int, asked: int) -> List[int]:
+    """0, 1, 2, 4, ... up to the CPU count, and the count the trainer is run with."""
+    counts, n = [0], 1
+    while n <= cpus:
+        counts.append(n)
+        n *= 2
+    return sorted(set(counts + [cpus, asked]))
+
+
+def pace(args: argparse.Namespace, data_root: Path) -> Dict[str, Any]:
+    """Step ceiling, loader alone, trainer: one run on the current device (see the module docstring)."""
+    from pspnet_trt.train import trainer as T
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = TrainConfig(model=args.model, data=data_root, work_dir=Path("unused"), crop=parse_size(args.crop) if args.crop
+                      else (0, 0), batch_size=args.batch or 0, workers=args.workers, threads=args.threads if device == "cpu"
+                      else None, pretrained="none", eval_every=0, eval_limit=1, keep=1, iters=10 ** 6,
+                      limit_images=args.limit_images).resolved(device)
+    cpus = os.cpu_count() or 1
+    result: Dict[str, Any] = {
+        **host(), "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), "mode": "pace",
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "cpu_count": cpus,
+        "torch": torch.__version__, "data": str(data_root),
+        "recipe": {k: cfg.to_dict()[k] for k in ("model", "crop", "batch_size", "augment", "lr", "workers",
+                                                  "channels_last", "bf16", "threads", "limit_images")},
+        "load_average_start": os.getloadavg()[0]}
+    tmp = Path(tempfile.mkdtemp(prefix="train_pace_"))
+
+    # 1. step ceiling: the trainer's own step on random data already on the device
+    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16} if device == "cuda" else {"none": None}
+    if device == "cpu" and T.cpu_has_bf16():
+        dtypes["bfloat16"] = torch.bfloat16
+    ceiling: Dict[str, float] = {}
+    for cl in (False, True):
+        run = T.setup(replace(cfg, work_dir=tmp / f"step_{cl}", channels_last=cl))
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(run.per_rank, 3, *cfg.crop, generator=g).to(run.device)
+        y = torch.randint(0, cfg.spec.num_classes, (run.per_rank, *cfg.crop), generator=g).to(run.device)
+        for name, dtype in dtypes.items():
+            run.amp_dtype = dtype
+            run.scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 and device == "cuda" else None
+            for _ in range(args.warmup):
+                T.step(run, x, y)
+            times = []
+            for _ in range(args.step_iters):
+                t = time.perf_counter()
+                T.step(run, x, y)  # ends with loss.item(): synchronised
+                times.append(time.perf_counter() - t)
+            key = f"{'channels_last' if cl else 'nchw'}_{name}"
+            ceiling[key] = round(run.per_rank / statistics.median(times), 2)
+            print(f"step ceiling {key}: {ceiling[key]} images/s", flush=True)
+        del run, x, y
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    result["step_ceiling_images_per_s"] = ceiling
+
+    # 2. the trainer's loader alone (its batches, its pinning), across epoch boundaries
+    run = T.setup(replace(cfg, work_dir=tmp / "loader"))
+    loader: Dict[str, Any] = {}
+    for workers in worker_counts(cpus, args.workers):
+        run.cfg = replace(cfg, workers=workers)
+        t0 = time.perf_counter()
+        it = iter(T.make_loader(run, 0, 0))
+        next(it)
+        first = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for _ in range(args.loader_batches):
+            next(it)
+        rate = args.loader_batches * run.per_rank / (time.perf_counter() - t1)
+        del it
+        loader[str(workers)] = {"images_per_s": round(rate, 2), "first_batch_s": round(first, 2)}
+        print(f"loader, {workers} workers: {rate:.1f} images/s (first batch after {first:.2f} s)", flush=True)
+    result["loader_images_per_s"] = loader
+    result["loader_batches_per_epoch"] = run.iters_per_epoch
+    del run
+
+    # 3. the trainer itself, time-bound (budget mode stop: the schedule is not squeezed, no evaluation)
+    work = tmp / "train"
+    train(replace(cfg, work_dir=work, max_minutes=args.seconds / 60, budget_mode="stop"))
+    summary = json.loads((work / "summary.json").read_text())
+    key = f"{'channels_last' if summary['channels_last'] else 'nchw'}_{summary['autocast'] or 'none'}"
+    result["trainer"] = {k: summary[k] for k in ("images_per_s", "data_wait_share", "workers", "channels_last",
+                                                 "autocast", "iterations", "train_seconds", "device")}
+    result["trainer"]["share_of_step_ceiling"] = round(summary["images_per_s"] / ceiling[key], 3) if key in ceiling else None
+    print(f"trainer: {summary['images_per_s']:.1f} images/s, data wait {100 * summary['data_wait_share']:.0f} %, "
+          f"{result['trainer']['share_of_step_ceiling']} of the {key} step ceiling", flush=True)
+    result["load_average_end"] = os.getloadavg()[0]
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="r18_os8_camvid")
-    ap.add_argument("--crop", default="240x320")
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", help="HxW (default: 240x320; --pace: the recipe's)")
+    ap.add_argument("--batch", type=int, help="default: 8; --pace: the recipe's")
     ap.add_argument("--iters", type=int, default=3, help="timed steps per variant and round")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
     ap.add_argument("--images", type=int, default=16, help="images for the data measurement")
     ap.add_argument("--skip-trainer", action="store_true")
+    ap.add_argument("--pace", action="store_true", help="step ceiling, loader alone and trainer on the current device")
+    ap.add_argument("--workers", type=int, default=2, help="--pace: the trainer's loader workers")
+    ap.add_argument("--seconds", type=float, default=60, help="--pace: the trainer's run")
+    ap.add_argument("--step-iters", type=int, default=20, help="--pace: timed steps per ceiling variant")
+    ap.add_argument("--warmup", type=int, default=5, help="--pace: untimed steps first (cuDNN picks its kernels)")
+    ap.add_argument("--loader-batches", type=int, default=40, help="--pace: timed batches per worker count")
+    ap.add_argument("--limit-images", type=int, help="--pace: the first N training images")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    crop = parse_size(args.crop)
     data_root = Path(os.environ.get("CAMVID_ROOT") or ROOT / "samples" / "camvid")
+    if args.pace:  # threads as the trainer sets them (--threads on CPUs)
+        result = pace(args, data_root)
+        out = results_path("train_speed", args.out, suffix="_pace")
+        write_json(out, result)
+        print(out)
+        return 0
+    torch.set_num_threads(args.threads)
+    args.crop, args.batch = args.crop or "240x320", args.batch or 8
+    crop = parse_size(args.crop)
     cfg = TrainConfig(model=args.model, data=data_root, work_dir=Path("unused"), crop=crop, batch_size=args.batch).resolved()
     spec = cfg.spec
     flags = cpu_flags()
@@ -140,8 +262,6 @@ def main() -> int:
                 train(TrainConfig(model=args.model, data=data_root, work_dir=Path(tmp), crop=crop, batch_size=args.batch,
                                   iters=args.iters * args.rounds, workers=workers, threads=args.threads, eval_every=0,
                                   eval_limit=1, keep=1))
-                import json
-
                 summary = json.loads((Path(tmp) / "summary.json").read_text())
                 trainer[f"workers_{workers}"] = round(summary["images_per_s"], 3)
                 print(f"trainer, {workers} workers: {trainer[f'workers_{workers}']} images/s", flush=True)
