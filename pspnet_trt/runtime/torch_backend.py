@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 class TorchBackend(Backend):
     name = "pytorch"
 
-    def __init__(self, model: nn.Module, info: DeployInfo, device: str = "cpu", threads: Optional[int] = None) -> None:
+    def __init__(self, model: nn.Module, info: DeployInfo, device: str = "auto", threads: Optional[int] = None) -> None:
         """``device``: auto (CUDA if torch sees a GPU), cpu, cuda or cuda:N. ``threads``: CPU threads for PyTorch.
         Note: torch's setting is process-wide, unlike ONNX Runtime's."""
         self.torch = require("torch", "the PyTorch backend")
