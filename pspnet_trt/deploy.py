@@ -21,6 +21,8 @@ OUTPUT_KINDS = ("labels", "logits", "both")
 # lets TensorRT pick per layer; the engine's manifest then records the precision of its graph).
 ARTIFACT_PRECISIONS = ("fp32", "fp16", "int8")
 BUILD_PRECISIONS = (*ARTIFACT_PRECISIONS, "best")
+# The float precisions: what `export` writes, and what layers kept out of INT8 run in (quantize/debug --float-dtype).
+FLOAT_PRECISIONS = ("fp32", "fp16")
 INPUT_NAME = "images"
 OUTPUT_NAMES = {"labels": ("labels",), "logits": ("logits",), "both": ("logits", "labels")}
 # What the artifact's input tensor holds (DeployInfo.input_format):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..deploy import FLOAT_PRECISIONS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("debug", help="find the layer where an FP16/INT8 artifact or engine leaves its reference",
@@ -28,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "reference on the debug images; writes the fixed artifact")
     p.add_argument("--out", help="fixed artifact (default: ART_fixed.onnx beside ART)")
     p.add_argument("--calibration", help="INT8 --fix: the calibration list the artifact was quantized with")
-    p.add_argument("--float-dtype", choices=("fp16", "fp32"),
+    p.add_argument("--float-dtype", choices=FLOAT_PRECISIONS,
                    help="INT8 --fix: precision of the kept layers (default: the artifact's, else fp16)")
     p.set_defaults(func=_debug)
 

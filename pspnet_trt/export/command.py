@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..deploy import FLOAT_PRECISIONS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="PSPNet -> ONNX (exact fixed pools, static input size, fp32 or fp16 graph)")
@@ -13,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=int, default=1, help="static batch size (default 1)")
     batch.add_argument("--dynamic-batch", action="store_true", help="dynamic batch dimension")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=FLOAT_PRECISIONS, default="fp32")
     p.add_argument("--output", choices=("labels", "logits", "both"), default="labels",
                    help="labels: HxW uint8 map (ArgMax in the graph); logits: CxHxW float32")
     p.add_argument("--labels-dtype", choices=("uint8", "int32"), default="uint8",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple, Union
 
 from ..artifacts import attach_metadata, save_onnx
-from ..deploy import PREPROCESS_SCOPE, DeployInfo
+from ..deploy import FLOAT_PRECISIONS, PREPROCESS_SCOPE, DeployInfo
 from ..deps import require
 from ..errors import UserError
 
@@ -166,7 +166,7 @@ def export_onnx(model: nn.Module, info: DeployInfo, out: Union[str, Path], preci
     """
     check_batch(info.batch)
     precision = precision or info.precision
-    if precision not in ("fp32", "fp16"):
+    if precision not in FLOAT_PRECISIONS:
         raise UserError(f"export writes fp32 or fp16 graphs, got {precision!r} (INT8: `pspnet-trt quantize`)")
     extra = {**info.extra, "labels_dtype": labels_dtype, "opset": opset}
     if info.input_format == "pixels" and info.output != "labels":

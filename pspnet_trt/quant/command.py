@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..deploy import FLOAT_PRECISIONS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="pick a class-balanced calibration image list from the training split")
@@ -29,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="tensorrt: symmetric INT8 activations (TensorRT Q/DQ); cpu: UINT8 activations for ONNX "
                         "Runtime on this machine's CPU class (7-bit weights without VNNI; recorded in the file), "
                         "2-3.5x faster than FP32 on x86 but not accepted by TensorRT")
-    p.add_argument("--float-dtype", choices=("fp16", "fp32"), default="fp16",
+    p.add_argument("--float-dtype", choices=FLOAT_PRECISIONS, default="fp16",
                    help="precision of the layers --mixed-budget keeps out of INT8 (fp16: FP16 islands in the graph)")
     p.add_argument("--mixed-budget", type=float, help="keep the most sensitive layers in float until mIoU is "
                                                       "within this many points of FP32 (on validation images); "

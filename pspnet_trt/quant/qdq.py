@@ -49,7 +49,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..artifacts import read_onnx_info
 from ..cpu import CpuInfo, cpu_info
-from ..deploy import PREPROCESS_SCOPE, DeployInfo
+from ..deploy import FLOAT_PRECISIONS, PREPROCESS_SCOPE, DeployInfo
 from ..deps import require
 from ..errors import UserError
 from .calibrate import CalibrationList
@@ -60,7 +60,7 @@ METHODS = ("entropy", "percentile", "minmax")
 # cpu: asymmetric UINT8 activations (U8S8), what x86 ONNX Runtime runs fastest (VNNI); not for TensorRT.
 TARGETS = ("tensorrt", "cpu")
 QUANTIZED_OPS = ["Conv", "Add"]
-FLOAT_DTYPES = ("fp16", "fp32")  # what the Convs kept out of INT8 run in
+FLOAT_DTYPES = FLOAT_PRECISIONS  # what the Convs kept out of INT8 run in
 
 
 class _Reader:
