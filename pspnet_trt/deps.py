@@ -32,7 +32,7 @@ def require(module: str, purpose: str = "") -> ModuleType:
         root = module.split(".")[0]
         pip_name, extra = EXTRAS.get(root, (root, "dev"))
         what = f" for {purpose}" if purpose else ""
-        hint = f"pip install 'pspnet-trt[{extra}]'"
+        hint = f"pip install '.[{extra}]' in the pspnet-trt checkout (or pip install {pip_name})"
         if root == "tensorrt":
             hint += " (on Jetson, TensorRT comes with JetPack: `sudo apt install python3-libnvinfer`)"
         if root == "torch":

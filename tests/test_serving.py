@@ -35,7 +35,7 @@ SAMPLES = REPO_ROOT / "samples" / "camvid"
 
 def parse_config(model_dir: Path):
     """config.pbtxt as Triton's ModelConfig message (fails on anything Triton would not parse)."""
-    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'pspnet-trt[serve]')")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install '.[serve]' in the checkout)")
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
@@ -278,7 +278,7 @@ def test_serve_on_a_busy_port_names_it(tmp_path, capsys, tiny_onnx):
 
 def _server_reason():
     if importlib.util.find_spec("tritonclient") is None:
-        return "tritonclient is not installed (pip install 'pspnet-trt[serve]')"
+        return "tritonclient is not installed (pip install '.[serve]' in the checkout)"
     try:
         from pspnet_trt.serving import find_bundled_server
 

@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_weights_options(p, "the checkpoint the ONNX was exported from",
                         "the seed it was exported with (default: the one its metadata records)")
     p.add_argument("--num-classes", type=int)
-    p.add_argument("--onnx", required=True, help="file exported with --output logits or both")
+    p.add_argument("--onnx", required=True, help="file exported by `pspnet-trt export` (any output: labels are compared as labels)")
     p.add_argument("--images", nargs="*", help="image files (default: random inputs)")
     p.add_argument("--min-agreement", type=float, default=0.99999, help="exit 1 below this argmax agreement")
     p.add_argument("--json", help="write the report here")
