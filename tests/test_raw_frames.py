@@ -46,11 +46,49 @@ def _network_input(model) -> str:
     return next(n for n in model.graph.node if n.op_type == "Conv").input[0]
 
 
+# Where ONNX itself requires INT64: the shape operands of Reshape, Slice and Resize (input index).
+INT64_OPERANDS = {("Reshape", 1), ("Slice", 1), ("Slice", 2), ("Slice", 3), ("Slice", 4), ("Resize", 3)}
+
+
+def _int64(path):
+    """(INT64 tensors computed by a node -> that node, [(op type, input index, name) of every INT64 operand read],
+    the element types the preprocessing's nodes compute)."""
+    import onnx
+
+    g = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.output, *g.input)}
+    types.update({i.name: i.data_type for i in g.initializer})
+    computed = {o: n for n in g.node for o in n.output if types.get(o) == onnx.TensorProto.INT64}
+    reads = [(n.op_type, k, name) for n in g.node for k, name in enumerate(n.input)
+             if types.get(name) == onnx.TensorProto.INT64]
+    preprocess = {onnx.TensorProto.DataType.Name(types[o]) for n in g.node if n.name.startswith("/preprocess/")
+                  for o in n.output}
+    return computed, reads, preprocess
+
+
+def _assert_int64_as_the_readme_says(path, dynamic_batch=False):
+    """README ("Raw-frame artifacts"): the one INT64 tensor a static bgr8 graph computes is ArgMax's output, cast
+    at once (to the label type, or to FP32 for the nearest upsample); the other INT64 values are the constant
+    operands Reshape, Slice and Resize require; a --dynamic-batch graph adds Shape/Slice/Concat for the Resize
+    sizes. The preprocessing computes no INT64."""
+    computed, reads, preprocess = _int64(path)
+    argmax = {o for o, n in computed.items() if n.op_type == "ArgMax"}
+    assert len(argmax) == 1, computed
+    shape_ops = {"Shape", "Slice", "Concat"} if dynamic_batch else set()
+    assert {n.op_type for o, n in computed.items() if o not in argmax} <= shape_ops, sorted(computed)
+    assert not [o for o, n in computed.items() if n.name.startswith("/preprocess/")]
+    assert preprocess <= {"UINT8", "FLOAT", "INT32"}, preprocess
+    assert {(op, k) for op, k, name in reads if name in argmax} == {("Cast", 0)}
+    shape_arithmetic = {("Slice", 0)} | {("Concat", k) for k in range(8)} if dynamic_batch else set()
+    others = {(op, k) for op, k, name in reads if name not in argmax}
+    assert others <= INT64_OPERANDS | shape_arithmetic, others
+
+
 def test_bgr8_graph_io_ops_and_metadata(bgr8_onnx):
     import onnx
     import onnxruntime as ort
 
-    from pspnet_trt.deploy import read_onnx_info
+    from pspnet_trt.artifacts import read_onnx_info
     from pspnet_trt.export.onnx_export import FORBIDDEN_OPS
 
     m = onnx.load(str(bgr8_onnx))
@@ -65,30 +103,33 @@ def test_bgr8_graph_io_ops_and_metadata(bgr8_onnx):
     info = read_onnx_info(bgr8_onnx)
     assert (info.input_format, info.frame_size, info.input_size, info.output_size) == ("bgr8", FRAME, (64, 128), FRAME)
     assert info.input_shape(2) == (2, *FRAME, 3) and info.input_dtype == "uint8"
+    _assert_int64_as_the_readme_says(bgr8_onnx)
 
 
-def test_bgr8_preprocessing_is_the_host_path_bit_for_bit(bgr8_onnx, tmp_path):
+def test_bgr8_preprocessing_is_the_host_path_bit_for_bit(bgr8_onnx, tiny_model, tiny_info, tmp_path):
     """The graph's network input equals the host path's exactly: cv2.resize INTER_LINEAR of the uint8 frame
     (OpenCV's fixed-point arithmetic, reproduced in the graph), BGR->RGB, (x - mean) / std. A float bilinear
-    Resize missed it by up to one grey level (0.69 on this test's frame)."""
+    Resize missed it by up to one grey level (0.69 on this test's frame). A frame of the network size has no
+    resize in the graph (only the channel flip, which the resize weights fold in otherwise): run that graph too."""
     import onnx
     import onnxruntime as ort
 
-    from pspnet_trt.deploy import read_onnx_info
-    from pspnet_trt.preprocess import make_batch, normalize
+    from pspnet_trt.artifacts import read_onnx_info
+    from pspnet_trt.preprocess import make_batch
 
-    info = read_onnx_info(bgr8_onnx)
-    probe = _with_output(bgr8_onnx, _network_input(onnx.load(str(bgr8_onnx))), tmp_path / "probe.onnx")
-    frames = np.stack([_image(FRAME, 1), np.random.default_rng(2).integers(0, 256, (*FRAME, 3), dtype=np.uint8)])
-    session = ort.InferenceSession(str(probe))
-    for frame in frames:
-        got = session.run(None, {"images": frame[None]})[1][0]
-        host = make_batch([frame], info.input_size, info.normalization)[0]
-        assert np.array_equal(got, host)
-    # a frame of the network size: no resize at all, identical to the host path
-    h, w = info.input_size
-    same = normalize(_image(info.input_size), info.normalization)
-    assert same.shape == (3, h, w)
+    same = _export(tiny_model, tiny_info, tmp_path, "same_size", input_format="bgr8", frame_size=tiny_info.input_size)
+    assert "MatMul" not in {n.op_type for n in onnx.load(str(same)).graph.node if n.name.startswith("/preprocess/")}
+    noise = np.random.default_rng(2)
+    for path in (bgr8_onnx, same):
+        info = read_onnx_info(path)
+        probe = _with_output(path, _network_input(onnx.load(str(path))), tmp_path / "probe.onnx")
+        frames = [_image(info.frame_size, 1), noise.integers(0, 256, (*info.frame_size, 3), dtype=np.uint8)]
+        session = ort.InferenceSession(str(probe))
+        for frame in frames:
+            got = session.run(None, {"images": frame[None]})[1][0]
+            host = make_batch([frame], info.input_size, info.normalization)[0]
+            assert got.shape == host.shape == (3, *info.input_size)
+            assert np.array_equal(got, host), (path.name, np.abs(got - host).max())
 
 
 @pytest.mark.parametrize("frame_hw, net_hw", [
@@ -131,6 +172,7 @@ def test_bgr8_with_a_dynamic_batch_exports_static_ops_and_runs_two_frames(tiny_m
     path = _export(tiny_model, tiny_info.with_(batch=None), tmp_path, "dyn", input_format="bgr8",
                    frame_size=(37, 53), frame_upsample=frame_upsample)
     assert not {n.op_type for n in onnx.load(str(path)).graph.node} & (FORBIDDEN_OPS | {"If"})
+    _assert_int64_as_the_readme_says(path, dynamic_batch=True)
     frames = np.stack([_image((37, 53), 7), _image((37, 53), 8)])
     s = ort.InferenceSession(str(path))
     both = s.run(None, {"images": frames})[0]
@@ -339,22 +381,44 @@ def test_keep_ratio_on_raw_frames(bgr8_onnx):
     np.testing.assert_array_equal(seg.predict(image), want)
 
 
-def test_validator_and_bench_take_raw_frame_artifacts(tiny_model, tiny_info, bgr8_onnx, tiny_onnx):
+def test_validator_and_bench_take_raw_frame_artifacts(tiny_model, tiny_info, bgr8_onnx, tiny_onnx, tmp_path):
     """The validator feeds a bgr8 artifact each image at its frame size (its own input), next to a normalized
-    artifact fed the shared host preprocessing; bench times it on uint8 frames."""
+    artifact fed the shared host preprocessing; bench times it on uint8 frames.
+
+    The agreement bar comes from what a broken feed gives, computed here: an output that ignores the image (the
+    reference's most frequent label everywhere) or another function (this architecture with other random
+    weights); the baseline is the better of the two. A bgr8 artifact whose frame is the images' own size
+    (360x480, scores brought to the frame bilinearly, as the host does for logits) computes the reference's
+    function from the same pixels (the in-graph resize is cv2.resize bit for bit), so it must agree at least
+    halfway from that baseline to 100 % (measured 99.9+ %; the same artifact fed BGR as RGB: 67 %, below the
+    bar). The 96x160 artifact resizes twice (image -> frame on the host, frame -> 64x128 in the graph), which
+    moves many near-tied labels of this random model (72 % measured): it must beat the baseline."""
     from pspnet_trt.bench import measure
     from pspnet_trt.data import open_dataset
+    from pspnet_trt.models import PSPNet, randomize_
     from pspnet_trt.runtime.ort import OrtBackend
     from pspnet_trt.runtime.torch_backend import TorchBackend
-    from pspnet_trt.validate import validate
+    from pspnet_trt.validate import predict_whole, validate
 
     sample = Path(__file__).resolve().parents[1] / "samples" / "camvid"
-    raw, norm = OrtBackend(bgr8_onnx), OrtBackend(tiny_onnx)
-    report = validate(TorchBackend(tiny_model, tiny_info.with_(output="logits")), [raw, norm],
-                      open_dataset("camvid", sample, "test"), limit=2, progress=False)
-    rows = {r["backend"] + str(i): r for i, r in enumerate(report.rows)}
-    assert len(rows) == 3 and report.images == 2
-    assert report.rows[1]["agreement"] > 50  # same weights: mostly the same labels (random tiny model)
+    dataset = open_dataset("camvid", sample, "test")
+    images = [dataset[i].image for i in range(2)]
+    native = _export(tiny_model, tiny_info, tmp_path, "native", input_format="bgr8", frame_size=images[0].shape[:2],
+                     frame_upsample="logits")
+    raw, exact, norm = OrtBackend(bgr8_onnx), OrtBackend(native), OrtBackend(tiny_onnx)
+    reference = TorchBackend(tiny_model, tiny_info.with_(output="logits"))
+    other = randomize_(PSPNet(num_classes=11, depth=18, output_stride=8, ppm_channels=16, aux_channels=16), 1).eval()
+    unrelated = TorchBackend(other, tiny_info.with_(output="logits"))
+    report = validate(reference, [raw, exact, norm, unrelated], dataset, limit=2, progress=False,
+                      labels=["bgr8 96x160", "bgr8 360x480", "normalized", "unrelated"])
+    assert report.images == 2
+    agree = {r["backend"]: r["agreement"] for r in report.rows[1:]}
+    ref_labels = np.concatenate([predict_whole(reference, im, im.shape[:2]).ravel() for im in images])
+    majority = 100 * np.bincount(ref_labels).max() / ref_labels.size
+    baseline = max(majority, agree["unrelated"])
+    bar = baseline + 0.5 * (100 - baseline)
+    assert agree["bgr8 360x480"] > bar and agree["normalized"] > bar, (agree, majority, bar)
+    assert agree["bgr8 96x160"] > baseline, (agree, majority)
     latency = measure(raw, iterations=2, warmup=1)
     assert latency.p50_ms > 0 and latency.batch == 1
 
