@@ -4,6 +4,7 @@ number equals the engine manifest's. (DeepStream itself cannot run here.)"""
 from __future__ import annotations
 
 import configparser
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,58 @@ import numpy as np
 import pytest
 
 from pspnet_trt.errors import UserError
-from pspnet_trt.serving.deepstream import NVINFER_KEYS, write_deepstream
+from pspnet_trt.serving.deepstream import write_deepstream
+
+
+def _int(low, values=None):
+    return lambda v: re.fullmatch(r"-?\d+", v) is not None and int(v) >= low and (values is None or int(v) in values)
+
+
+def _float(low, strict):
+    def check(v):
+        try:
+            x = float(v)
+        except ValueError:
+            return False
+        return x > low if strict else x >= low
+    return check
+
+
+def _list(item, n=None):
+    return lambda v: all(item(x) for x in v.split(";")) and (n is None or len(v.split(";")) == n)
+
+
+_STR = bool  # a non-empty string (pathname, name)
+_BOOL = re.compile(r"0|1|true|false").fullmatch
+
+# Gst-nvinfer's [property] keys and their documented type and range, written out here from NVIDIA's documentation
+# (not from the code under test): "Gst-nvinfer File Configuration Specifications", the table of the [property]
+# group's supported keys (DeepStream Plugin Manual 4.0, Table 2; the same rows open the table "Gst-nvinfer
+# Property Group Supported Keys" of the DeepStream Developer Guide,
+# https://docs.nvidia.com/metropolis/deepstream/dev-guide/text/DS_plugin_gst-nvinfer.html), plus gpu-id,
+# infer-dims and segmentation-output-order, which later releases added to that table (and to the
+# CONFIG_GROUP_INFER_* macros of gstnvinfer_property_parser.h in the DeepStream SDK API reference).
+NVINFER_DOCUMENTED = {
+    "num-detected-classes": _int(1), "net-scale-factor": _float(0.0, strict=True), "model-file": _STR,
+    "proto-file": _STR, "int8-calib-file": _STR, "batch-size": _int(1), "model-engine-file": _STR, "uff-file": _STR,
+    "onnx-file": _STR, "enable-dbscan": _BOOL, "labelfile-path": _STR, "mean-file": _STR, "gie-unique-id": _int(1),
+    "operate-on-gie-id": _int(1), "operate-on-class-ids": _list(_int(0)), "interval": _int(0),
+    "input-object-min-width": _int(0), "input-object-min-height": _int(0), "input-object-max-width": _int(0),
+    "input-object-max-height": _int(0), "uff-input-dims": _list(_int(0), 4),
+    "network-mode": _int(0, {0, 1, 2}),  # 0: FP32, 1: INT8, 2: FP16
+    "offsets": _list(_float(0.0, strict=False), 3),  # one mean per colour component, all >= 0
+    "output-blob-names": _list(_STR), "parse-bbox-func-name": _STR, "custom-lib-path": _STR,
+    "model-color-format": _int(0, {0, 1, 2}),  # 0: RGB, 1: BGR, 2: GRAY
+    "classifier-async-mode": _BOOL, "process-mode": _int(1, {1, 2}),  # 1: primary, 2: secondary
+    "classifier-threshold": _float(0.0, strict=False), "uff-input-blob-name": _STR,
+    "secondary-reinfer-interval": _int(0), "output-tensor-meta": _BOOL, "enable-dla": _BOOL, "use-dla-core": _int(0),
+    "network-type": _int(0, {0, 1, 2, 3, 100}),  # 0: detector, 1: classifier, 2: segmentation, 3: instance seg.
+    "maintain-aspect-ratio": _BOOL, "parse-classifier-func-name": _STR, "custom-network-config": _STR,
+    "tlt-encoded-model": _STR, "tlt-model-key": _STR, "segmentation-threshold": _float(0.0, strict=False),
+    # added later to the same table
+    "gpu-id": _int(0), "infer-dims": _list(_int(1), 3),  # channel;height;width
+    "segmentation-output-order": _int(0, {0, 1}),  # 0: NCHW, 1: NHWC
+}
 
 
 def _engine(tmp_path, info, name="seg.engine"):
@@ -42,7 +94,8 @@ def test_config_keys_and_numbers_come_from_the_manifest(tiny_info, tmp_path):
     cp = _parse(config)
     assert cp.sections() == ["property"]
     p = cp["property"]
-    assert set(p) <= set(NVINFER_KEYS), sorted(set(p) - set(NVINFER_KEYS))
+    assert set(p) <= set(NVINFER_DOCUMENTED), sorted(set(p) - set(NVINFER_DOCUMENTED))
+    assert not [(k, v) for k, v in p.items() if not NVINFER_DOCUMENTED[k](v)]  # each value in its documented range
     assert p["network-type"] == "2" and p["output-blob-names"] == "logits"
     assert int(p["num-detected-classes"]) == info.num_classes == 11
     assert [int(v) for v in p["infer-dims"].split(";")] == [3, *info.input_size]
@@ -73,7 +126,7 @@ def test_pixels_export_outputs_softmax_scores(tiny_model, tiny_info, tmp_path):
     """nvinfer's parser ignores scores <= -1: the pixels graph's scores are probabilities (sum 1, argmax kept)."""
     import onnxruntime as ort
 
-    from pspnet_trt.deploy import read_onnx_info
+    from pspnet_trt.artifacts import read_onnx_info
     from pspnet_trt.export import export_onnx
     from pspnet_trt.preprocess import make_batch, pixels_batch
 
