@@ -120,21 +120,31 @@ def test_qdq_placement_follows_tensorrt_rules(int8):
             assert onnx.numpy_helper.to_array(inits[node.input[2]]).dtype == np.int8  # symmetric INT8 activations
 
 
-def test_int8_agrees_with_fp32_and_keeps_metadata(int8, tiny_onnx):
+def test_int8_agrees_with_fp32_and_keeps_metadata(int8, tiny_onnx, tmp_path):
+    """The INT8 graph computes the FP32 graph's function up to rounding. On this random model (near-tied logits)
+    rounding flips many labels, so the bar comes from what a broken graph gives, computed here: one class
+    everywhere (the FP32 graph's most frequent label) or another function (the architecture with other random
+    weights); INT8 must agree at least halfway from the better of the two to 100 % (measured: INT8 88 %, one
+    class 42 %, other weights 4 %: bar 71 %; the INT8 graph fed BGR as RGB: 65 %, below it)."""
     meta = {p.key: p.value for p in onnx.load(int8).metadata_props}
     info = DeployInfo.from_json(meta[METADATA_KEY])
     assert info.precision == "int8" and info.extra["quantization"]["method"] == "entropy"
-    a, b = OrtBackend(tiny_onnx), OrtBackend(int8)
+    from pspnet_trt.export import export_onnx
+    from pspnet_trt.models import create_model
     from pspnet_trt.preprocess import make_batch, read_image
 
+    other = create_model("r18_os8_camvid", random_weights=True, seed=1, ppm_channels=16, aux_channels=16)
+    fp32_info = DeployInfo.from_json({p.key: p.value for p in onnx.load(tiny_onnx).metadata_props}[METADATA_KEY])
+    a, b = OrtBackend(tiny_onnx), OrtBackend(int8)
+    c = OrtBackend(export_onnx(other, fp32_info, tmp_path / "other.onnx"))
     images = [read_image(str(p)) for p in sorted((SAMPLE / "test").glob("*.jpg"))]  # not calibration images
-    batch = make_batch(images[:1], info.input_size, info.normalization)
-    agree = np.mean([(a.run(b_)["labels"] == b.run(b_)["labels"]).mean()
-                     for b_ in (make_batch([im], info.input_size, info.normalization) for im in images)])
-    # measured 0.88 (run as fake-quantization: the same on any CPU); random tiny model, near-tied logits, so
-    # INT8 rounding flips many pixels; trained-model figures are in benchmarks/
-    assert agree > 0.75, agree
-    logits_diff = np.abs(a.run(batch)["logits"] - b.run(batch)["logits"]).max()
+    batches = [make_batch([im], info.input_size, info.normalization) for im in images]
+    ref = np.concatenate([a.run(x)["labels"].ravel() for x in batches])
+    agree = (np.concatenate([b.run(x)["labels"].ravel() for x in batches]) == ref).mean()
+    unrelated = (np.concatenate([c.run(x)["labels"].ravel() for x in batches]) == ref).mean()
+    baseline = max(np.bincount(ref).max() / ref.size, unrelated)
+    assert agree > baseline + 0.5 * (1 - baseline), (agree, baseline)
+    logits_diff = np.abs(a.run(batches[0])["logits"] - b.run(batches[0])["logits"]).max()
     assert logits_diff > 1e-4  # really quantized
 
 
@@ -506,17 +516,59 @@ def test_tensorrt_int8_runs_as_fake_quantization(int8, tiny_info, tmp_path):
     assert backend.numerics == FAKE_QUANT and OrtBackend(int8, fake_quant=False).numerics != FAKE_QUANT
 
 
-def test_benchmark_host_record_names_the_cpu_and_its_flags():
-    """Issue 19 (4): every benchmark JSON starts with bench.host(), which names the CPU and its class."""
+# Benchmark scripts that write JSON, run by the test below with arguments that keep each to seconds ({out}: its
+# temporary folder), and those it cannot run here, with the reason. A new script that writes JSON joins one of them.
+CHEAP_BENCHMARKS = {
+    "bench.py": ["--model", "r18_os8_camvid", "--torch", "--input-size", "32x32", "--iters", "1", "--warmup", "0",
+                 "--threads", "1", "--out", "{out}"],
+    "export_parity.py": ["--configs", "--out", "{out}"],  # no model: the record alone
+    "frame_upsample.py": ["--iters", "1", "--out", "{out}/frame_upsample.json"],
+}
+NOT_RUN_BENCHMARKS = {
+    "debug_factor.py": "minutes: exports, quantizes and compares 3 models layer by layer, 14 times each",
+    "fp16_ort_levels.py": "a trained checkpoint and CamVid, exports at 360x480",
+    "host_overhead.py": "exports r18 at 512x1024 and 360x480 (a minute)",
+    "int8_accuracy.py": "a trained checkpoint, CamVid, INT8 calibration and validation",
+    "int8_cpu.py": "exports at 360x480, calibration, timed runs (minutes)",
+    "quant_speed.py": "no --out (writes into benchmarks/results/); r50 at 512x1024 by default",
+    "quantizer_compare.py": "a trained checkpoint, CamVid, several quantizers",
+    "raw_frame_parity.py": "exports and validates six artifacts (40 s at its smallest)",
+    "stream_fps.py": "encodes a video from CamVid and runs two artifacts over it",
+    "train_budget.py": "trains for minutes",
+    "train_speed.py": "trains",
+    "triton_load.py": "a Triton server",
+    "validate_speed.py": "CamVid val, three backends at 360x480",
+}
+
+
+@pytest.mark.slow
+def test_benchmark_host_record_names_the_cpu_and_its_flags(tmp_path):
+    """Issue 19 (4): every benchmark JSON carries bench.host(), which names the CPU and its class: the cheap
+    scripts run here into a temporary folder, and each JSON they write holds this machine's host record."""
+    import subprocess
+    import sys
+
     from pspnet_trt.bench import host
     from pspnet_trt.cpu import cpu_info
 
-    record = host()["cpu"]
-    assert record["model"] and record["class"] == cpu_info().cpu_class and isinstance(record["flags"], list)
-    for script in sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py")):
-        text = script.read_text()
-        if "write_json(" in text:  # a script that writes results records where it ran
-            assert "**host()" in text, f"{script.name} writes JSON without bench.host()"
+    expected = host()
+    assert expected["cpu"]["model"] and expected["cpu"]["class"] == cpu_info().cpu_class
+    assert isinstance(expected["cpu"]["flags"], list)
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    writers = {p.name for p in bench.glob("*.py") if "write_json(" in p.read_text()}
+    listed = set(CHEAP_BENCHMARKS) | set(NOT_RUN_BENCHMARKS)
+    assert writers == listed, writers ^ listed
+    for script, args in CHEAP_BENCHMARKS.items():
+        out = tmp_path / script.removesuffix(".py")
+        out.mkdir()
+        r = subprocess.run([sys.executable, str(bench / script), *(a.format(out=out) for a in args)],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, (script, r.stderr[-2000:])
+        written = sorted(out.glob("*.json"))
+        assert written, f"{script} wrote no JSON into {out}"
+        for path in written:
+            data = json.loads(path.read_text())
+            assert {k: data.get(k) for k in expected} == expected, f"{script} wrote {path.name} without bench.host()"
 
 
 def test_kept_float_conv_reads_the_float_tensor_even_when_another_consumer_quantizes_it(tiny_onnx, calib, tmp_path):
