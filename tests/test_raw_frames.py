@@ -395,7 +395,7 @@ def test_validator_and_bench_take_raw_frame_artifacts(tiny_model, tiny_info, bgr
     moves many near-tied labels of this random model (72 % measured): it must beat the baseline."""
     from pspnet_trt.bench import measure
     from pspnet_trt.data import open_dataset
-    from pspnet_trt.models import PSPNet, randomize_
+    from pspnet_trt.models import create_model
     from pspnet_trt.runtime.ort import OrtBackend
     from pspnet_trt.runtime.torch_backend import TorchBackend
     from pspnet_trt.validate import predict_whole, validate
@@ -407,7 +407,7 @@ def test_validator_and_bench_take_raw_frame_artifacts(tiny_model, tiny_info, bgr
                      frame_upsample="logits")
     raw, exact, norm = OrtBackend(bgr8_onnx), OrtBackend(native), OrtBackend(tiny_onnx)
     reference = TorchBackend(tiny_model, tiny_info.with_(output="logits"))
-    other = randomize_(PSPNet(num_classes=11, depth=18, output_stride=8, ppm_channels=16, aux_channels=16), 1).eval()
+    other = create_model("r18_os8_camvid", random_weights=True, seed=1, ppm_channels=16, aux_channels=16)
     unrelated = TorchBackend(other, tiny_info.with_(output="logits"))
     report = validate(reference, [raw, exact, norm, unrelated], dataset, limit=2, progress=False,
                       labels=["bgr8 96x160", "bgr8 360x480", "normalized", "unrelated"])
