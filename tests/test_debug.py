@@ -44,8 +44,9 @@ def graphs(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("debug")
     ckpt = CKPT if CKPT.is_file() else None
-    export_zoo("r18_os8_camvid", d / "fp32.onnx", checkpoint=ckpt, input_size=SIZE)
-    export_zoo("r18_os8_camvid", d / "fp16.onnx", checkpoint=ckpt, input_size=SIZE, precision="fp16")
+    weights = dict(checkpoint=ckpt, random_weights=ckpt is None)  # random (seeded) only without a checkpoint
+    export_zoo("r18_os8_camvid", d / "fp32.onnx", input_size=SIZE, **weights)
+    export_zoo("r18_os8_camvid", d / "fp16.onnx", input_size=SIZE, precision="fp16", **weights)
     train = sorted((SAMPLES / "train").iterdir())[:4]
     (d / "cal.txt").write_text(f"# root: {SAMPLES}\n" + "".join(f"train/{p.name}\n" for p in train))
     quantize_onnx(d / "fp32.onnx", CalibrationList.read(d / "cal.txt"), d / "int8.onnx")

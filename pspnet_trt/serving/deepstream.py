@@ -12,8 +12,9 @@ those above ``segmentation-threshold``, starting from a best score of -1 (DeepSt
 export with a scores output carries softmax probabilities (``extra["scores"] == "softmax"``), and the
 threshold is 0. Every number comes from the engine's manifest.
 
-DeepStream cannot run here: the tests check that the file parses as a GKeyFile/INI, that every key is in
-:data:`NVINFER_KEYS`, and that each number equals the manifest's; not that nvinfer accepts the engine.
+DeepStream cannot run here: the tests check that the file parses as a GKeyFile/INI, that every key is one of
+nvinfer's documented keys (written out in the test from NVIDIA's documentation, not from :data:`NVINFER_KEYS`),
+and that each number equals the manifest's; not that nvinfer accepts the engine.
 """
 
 from __future__ import annotations
