@@ -89,3 +89,10 @@ def test_channels_last_is_the_cuda_default_and_the_recipe_choice_on_cpus(model):
     assert cfg.resolved("cpu").channels_last is False  # measured no gain on CPUs (train/config.py)
     assert TrainConfig(model=model, data=SAMPLE, work_dir="w", channels_last=False).resolved("cuda").channels_last is False
     assert TrainConfig(model=model, data=SAMPLE, work_dir="w", channels_last=True).resolved("cpu").channels_last is True
+
+
+def test_fewer_images_than_one_batch_is_one_clear_error(tmp_path):
+    from pspnet_trt.errors import UserError
+
+    with pytest.raises(UserError, match="2 training image.* make no batch of 4: lower --batch-size"):
+        trainer_mod.setup(tiny(tmp_path / "w", limit_images=2, batch_size=4, iters=1))

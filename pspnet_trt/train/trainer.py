@@ -283,9 +283,12 @@ def setup(cfg: TrainConfig) -> Run:
         raise UserError(f"batch size {cfg.batch_size} over {world} process(es) leaves {per_rank} image per process: the "
                         "PPM's 1x1-bin BatchNorm needs at least 2 (SyncBatchNorm, used on GPUs, pools across "
                         "processes); raise --batch-size")
+    if len(trainset) < per_rank * world:  # not one batch an epoch: the loader would have nothing to give
+        raise UserError(f"{len(trainset)} training image(s) in {cfg.data} make no batch of {per_rank * world}: lower "
+                        "--batch-size or train on more images")
     sampler: Optional[DistributedSampler[int]] = (DistributedSampler(trainset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1
                else None)
-    iters_per_epoch = max(len(trainset) // (per_rank * world), 1)
+    iters_per_epoch = len(trainset) // (per_rank * world)
     max_iters = cfg.iters or cfg.epochs * iters_per_epoch
     model = build(cfg).to(device)
     if cfg.channels_last:
