@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
             spec = get_spec(args.model)
             size = parse_size(args.input_size) if args.input_size else spec.deploy_size
-            return TorchBackend(zoo_model(args.model, args.checkpoint), DeployInfo.from_spec(spec, input_size=size,
-                                output="labels"), device=args.device)
+            model = zoo_model(args.model, args.checkpoint, random_weights=args.checkpoint is None)
+            return TorchBackend(model, DeployInfo.from_spec(spec, input_size=size, output="labels"), device=args.device)
 
         backends.append(("pytorch", torch_backend))
     rows = []

@@ -118,7 +118,7 @@ def preprocess_only(args: argparse.Namespace) -> Dict[str, Any]:
     for name, classes, net, fsize in CASES:
         image = frame(fsize)
         path = export_zoo(args.model, tmp / f"{name}_bgr8.onnx", input_size=net, num_classes=classes,
-                          input_format="bgr8", frame_size=fsize)
+                          input_format="bgr8", frame_size=fsize, random_weights=True)
         model = onnx.load(str(path))
         tensor = next(n for n in model.graph.node if n.op_type == "Conv").input[0]
         onnx.utils.extract_model(str(path), str(tmp / "pre.onnx"), ["images"], [tensor])
@@ -156,13 +156,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     rows = []
     for name, classes, net, fsize in CASES:
         image = frame(fsize)
+        common = dict(input_size=net, num_classes=classes, random_weights=True)
         arts = {
-            "normalized_labels (today's default)": export_zoo(args.model, tmp / f"{name}_labels.onnx", input_size=net,
-                                                              num_classes=classes),
-            "normalized_logits (today)": export_zoo(args.model, tmp / f"{name}_logits.onnx", input_size=net,
-                                                    num_classes=classes, output="logits"),
-            "bgr8 (raw frame)": export_zoo(args.model, tmp / f"{name}_bgr8.onnx", input_size=net, num_classes=classes,
-                                           input_format="bgr8", frame_size=fsize),
+            "normalized_labels (today's default)": export_zoo(args.model, tmp / f"{name}_labels.onnx", **common),
+            "normalized_logits (today)": export_zoo(args.model, tmp / f"{name}_logits.onnx", output="logits", **common),
+            "bgr8 (raw frame)": export_zoo(args.model, tmp / f"{name}_bgr8.onnx", input_format="bgr8", frame_size=fsize,
+                                           **common),
         }
         row: Dict[str, Any] = {"case": name, "classes": classes, "input_size": list(net), "frame_size": list(fsize)}
         timed = {label: Timed(path, args.threads) for label, path in arts.items()}

@@ -88,7 +88,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10, help="timed runs per graph (medians)")
     args = ap.parse_args()
     spec = get_spec(MODEL)
-    model = zoo_model(MODEL, args.checkpoint)
+    model = zoo_model(MODEL, args.checkpoint, random_weights=args.checkpoint is None)
     info = DeployInfo.from_spec(spec, output="logits")
     test = open_dataset("camvid", args.data, "test")
     result = {**host(), "model": MODEL, "input_size": list(info.input_size), "threads": args.threads,

@@ -64,7 +64,8 @@ def main() -> int:
     result = {**host(), "model": args.model, "input_size": list(size), "threads": args.threads,
               "date": datetime.datetime.now().isoformat(timespec="seconds")}
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(zoo_model(args.model), DeployInfo.from_spec(spec, input_size=size), Path(tmp) / "fp32.onnx")
+        model = zoo_model(args.model, random_weights=True)
+        fp32 = export_onnx(model, DeployInfo.from_spec(spec, input_size=size), Path(tmp) / "fp32.onnx")
         n = 4 if args.latency_only else args.images
         method = "minmax" if args.latency_only else args.method
         calib = CalibrationList(root, images[:: max(1, len(images) // n)][:n])

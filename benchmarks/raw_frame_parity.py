@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     frame = dataset[0].image.shape[:2]
     tmp = Path(tempfile.mkdtemp(prefix="raw_parity_"))
     ckpt = args.checkpoint
-    common = dict(checkpoint=ckpt, input_size=size)
+    common = dict(checkpoint=ckpt, input_size=size, random_weights=ckpt is None)
     files: Dict[str, Dict[str, Path]] = {}
     t0 = time.perf_counter()
     def modes_for(precision: str) -> List[str]:

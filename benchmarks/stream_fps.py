@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="stream_fps_"))
     video = make_video(root, args.frames, tmp / "camvid_test.mp4")
     frame = cv2.imread(str(sorted((root / "test").glob("*.png"))[0])).shape[:2]
-    arts = {"bgr8": export_zoo("r18_os8_camvid", tmp / "bgr8.onnx", checkpoint=args.checkpoint,
-                               input_format="bgr8", frame_size=frame),
-            "normalized": export_zoo("r18_os8_camvid", tmp / "norm.onnx", checkpoint=args.checkpoint)}
+    weights = dict(checkpoint=args.checkpoint, random_weights=args.checkpoint is None)
+    arts = {"bgr8": export_zoo("r18_os8_camvid", tmp / "bgr8.onnx", input_format="bgr8", frame_size=frame, **weights),
+            "normalized": export_zoo("r18_os8_camvid", tmp / "norm.onnx", **weights)}
     source = open_source([str(video)])
     rows: Dict[str, Any] = {}
     for label, path in arts.items():
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint")
+    p.add_argument("--checkpoint", help="trained checkpoint (default: random weights)")
     p.add_argument("--data")
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--threads", type=int, default=1)

@@ -139,7 +139,8 @@ def main() -> int:
             from pspnet_trt.export import export_zoo
             from pspnet_trt.sizes import parse_size
 
-            onnx = export_zoo(MODEL, work / f"{MODEL}.onnx", input_size=parse_size(args.input_size), batch=None)
+            onnx = export_zoo(MODEL, work / f"{MODEL}.onnx", input_size=parse_size(args.input_size), batch=None,
+                              random_weights=True)
         info = read_onnx_info(onnx)
         raw = read_artifact(onnx).raw_frames  # keyed off the artifact's input (uint8 NxHxWx3)
         local = Segmenter.open(onnx)

@@ -36,7 +36,7 @@ TARGET_S = 300
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint")
+    ap.add_argument("--checkpoint", help="trained checkpoint (default: random weights)")
     ap.add_argument("--data", default=os.environ.get("CAMVID_ROOT"))
     ap.add_argument("--split", default="val")
     ap.add_argument("--limit", type=int)
@@ -46,7 +46,7 @@ def main() -> int:
     import torch
 
     spec = get_spec(MODEL)
-    model = zoo_model(MODEL, args.checkpoint)
+    model = zoo_model(MODEL, args.checkpoint, random_weights=args.checkpoint is None)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(args.checkpoint) if args.checkpoint else save_checkpoint(Path(tmp) / "random.pth", model.state_dict())
         info = DeployInfo.from_spec(spec, output="labels", checkpoint_sha256=sha256_file(ckpt))
