@@ -122,8 +122,8 @@ def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device) -> float:
     """mIoU (points) on the evaluation split, whole images at the deploy size (the validator's path)."""
     from ..deploy import DeployInfo
     from ..metrics import SegMetrics
+    from ..runtime.inference import predict_images
     from ..runtime.torch_backend import TorchBackend
-    from ..validate import predict_whole
 
     spec = cfg.spec
     data = dataset_for_spec(spec, cfg.data, cfg.eval_split)
@@ -133,7 +133,7 @@ def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device) -> float:
     metrics = SegMetrics(spec.num_classes)
     for i in range(n):
         s = data[i]
-        metrics.update(predict_whole(backend, s.image, s.label.shape[:2]), s.label)
+        metrics.update(predict_images(backend, [s.image], sizes=[s.label.shape[:2]])[0], s.label)
     model.train()
     return 100 * metrics.miou
 
