@@ -153,7 +153,7 @@ def test_download_verifies_checksum_and_writes_atomically(server, tmp_path):
 
 
 def test_download_resumes_from_part_file(server, tmp_path):
-    (tmp_path / "b.pth.part").write_bytes(PAYLOAD[:100_000])
+    ck.part_path(tmp_path / "b.pth", f"{server}/ok.pth").write_bytes(PAYLOAD[:100_000])  # this URL's partial file
     RangeHandler.ranges.clear()
     dest = ck.download(f"{server}/ok.pth", tmp_path / "b.pth", sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
     assert RangeHandler.ranges == ["bytes=100000-"]

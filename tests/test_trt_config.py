@@ -279,7 +279,7 @@ def test_opening_an_engine_without_tensorrt_names_what_is_missing(tmp_path, tiny
                                     outputs=["labels"], onnx="m.onnx", onnx_sha256=""))
     from pspnet_trt.runtime import Segmenter
 
-    with pytest.raises(UserError, match=r"tensorrt is needed.*pspnet-trt\[trt\]"):
+    with pytest.raises(UserError, match=r"tensorrt is needed.*pip install '\.\[trt\]' in the pspnet-trt checkout"):
         Segmenter.open(engine, device="cuda")
 
 
