@@ -37,7 +37,7 @@ KINDS = ("onnx", "engine")
 __all__ = ["ARTIFACT_PRECISIONS", "BUILD_PRECISIONS", "ENGINE_SUFFIXES", "KINDS", "ONNX_SUFFIX", "EngineMismatch",
            "GpuInfo", "Manifest", "check_engine_file", "check_manifest", "parse_version", "same_engine_version",
            "batch_range", "check_file", "is_onnx", "kind", "kind_or_none", "manifest_path",
-           "read_info", "read_manifest", "read_onnx_info", "read_onnx_metadata", "record_path", "attach_metadata",
+           "read_info", "read_json_object", "read_manifest", "read_onnx_info", "read_onnx_metadata", "record_path", "attach_metadata",
            "save_onnx"]
 
 
@@ -235,6 +235,19 @@ class Manifest:
             raise UserError(f"invalid engine manifest ({e})") from None
 
 
+def read_json_object(path: PathLike, fix: str = "") -> Dict[str, Any]:
+    """The JSON object in ``path`` (a manifest, a validation record); a UserError naming a truncated or invalid
+    file, with ``fix`` appended."""
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is {json_problem(e, text)} ({e}){fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a JSON object{fix}")
+    return data
+
+
 def manifest_path(engine: PathLike) -> Path:
     return Path(f"{engine}.json")
 
@@ -245,13 +258,7 @@ def read_manifest(engine: PathLike) -> Manifest:
     if not path.is_file():
         raise UserError(f"{engine} has no manifest ({path}); engines built by `pspnet-trt build` carry one. "
                         "Rebuild it with `pspnet-trt build --onnx MODEL.onnx --out ...`")
-    text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is {json_problem(e, text)} ({e}); rebuild the engine") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: invalid engine manifest (not a JSON object); rebuild the engine")
+    data = read_json_object(path, "; rebuild the engine")
     try:
         manifest = Manifest.from_dict(data)
     except UserError as e:

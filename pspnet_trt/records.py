@@ -18,11 +18,10 @@ folder) are filled in: :func:`validate_command` names the checkpoint the artifac
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from .artifacts import is_onnx, read_info, record_path
+from .artifacts import is_onnx, read_info, read_json_object, record_path
 from .deploy import DeployInfo
 from .errors import UserError
 from .files import sha256_file, write_json
@@ -53,7 +52,7 @@ def write_record(artifact: PathLike, record: Dict[str, Any]) -> Path:
     if not path.is_file():
         raise UserError(f"{artifact} has no manifest ({path}) to record its validation in; build it with "
                         "`pspnet-trt build`")
-    manifest = _read_json(path)
+    manifest = read_json_object(path)
     manifest[MANIFEST_KEY] = record
     write_json(path, manifest)
     return path
@@ -64,24 +63,11 @@ def read_record(artifact: PathLike) -> Optional[Dict[str, Any]]:
     path = record_path(artifact)
     if not path.is_file():
         return None
-    data = _read_json(path)
+    data = read_json_object(path)
     record = data if is_onnx(artifact) else data.get(MANIFEST_KEY)
     if record is not None and not isinstance(record, dict):
         raise UserError(f"{path}: the validation record is not a JSON object; validate {artifact} again")
     return record
-
-
-def _read_json(path: Path) -> Dict[str, Any]:
-    from .deploy import json_problem
-
-    text = path.read_text()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is {json_problem(e, text)} ({e})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} is not a JSON object")
-    return data
 
 
 def stale(artifact: PathLike, record: Dict[str, Any], full: bool = False) -> Optional[str]:

@@ -86,3 +86,18 @@ def build(root: Path) -> Dict[str, Path]:
 
 def model():
     return _CACHE["model"]
+
+
+def segmenter_labels(built: Dict[str, Path], imgs: List[np.ndarray]) -> Dict[str, List[np.ndarray]]:
+    """name -> Segmenter's labels of ``imgs`` on the ONNX (ONNX Runtime, CPU), one image per call: what every
+    cell of the matrix must give (computed once per session)."""
+    if "labels" not in _CACHE:
+        from pspnet_trt.runtime import Segmenter
+        from pspnet_trt.runtime.ort import OrtBackend
+
+        out = {}
+        for n, path in built.items():
+            with Segmenter(OrtBackend(path, device="cpu")) as seg:
+                out[n] = [seg.predict(im) for im in imgs]
+        _CACHE["labels"] = out
+    return _CACHE["labels"]  # type: ignore[return-value]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import threading
 from pathlib import Path
+from typing import Iterator, Tuple
 
 import pytest
 
@@ -39,3 +43,19 @@ def tiny_onnx(tiny_model, tiny_info, tmp_path_factory) -> Path:
     from pspnet_trt.export import export_onnx
 
     return export_onnx(tiny_model, tiny_info, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+@pytest.fixture()
+def www(tmp_path) -> Iterator[Tuple[str, Path]]:
+    """A local HTTP server over a fresh folder: (its URL, the folder); downloads are tested against it."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -44,15 +44,7 @@ def few(imgs):
 
 @pytest.fixture(scope="session")
 def segmenter_labels(built, imgs):
-    """name -> Segmenter's labels of the five images, one image per call (the expectation of every cell)."""
-    from pspnet_trt.runtime import Segmenter
-    from pspnet_trt.runtime.ort import OrtBackend
-
-    out = {}
-    for n, path in built.items():
-        with Segmenter(OrtBackend(path, device="cpu")) as seg:
-            out[n] = [seg.predict(im) for im in imgs]
-    return out
+    return ca.segmenter_labels(built, imgs)
 
 
 def reference(info):

@@ -44,15 +44,7 @@ def imgs():
 
 @pytest.fixture(scope="module")
 def segmenter_labels(built, imgs):
-    """name -> Segmenter's labels of the five images on the ONNX, one image per call."""
-    from pspnet_trt.runtime import Segmenter
-    from pspnet_trt.runtime.ort import OrtBackend
-
-    out = {}
-    for n, path in built.items():
-        with Segmenter(OrtBackend(path, device="cpu")) as seg:
-            out[n] = [seg.predict(im) for im in imgs]
-    return out
+    return ca.segmenter_labels(built, imgs)
 
 
 @pytest.fixture(scope="module")

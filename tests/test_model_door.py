@@ -4,17 +4,13 @@ and then marked (checkpoint_sha256 None). Downloads go to a local HTTP server or
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Iterator, Tuple
 
 import pytest
 import torch
@@ -40,19 +36,6 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def server(tmp_path) -> Iterator[Tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def metadata(onnx_path: Path) -> dict:
@@ -155,8 +138,8 @@ def test_without_the_shipped_file_the_demo_model_is_refused(monkeypatch, tmp_pat
     assert "--checkpoint PATH" in message and "--random-weights" in message
 
 
-def test_published_checkpoint_is_downloaded_for_a_published_name(server, tmp_path, monkeypatch):
-    url, root = server
+def test_published_checkpoint_is_downloaded_for_a_published_name(www, tmp_path, monkeypatch):
+    url, root = www
     (root / "pspnet_resnet50os8_voc.pth").write_bytes(b"weights")
     monkeypatch.setenv("PSPNET_TRT_MODEL_BASE_URL", url)
     monkeypatch.setenv("PSPNET_TRT_CACHE", str(tmp_path / "cache"))

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 import torch
@@ -81,28 +78,14 @@ def test_v1c_layout_is_sssegmentations_backbone():
     assert backbone == [(k, s) for k, s in v1c_layout(18) if not k.startswith("fc.")]
 
 
-@pytest.fixture()
-def server(tmp_path) -> Iterator[Tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def small_pspnet() -> PSPNet:
     return PSPNet(num_classes=11, backbone="resnet18", output_stride=8, ppm_channels=16, aux_channels=16)
 
 
-def test_url_downloaded_once_and_loaded_into_the_backbone(server, tmp_path, monkeypatch):
-    url, root = server
+def test_url_downloaded_once_and_loaded_into_the_backbone(www, tmp_path, monkeypatch):
+    url, root = www
     src = v1c_file(root / "resnet18_v1c-test.pth")
     monkeypatch.setenv("PSPNET_TRT_CACHE", str(tmp_path / "cache"))
     path = resolve(f"{url}/resnet18_v1c-test.pth", "resnet18", progress=False)
@@ -118,8 +101,8 @@ def test_url_downloaded_once_and_loaded_into_the_backbone(server, tmp_path, monk
     assert all(torch.equal(got[k], file_state[k]) for k in got)
 
 
-def test_auto_is_the_backbone_tables_url(server, tmp_path, monkeypatch):
-    url, root = server
+def test_auto_is_the_backbone_tables_url(www, tmp_path, monkeypatch):
+    url, root = www
     v1c_file(root / "resnet18_v1c-b5776b93.pth")
     monkeypatch.setenv("PSPNET_TRT_CACHE", str(tmp_path / "cache"))
     assert BACKBONES["resnet50"].pretrained_url.endswith("/resnet50_v1c-2cccc1ad.pth")
@@ -171,8 +154,8 @@ def test_strict_every_difference_is_named(tmp_path):
         load_backbone(model.backbone_net, tmp_path / "d.pth", "PATH")
 
 
-def test_cli_records_file_and_sha256(server, tmp_path):
-    url, root = server
+def test_cli_records_file_and_sha256(www, tmp_path):
+    url, root = www
     v1c_file(root / "resnet18_v1c-test.pth")
     work = tmp_path / "work"
     env = {**os.environ, "PSPNET_TRT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
