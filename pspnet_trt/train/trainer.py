@@ -441,16 +441,8 @@ def make_loader(run: Run, epoch: int, batch: int = 0) -> DataLoader:
                          run.max_iters - done)
     workers = run.cfg.workers
     return DataLoader(run.trainset, batch_sampler=sampler, num_workers=workers, pin_memory=run.device.type == "cuda",
-                      prefetch_factor=2 if workers else None, worker_init_fn=_one_thread if workers else None,
+                      prefetch_factor=2 if workers else None,
                       generator=torch.Generator().manual_seed(run.cfg.seed * 1000 + epoch))
-
-
-def _one_thread(worker: int) -> None:
-    """A loader worker runs OpenCV on one thread (torch's DataLoader already gives its torch one): the workers are
-    the parallelism, and more threads would take cores from the training step (mmcv sets the same)."""
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def train_epoch(run: Run, epoch: int, skip: int = 0) -> List[float]:
