@@ -9,6 +9,8 @@ import logging
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -54,6 +56,9 @@ def test_the_workers_start_once_per_run_not_once_per_epoch(tmp_path, monkeypatch
             return super().__iter__()
 
     monkeypatch.setattr(trainer_mod, "DataLoader", Counting)
+    # the parent has used OpenCV's thread pool (as the demo does before training): a forked worker calling
+    # cv2.setNumThreads then deadlocked
+    cv2.resize(np.zeros((2048, 2048, 3), np.uint8), (1024, 1024))
     train(tiny(tmp_path / "w", epochs=3, workers=1))
     assert made == [1]
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())

@@ -441,8 +441,17 @@ def make_loader(run: Run, epoch: int, batch: int = 0) -> DataLoader:
                          run.max_iters - done)
     workers = run.cfg.workers
     return DataLoader(run.trainset, batch_sampler=sampler, num_workers=workers, pin_memory=run.device.type == "cuda",
-                      prefetch_factor=2 if workers else None,
+                      prefetch_factor=2 if workers else None, worker_init_fn=_yield_to_the_step if workers else None,
                       generator=torch.Generator().manual_seed(run.cfg.seed * 1000 + epoch))
+
+
+def _yield_to_the_step(worker: int) -> None:
+    """A loader worker takes the lowest CPU priority, so it runs on the cores the training step leaves idle instead
+    of preempting the step's threads. On 2 busy cores (r18 at 64x80, batch 8, 2 workers), images/s in two rounds:
+    2.67 / 2.87 at nice 19, 2.29 / 2.38 at nice 5, 2.24 / 2.43 without, 2.67 / 2.16 with no workers. With a GPU
+    the step leaves the cores idle and this changes nothing. (No cv2.setNumThreads here: in a forked worker whose
+    parent used OpenCV's thread pool it deadlocks.)"""
+    os.nice(19)
 
 
 def train_epoch(run: Run, epoch: int, skip: int = 0) -> List[float]:
