@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py [--model r18_os8_camvid] [--crop 240x320] [--batch 8] [--iters 3] [--rounds 2]
     python benchmarks/train_speed.py --pace [--crop HxW] [--batch N] [--workers N] [--seconds 60]
+    python benchmarks/train_speed.py --boundaries [--workers 2] [--rounds 3]
 
 On a GPU (issue 27's check: the trainer at >= 90 % of the channels_last step ceiling), one command:
 
@@ -13,6 +14,11 @@ offers (CUDA: float16 with the gradient scaler, bfloat16; CPU: none, bfloat16 wh
 loader alone, images/s for 0, 1, 2, 4, ... workers up to the CPU count; (3) ``pspnet_trt.train.train`` itself for
 --seconds (its summary's images/s, data-wait share, workers, memory format, autocast), against the ceiling of the
 same format and dtype. Writes benchmarks/results/train_speed_<host>_<date>_pace.json.
+
+--boundaries (issue 27's CPU check: nothing lost at epoch boundaries) runs the trainer on many short epochs
+(the first 16 training images, batch 8, crop 64x80, 60 iterations: 30 epochs of 2 batches) with 0 and with
+--workers loader workers, alternating over --rounds, and reports each run's images/s, the medians and their
+ratio (workers / none; the target is >= 0.9). Writes benchmarks/results/train_speed_<host>_<date>_boundaries.json.
 
 The default mode, short CPU runs meant for ratios within one run (the variants are interleaved over --rounds,
 medians quoted):
@@ -163,6 +169,42 @@ def pace(args: argparse.Namespace, data_root: Path) -> Dict[str, Any]:
     return result
 
 
+def boundaries(args: argparse.Namespace, data_root: Path) -> Dict[str, Any]:
+    """Many short epochs with 0 and with --workers loader workers, alternating (see the module docstring)."""
+    crop, batch = parse_size(args.crop or "64x80"), args.batch or 8
+    limit = args.limit_images or 16
+    result: Dict[str, Any] = {
+        **host(), "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), "mode": "boundaries",
+        "torch": torch.__version__, "data": str(data_root), "cpu_count": os.cpu_count(),
+        "recipe": {"model": args.model, "crop": list(crop), "batch_size": batch, "iters": 60, "limit_images": limit,
+                   "threads": args.threads, "eval_every": 0},
+        "load_average_start": os.getloadavg()[0]}
+    tmp = Path(tempfile.mkdtemp(prefix="train_boundaries_"))
+    runs: Dict[str, List[Dict[str, Any]]] = {"0": [], str(args.workers): []}
+    for r in range(args.rounds):
+        for workers in (0, args.workers):
+            work = tmp / f"w{workers}_r{r}"
+            t = time.perf_counter()
+            train(TrainConfig(model=args.model, data=data_root, work_dir=work, crop=crop, batch_size=batch, iters=60,
+                              limit_images=limit, workers=workers, threads=args.threads, pretrained="none",
+                              eval_every=0, eval_limit=2, keep=1))
+            summary = json.loads((work / "summary.json").read_text())
+            runs[str(workers)].append({"images_per_s": round(summary["images_per_s"], 2),
+                                       "data_wait_share": summary.get("data_wait_share"),
+                                       "wall_s": round(time.perf_counter() - t, 1)})
+            print(f"round {r + 1}, {workers} workers: {summary['images_per_s']:.2f} images/s, data wait "
+                  f"{summary.get('data_wait_share', float('nan')):.1%}", flush=True)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+    medians = {k: round(statistics.median(x["images_per_s"] for x in v), 2) for k, v in runs.items()}
+    result.update(runs=runs, median_images_per_s=medians,
+                  ratio_workers_to_none=round(medians[str(args.workers)] / medians["0"], 3),
+                  load_average_end=os.getloadavg()[0])
+    print(f"medians {medians}: {args.workers} workers / none = {result['ratio_workers_to_none']}", flush=True)
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="r18_os8_camvid")
@@ -174,18 +216,25 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=16, help="images for the data measurement")
     ap.add_argument("--skip-trainer", action="store_true")
     ap.add_argument("--pace", action="store_true", help="step ceiling, loader alone and trainer on the current device")
-    ap.add_argument("--workers", type=int, default=2, help="--pace: the trainer's loader workers")
+    ap.add_argument("--workers", type=int, default=2, help="--pace, --boundaries: the trainer's loader workers")
     ap.add_argument("--seconds", type=float, default=60, help="--pace: the trainer's run")
     ap.add_argument("--step-iters", type=int, default=20, help="--pace: timed steps per ceiling variant")
     ap.add_argument("--warmup", type=int, default=5, help="--pace: untimed steps first (cuDNN picks its kernels)")
     ap.add_argument("--loader-batches", type=int, default=40, help="--pace: timed batches per worker count")
     ap.add_argument("--limit-images", type=int, help="--pace: the first N training images")
+    ap.add_argument("--boundaries", action="store_true", help="many short epochs, 0 against --workers loader workers")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     data_root = Path(os.environ.get("CAMVID_ROOT") or ROOT / "samples" / "camvid")
     if args.pace:  # threads as the trainer sets them (--threads on CPUs)
         result = pace(args, data_root)
         out = results_path("train_speed", args.out, suffix="_pace")
+        write_json(out, result)
+        print(out)
+        return 0
+    if args.boundaries:
+        result = boundaries(args, data_root)
+        out = results_path("train_speed", args.out, suffix="_boundaries")
         write_json(out, result)
         print(out)
         return 0
