@@ -56,11 +56,20 @@ def test_the_workers_start_once_per_run_not_once_per_epoch(tmp_path, monkeypatch
             return super().__iter__()
 
     monkeypatch.setattr(trainer_mod, "DataLoader", Counting)
+    get = trainer_mod.TrainSet.__getitem__
+
+    def one_opencv_thread(self, key):  # in the worker: its parallelism is the workers', not an OpenCV pool
+        assert torch.utils.data.get_worker_info() is not None and cv2.getNumThreads() == 1, cv2.getNumThreads()
+        return get(self, key)
+
+    monkeypatch.setattr(trainer_mod.TrainSet, "__getitem__", one_opencv_thread)
     # the parent has used OpenCV's thread pool (as the demo does before training): a forked worker calling
     # cv2.setNumThreads then deadlocked
     cv2.resize(np.zeros((2048, 2048, 3), np.uint8), (1024, 1024))
+    threads = cv2.getNumThreads()
     train(tiny(tmp_path / "w", epochs=3, workers=1))
     assert made == [1]
+    assert cv2.getNumThreads() == threads  # the parent's setting is given back
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
     assert summary["iterations"] == 12 and summary["workers"] == 1
 
