@@ -2,7 +2,7 @@
 
     python benchmarks/train_speed.py [--model r18_os8_camvid] [--crop 240x320] [--batch 8] [--iters 3] [--rounds 2]
     python benchmarks/train_speed.py --pace [--crop HxW] [--batch N] [--workers N] [--seconds 60]
-    python benchmarks/train_speed.py --boundaries [--workers 2] [--rounds 3]
+    python benchmarks/train_speed.py --boundaries --rounds 3 [--workers 2]
 
 On a GPU (issue 27's check: the trainer at >= 90 % of the channels_last step ceiling), one command:
 
