@@ -36,6 +36,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -85,6 +86,13 @@ def worker_counts(cpus: int, asked: int) -> List[int]:
     return sorted(set(counts + [cpus, asked]))
 
 
+def header(mode: str, data_root: Path, recipe: Dict[str, Any]) -> Dict[str, Any]:
+    """What every --pace / --boundaries JSON starts with: machine, command, data and recipe."""
+    return {**host(), "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), "mode": mode,
+            "cpu_count": os.cpu_count() or 1, "torch": torch.__version__, "data": str(data_root), "recipe": recipe,
+            "load_average_start": os.getloadavg()[0]}
+
+
 def pace(args: argparse.Namespace, data_root: Path) -> Dict[str, Any]:
     """Step ceiling, loader alone, trainer: one run on the current device (see the module docstring)."""
     from pspnet_trt.train import trainer as T
@@ -95,13 +103,10 @@ def pace(args: argparse.Namespace, data_root: Path) -> Dict[str, Any]:
                       else None, pretrained="none", eval_every=0, eval_limit=1, keep=1, iters=10 ** 6,
                       limit_images=args.limit_images).resolved(device)
     cpus = os.cpu_count() or 1
-    result: Dict[str, Any] = {
-        **host(), "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), "mode": "pace",
-        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "cpu_count": cpus,
-        "torch": torch.__version__, "data": str(data_root),
-        "recipe": {k: cfg.to_dict()[k] for k in ("model", "crop", "batch_size", "augment", "lr", "workers",
-                                                  "channels_last", "bf16", "threads", "limit_images")},
-        "load_average_start": os.getloadavg()[0]}
+    result = header("pace", data_root, {k: cfg.to_dict()[k] for k in ("model", "crop", "batch_size", "augment", "lr",
+                                                                     "workers", "channels_last", "bf16", "threads",
+                                                                     "limit_images")})
+    result["device"] = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
     tmp = Path(tempfile.mkdtemp(prefix="train_pace_"))
 
     # 1. step ceiling: the trainer's own step on random data already on the device
@@ -137,15 +142,16 @@ def pace(args: argparse.Namespace, data_root: Path) -> Dict[str, Any]:
     loader: Dict[str, Any] = {}
     for workers in worker_counts(cpus, args.workers):
         run.cfg = replace(cfg, workers=workers)
-        t0 = time.perf_counter()
-        it = iter(T.make_loader(run, 0, 0))
-        next(it)
-        first = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        for _ in range(args.loader_batches):
+        with T.opencv_for_workers(workers):  # as the trainer runs its loader
+            t0 = time.perf_counter()
+            it = iter(T.make_loader(run, 0, 0))
             next(it)
-        rate = args.loader_batches * run.per_rank / (time.perf_counter() - t1)
-        del it
+            first = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            for _ in range(args.loader_batches):
+                next(it)
+            rate = args.loader_batches * run.per_rank / (time.perf_counter() - t1)
+            del it
         loader[str(workers)] = {"images_per_s": round(rate, 2), "first_batch_s": round(first, 2)}
         print(f"loader, {workers} workers: {rate:.1f} images/s (first batch after {first:.2f} s)", flush=True)
     result["loader_images_per_s"] = loader
@@ -163,8 +169,6 @@ def pace(args: argparse.Namespace, data_root: Path) -> Dict[str, Any]:
     print(f"trainer: {summary['images_per_s']:.1f} images/s, data wait {100 * summary['data_wait_share']:.0f} %, "
           f"{result['trainer']['share_of_step_ceiling']} of the {key} step ceiling", flush=True)
     result["load_average_end"] = os.getloadavg()[0]
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     return result
 
@@ -173,12 +177,8 @@ def boundaries(args: argparse.Namespace, data_root: Path) -> Dict[str, Any]:
     """Many short epochs with 0 and with --workers loader workers, alternating (see the module docstring)."""
     crop, batch = parse_size(args.crop or "64x80"), args.batch or 8
     limit = args.limit_images or 16
-    result: Dict[str, Any] = {
-        **host(), "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv), "mode": "boundaries",
-        "torch": torch.__version__, "data": str(data_root), "cpu_count": os.cpu_count(),
-        "recipe": {"model": args.model, "crop": list(crop), "batch_size": batch, "iters": 60, "limit_images": limit,
-                   "threads": args.threads, "eval_every": 0},
-        "load_average_start": os.getloadavg()[0]}
+    result = header("boundaries", data_root, {"model": args.model, "crop": list(crop), "batch_size": batch, "iters": 60,
+                                              "limit_images": limit, "threads": args.threads, "eval_every": 0})
     tmp = Path(tempfile.mkdtemp(prefix="train_boundaries_"))
     runs: Dict[str, List[Dict[str, Any]]] = {"0": [], str(args.workers): []}
     for r in range(args.rounds):
@@ -194,8 +194,6 @@ def boundaries(args: argparse.Namespace, data_root: Path) -> Dict[str, Any]:
                                        "wall_s": round(time.perf_counter() - t, 1)})
             print(f"round {r + 1}, {workers} workers: {summary['images_per_s']:.2f} images/s, data wait "
                   f"{summary.get('data_wait_share', float('nan')):.1%}", flush=True)
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     medians = {k: round(statistics.median(x["images_per_s"] for x in v), 2) for k, v in runs.items()}
     result.update(runs=runs, median_images_per_s=medians,

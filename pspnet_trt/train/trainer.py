@@ -22,6 +22,7 @@ checkpoints carrying this run's id (``run_id``, kept across ``--resume``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -229,12 +230,11 @@ def train(cfg: TrainConfig) -> Path:
         log.info("nothing to train: the run in %s is complete (iteration %d of %d%s)", run.work, run.it, run.max_iters,
                  ", its --max-minutes budget is spent" if run.it < run.max_iters else "")
         return _finish(run)
-    cv2_threads = cv2.getNumThreads()  # make_loader sets one thread while the run's workers live
-    try:
-        return _train_epochs(run)
-    finally:
-        run.loader = None  # its workers stop
-        cv2.setNumThreads(cv2_threads)
+    with opencv_for_workers(run.cfg.workers):
+        try:
+            return _train_epochs(run)
+        finally:
+            run.loader = None  # its workers stop, on an error too
 
 
 def _train_epochs(run: Run) -> Path:
@@ -446,22 +446,33 @@ def make_loader(run: Run, epoch: int, batch: int = 0) -> DataLoader:
     epochs) and keep ``prefetch_factor`` batches each ahead, across epoch boundaries; on CUDA the batches come in
     pinned memory, so the trainer's ``non_blocking`` copies do not block. Batches are a function of (seed,
     epoch, image) whatever the workers, so a resumed run sees what an uninterrupted one saw. The loader's own
-    generator (only for the workers' base seed) keeps it from drawing on the global RNG (dropout's).
-
-    With workers, OpenCV runs on one thread, set here in the parent before they fork (:func:`train` restores it):
-    each worker would otherwise start an OpenCV pool of one thread per core (12 workers on 16 cores: 192
-    threads), and the parallelism is the workers'. Loader alone, 2 workers, full augmentation at 360x480 on 2
-    cores, medians of 3 alternating rounds: 92.0 images/s against 82.0 with OpenCV's default pool. (Not in the
-    worker: a forked worker calling cv2.setNumThreads after the parent used OpenCV's pool deadlocks.)"""
+    generator (only for the workers' base seed) keeps it from drawing on the global RNG (dropout's). Iterate it
+    inside :func:`opencv_for_workers` (as :func:`train` does)."""
     done = epoch * run.iters_per_epoch + batch
     sampler = RunBatches(lambda e: epoch_order(run, e), run.per_rank, run.iters_per_epoch, epoch, batch,
                          run.max_iters - done)
     workers = run.cfg.workers
-    if workers:
-        cv2.setNumThreads(1)
     return DataLoader(run.trainset, batch_sampler=sampler, num_workers=workers, pin_memory=run.device.type == "cuda",
                       prefetch_factor=2 if workers else None, worker_init_fn=_yield_to_the_step if workers else None,
                       generator=torch.Generator().manual_seed(run.cfg.seed * 1000 + epoch))
+
+
+@contextlib.contextmanager
+def opencv_for_workers(workers: int) -> Iterator[None]:
+    """With loader workers, OpenCV on one thread while the block runs (the setting is given back after).
+
+    Set in the parent, so the workers it forks inherit it: each would otherwise start an OpenCV pool of one
+    thread per core (12 workers on 16 cores: 192 threads), and the parallelism is the workers'. Loader alone, 2
+    workers, full augmentation at 360x480 on 2 cores, medians of 3 alternating rounds: 92.0 images/s against
+    82.0 with OpenCV's default pool. (Not in the worker: a forked worker calling cv2.setNumThreads after the
+    parent used OpenCV's pool deadlocks.)"""
+    before = cv2.getNumThreads()
+    if workers:
+        cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 def _yield_to_the_step(worker: int) -> None:
@@ -469,7 +480,7 @@ def _yield_to_the_step(worker: int) -> None:
     of preempting the step's threads. On 2 busy cores (r18 at 64x80, batch 8, 2 workers), images/s in two rounds:
     2.67 / 2.87 at nice 19, 2.29 / 2.38 at nice 5, 2.24 / 2.43 without, 2.67 / 2.16 with no workers. With a GPU
     the step leaves the cores idle and this changes nothing. (OpenCV's threads are set in the parent: see
-    :func:`make_loader`.)"""
+    :func:`opencv_for_workers`.)"""
     os.nice(19)
 
 
@@ -621,7 +632,6 @@ def _finish(run: Run) -> Path:
 
     ``images_per_s``: images over the training loops' time (data waits included) of this invocation;
     ``data_wait_share``: the part of that time spent waiting for the loader; ``workers``: its processes."""
-    run.loader = None  # its workers stop
     summary: Dict[str, Any] = {"iterations": run.it, "seconds": round(run.elapsed(), 1),
                                "train_seconds": round(run.train_s, 1),
                                "images_per_s": run.seen / max(run.train_s, 1e-9),
