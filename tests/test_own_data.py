@@ -215,7 +215,22 @@ def test_fine_tune_the_shipped_model_onto_six_classes_and_deploy_it(roads6, tune
     from pspnet_trt.serving.repository import write_model
 
     triton = write_model(onnx, tmp_path / "repo")
-    assert (triton / "labels.txt").read_text().split("\n")[:6] == CLASSES
+    assert (triton / "labels.txt").read_text().splitlines() == CLASSES
+
+    # DeepStream's label file: from the manifest an engine build copies from the ONNX metadata (no TensorRT here)
+    from pspnet_trt.artifacts import read_onnx_info
+    from pspnet_trt.serving.deepstream import write_deepstream
+    from pspnet_trt.trt.manifest import Manifest, write_manifest
+
+    info = read_onnx_info(onnx).with_(output="logits", input_format="pixels")
+    engine = tmp_path / "roads6.engine"
+    engine.write_bytes(b"a stand-in: the label file comes from the manifest")
+    write_manifest(engine, Manifest(deploy=info.to_dict(), tensorrt_version="10.8.0", gpu={"name": "x"},
+                                    precision="fp32", input_name=info.input_name, input_shape=list(info.input_shape(1)),
+                                    outputs=list(info.output_names), onnx=str(onnx), onnx_sha256="0",
+                                    build_flags={"max_batch": 1}))
+    _, labels_file = write_deepstream(engine, tmp_path / "ds")
+    assert labels_file.read_text().splitlines() == CLASSES
 
 
 def test_load_from_another_class_count_leaves_only_the_classifiers(roads6, tmp_path, caplog):
