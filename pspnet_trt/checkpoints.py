@@ -5,6 +5,12 @@ files keep only ``{'model'}``; the 2020 code that trained them saved ``{'epoch',
 'optimizer'}`` and called the PPM fuse conv ``ppm_net.fuse_layer``. We accept all of these, plus
 ``state_dict`` and ``module.``-prefixed keys, and we always load with ``strict=True``:
 sssegmentation silently retries with ``strict=False``, which leaves layers randomly initialised.
+The one exception is asked for by name (``train --load-from`` onto another class list,
+:func:`load_state`'s ``new_classifier``): the classifier layers are left out, and the log says which.
+
+Checkpoints written by ``pspnet-trt train`` also record what the model predicts under the top-level key
+``classes`` (:data:`CLASSES_KEY`: the data set's name, class names and palette); sssegmentation reads
+``model`` only and ignores it. Export, validate and predict take the class list from there.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from .errors import UserError
 from .files import PathLike, atomic_path, sha256_file
-from .zoo import MODEL_BASE_URL_ENV
+from .zoo import MODEL_BASE_URL_ENV, DatasetInfo
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 # Renames applied to every loaded state dict: (old prefix, new prefix).
 KEY_RENAMES = (("ppm_net.fuse_layer.", "ppm_net.bottleneck."),)
 CLASSIFIER_KEY = "decoder.1.weight"
+# The heads whose last layers map features to classes: what --load-from onto another class list leaves out.
+CLASSIFIER_PREFIXES = ("decoder.", "auxiliary_decoder.")
+CLASSES_KEY = "classes"
 
 
 class CheckpointError(UserError):
@@ -52,8 +61,54 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
 
     Uses ``torch.load(weights_only=True)``: a file whose pickle would run code is refused.
     """
-    torch = _torch()
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Optional[DatasetInfo]]:
+    """The state dict of a checkpoint file (as :func:`read_state_dict`) and the classes it records (None: it
+    records none, e.g. a published sssegmentation file)."""
     path = resolve_latest_link(Path(path))
+    ckpt = _load_file(path)
+    return extract_state_dict(ckpt, source=str(path)), classes_of(ckpt, str(path))
+
+
+def checkpoint_classes(path: PathLike) -> Optional[DatasetInfo]:
+    """The classes a checkpoint file records, read without loading its tensors (memory-mapped); None when it
+    records none or cannot be read that way (reading it for the model then names the problem)."""
+    torch = _torch()
+    path = Path(path)
+    try:
+        path = resolve_latest_link(path)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip-format torch file, corrupt, missing: the full read says so
+        return None
+    return classes_of(ckpt, str(path)) if isinstance(ckpt, Mapping) else None
+
+
+def classes_record(info: DatasetInfo) -> Dict[str, Any]:
+    """What a checkpoint stores under :data:`CLASSES_KEY`."""
+    return {"dataset": info.name, "class_names": list(info.class_names), "palette": [list(c) for c in info.palette]}
+
+
+def classes_of(ckpt: Any, source: str = "checkpoint") -> Optional[DatasetInfo]:
+    """The :data:`CLASSES_KEY` record of a loaded checkpoint as a DatasetInfo; None without one."""
+    record = ckpt.get(CLASSES_KEY) if isinstance(ckpt, Mapping) else None
+    if record is None:
+        return None
+    try:
+        names = tuple(str(n) for n in record["class_names"])
+        palette = tuple((int(c[0]), int(c[1]), int(c[2])) for c in record["palette"])
+        if not names or len(names) != len(palette):
+            raise ValueError(f"{len(names)} class names, {len(palette)} colours")
+        return DatasetInfo(str(record.get("dataset") or "unknown"), names, palette)
+    except (KeyError, TypeError, IndexError, ValueError) as e:
+        raise CheckpointError(f"{source}: its {CLASSES_KEY!r} record is unreadable ({type(e).__name__}: {e}); "
+                              f"remove that key (the weights are in 'model') or save the checkpoint again") from None
+
+
+def _load_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` with a one-line CheckpointError for every way it can fail."""
+    torch = _torch()
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist. Pass the path of a .pth file.")
     try:
@@ -71,7 +126,7 @@ def read_state_dict(path: PathLike) -> Dict[str, torch.Tensor]:
         ) from None
     except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, OSError) as e:
         raise _corrupt(path, e) from None
-    return extract_state_dict(ckpt, source=str(path))
+    return ckpt
 
 
 def _corrupt(path: Path, e: Exception) -> CheckpointError:
@@ -159,11 +214,34 @@ def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], source
 
 def load_checkpoint(model: nn.Module, path: PathLike) -> nn.Module:
     """Load an sssegmentation checkpoint into ``model`` strictly; returns ``model``."""
-    state = read_state_dict(path)
-    check_compatible(model, state, source=str(path))
-    model.load_state_dict(state, strict=True)
-    log.info("loaded %d tensors from %s", len(state), path)
+    load_state(model, read_state_dict(path), str(path))
     return model
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+               new_classifier: bool = False) -> List[str]:
+    """Load ``state`` into ``model`` strictly; returns the keys left out (none unless ``new_classifier``).
+
+    ``new_classifier`` (fine-tuning onto another class list): when the checkpoint's class count differs from the
+    model's, the classifier layers (keys under :data:`CLASSIFIER_PREFIXES` whose shapes differ: the last conv of
+    the main and the auxiliary head, whatever the backbone) keep the model's initial weights, and one log line
+    names them; everything else still loads strictly."""
+    expected = model.state_dict()
+    skipped: List[str] = []
+    theirs = int(state[CLASSIFIER_KEY].shape[0]) if CLASSIFIER_KEY in state else 0
+    if (new_classifier and CLASSIFIER_KEY in state and CLASSIFIER_KEY in expected
+            and state[CLASSIFIER_KEY].shape[0] != expected[CLASSIFIER_KEY].shape[0]):
+        skipped = [k for k, v in state.items() if k.startswith(CLASSIFIER_PREFIXES) and k in expected
+                   and tuple(v.shape) != tuple(expected[k].shape)]
+        state = {**{k: v for k, v in state.items() if k not in skipped}, **{k: expected[k] for k in skipped}}
+    check_compatible(model, state, source=source)
+    model.load_state_dict(state, strict=True)
+    if skipped:
+        log.info("loaded %s except its classifier layers (%d classes there, %d here); left at their initial "
+                 "weights: %s", source, theirs, expected[CLASSIFIER_KEY].shape[0], ", ".join(skipped))
+    else:
+        log.info("loaded %d tensors from %s", len(state), source)
+    return skipped
 
 
 def save_checkpoint(path: PathLike, model_state: Mapping[str, Any], **extra: Any) -> Path:

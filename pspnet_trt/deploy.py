@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 from .errors import UserError
-from .zoo import ModelSpec, Normalization
+from .zoo import DatasetInfo, ModelSpec, Normalization
 
 METADATA_KEY = "pspnet_trt"
 OUTPUT_KINDS = ("labels", "logits", "both")
@@ -121,9 +121,15 @@ class DeployInfo:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, input_size: Optional[Tuple[int, int]] = None, num_classes: Optional[int] = None,
-                  **kwargs: Any) -> DeployInfo:
+                  classes: Optional[DatasetInfo] = None, **kwargs: Any) -> DeployInfo:
+        """The zoo entry's metadata; ``classes`` (what a checkpoint records: ``model.weights.classes``) replaces its
+        class names and palette, and names its data set in ``extra["dataset"]`` when that is not the entry's."""
         names, palette = spec.class_names, spec.palette
-        if num_classes is not None and num_classes != spec.num_classes:
+        if classes is not None and num_classes in (None, classes.num_classes):
+            names, palette = classes.class_names, classes.palette
+            if classes.name != spec.dataset:
+                kwargs["extra"] = {**(kwargs.get("extra") or {}), "dataset": classes.name}
+        elif num_classes is not None and num_classes != spec.num_classes:
             names = tuple(f"class_{i}" for i in range(num_classes))
             palette = tuple(fallback_colour(i) for i in range(num_classes))
         return cls(model=spec.name, input_size=tuple(input_size or spec.deploy_size), class_names=names,  # type: ignore[arg-type]

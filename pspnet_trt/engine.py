@@ -111,9 +111,10 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
                           precision="fp16", labels_dtype=dtype, random_weights=random_weights, **fmt)  # type: ignore[arg-type]
     if cfg.precision == "int8" or (cfg.precision == "best" and data):
         if cfg.calibration is None:
+            from .data import default_split
             from .quant import CalibrationList, make_calibration_list, quantize_onnx
 
-            calib = make_calibration_list(model, data, spec.train_split, 64, 0,  # type: ignore[arg-type]
+            calib = make_calibration_list(model, data, default_split(spec, data, "train"), 64, 0,  # type: ignore[arg-type]
                                           out=out / f"{model}_{spec.train_split}_n64_s0.txt", overwrite=True)
             onnx = quantize_onnx(fp32, CalibrationList.read(calib, data), name("int8"))
     from .trt import build

@@ -170,7 +170,10 @@ def validate_command(artifact: PathLike, info: Optional[DeployInfo] = None) -> O
     if ckpt is None:
         return None
     spec = ZOO.get(info.model)
-    classes = f" --num-classes {info.num_classes}" if spec is not None and spec.num_classes != info.num_classes else ""
+    # an unnamed class list (export --num-classes) needs the flag again; a checkpoint that records its classes not
+    unnamed = info.class_names == tuple(f"class_{i}" for i in range(info.num_classes))
+    classes = (f" --num-classes {info.num_classes}"
+               if spec is not None and spec.num_classes != info.num_classes and unnamed else "")
     flag = "--onnx" if is_onnx(artifact) else "--engine"
     return (f"pspnet-trt validate --model {info.model} --checkpoint {_shown(ckpt)}{classes} --data ROOT "
             f"{flag} {shlex.quote(str(artifact))} --report DIR")

@@ -104,7 +104,9 @@ def test_voc_trainaug_reads_grey_sbd_labels_and_names_missing_lists(tmp_path):
         write(root / f"SegmentationClassAug/{n}.png", np.array([[0, 15, 255, 21]], np.uint8).repeat(20, 0).repeat(8, 1)[:, :30])
     ds = open_dataset("voc", tmp_path, "trainaug")
     assert len(ds) == 2
-    assert set(np.unique(ds[1].label)) == {0, 15, 255}  # 21 is no VOC class -> ignored
+    # 21 is no VOC class: refused, naming the file, the value and the class count (it was silently ignored)
+    with pytest.raises(DatasetError, match=r"2008_000003\.png: holds the value 21, which is no class of this 21-class"):
+        ds[1]
     with pytest.raises(DatasetError, match=r"val\.txt does not exist \(lists here: trainaug"):
         open_dataset("voc", tmp_path, "val")
     (root / "ImageSets/Segmentation/val.txt").write_text("2008_000099\n")
@@ -122,7 +124,8 @@ def test_ade20k_shifts_labels_and_ignores_zero(tmp_path):
     write(root / "annotations/training/ADE_train_00000001.png", np.full((20, 30), 151, np.uint8))
     label = open_dataset("ade20k", tmp_path, "val")[0].label
     assert list(label[0, ::8]) == [255, 0, 1, 149]
-    assert (open_dataset("ade20k", root, "train")[0].label == 255).all()  # 151 is not an ADE class
+    with pytest.raises(DatasetError, match=r"ADE_train_00000001\.png: holds the value 151, .*150-class"):
+        open_dataset("ade20k", root, "train")[0]  # 151 is not an ADE class: refused (it was silently ignored)
 
 
 # --- CamVid (SegNet layout) and errors ----------------------------------------------------------------------

@@ -530,6 +530,7 @@ NOT_RUN_BENCHMARKS = {
     "host_overhead.py": "exports r18 at 512x1024 and 360x480 (a minute)",
     "int8_accuracy.py": "a trained checkpoint, CamVid, INT8 calibration and validation",
     "int8_cpu.py": "exports at 360x480, calibration, timed runs (minutes)",
+    "own_data_e2e.py": "CamVid relaid as a folder data set, trains for minutes, then every stage at 360x480",
     "quant_speed.py": "no --out (writes into benchmarks/results/); r50 at 512x1024 by default",
     "quantizer_compare.py": "a trained checkpoint, CamVid, several quantizers",
     "raw_frame_parity.py": "exports and validates six artifacts (40 s at its smallest)",

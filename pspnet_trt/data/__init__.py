@@ -6,6 +6,18 @@ pixels are :data:`~pspnet_trt.zoo.IGNORE_INDEX` (255), and a name.
 
 from __future__ import annotations
 
-from .datasets import LAYOUTS, DatasetError, Sample, SegDataset, dataset_for_spec, open_dataset
+from .datasets import (
+    LAYOUTS,
+    DatasetError,
+    Sample,
+    SegDataset,
+    check_classes,
+    dataset_for_spec,
+    default_split,
+    is_folder_dataset,
+    open_dataset,
+    read_classes,
+)
 
-__all__ = ["LAYOUTS", "DatasetError", "Sample", "SegDataset", "dataset_for_spec", "open_dataset"]
+__all__ = ["LAYOUTS", "DatasetError", "Sample", "SegDataset", "check_classes", "dataset_for_spec", "default_split",
+           "is_folder_dataset", "open_dataset", "read_classes"]

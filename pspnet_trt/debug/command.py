@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="checkpoint for a zoo-name --reference")
     p.add_argument("--artifact", required=True, help="ONNX (FP16, INT8, ...) or TensorRT engine to examine")
     p.add_argument("--artifact-onnx", help="for an engine: the ONNX it was built from (default: its manifest's)")
-    p.add_argument("--data", help="dataset root in the zoo entry's layout (labelled images; needed by --fix)")
+    p.add_argument("--data", help="dataset root in the zoo entry's layout or a folder data set (labelled images; "
+                                  "needed by --fix)")
     p.add_argument("--split", help="dataset split (default: the zoo entry's evaluation split)")
     p.add_argument("--images", type=int, default=4, help="number of images (4)")
     p.add_argument("--images-dir", help="a folder of images instead of --data")

@@ -210,8 +210,9 @@ def export_zoo(name: str, out: Union[str, Path], checkpoint: Optional[Union[str,
         extra["random_seed"] = random_seed
         log.warning("%s: RANDOM weights (seed %d), as asked with --random-weights: the artifact predicts nothing "
                     "useful, and its metadata says so", name, random_seed)
-    info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, output=output, batch=batch,
-                                precision=precision, checkpoint_sha256=model.weights.sha256, extra=extra, **fmt)
+    info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, classes=model.weights.classes,
+                                output=output, batch=batch, precision=precision, checkpoint_sha256=model.weights.sha256,
+                                extra=extra, **fmt)
     return export_onnx(model, info, out, labels_dtype=labels_dtype)
 
 

@@ -19,7 +19,8 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 
 from ..calibration import CalibrationList  # noqa: F401  (re-exported: the list format lives in core)
-from ..data import SegDataset, dataset_for_spec
+from ..data import DatasetError, SegDataset, dataset_for_spec, default_split
+from ..data.datasets import read_dataset_image
 from ..errors import UserError
 from ..files import atomic_open
 from ..zoo import get_spec
@@ -56,6 +57,20 @@ def select_balanced(dataset: SegDataset, n: int, seed: int, num_classes: int) ->
     return chosen
 
 
+def check_images(dataset: SegDataset, indices: List[int]) -> None:
+    """Decode every image the list will name (``quantize`` reads them later): a corrupt or truncated one is named
+    here, in one line, not minutes into quantization."""
+    from tqdm import tqdm
+
+    for i in tqdm(indices, desc="calibrate: images", unit="img", leave=False):
+        path = dataset.items[i][0]
+        try:
+            read_dataset_image(path)
+        except OSError as e:
+            raise DatasetError(f"{e} (listed in {dataset.kind} split {dataset.split!r} under {dataset.root}): "
+                               "replace or remove it") from None
+
+
 def make_calibration_list(model: str, data: Union[str, Path], split: str = "train", num_images: int = 64,
                           seed: int = 0, out: Optional[Union[str, Path]] = None, force: bool = False,
                           input_size: Optional[Tuple[int, int]] = None, overwrite: bool = False) -> Path:
@@ -65,11 +80,12 @@ def make_calibration_list(model: str, data: Union[str, Path], split: str = "trai
     already at ``out`` (e.g. one committed to ``calibration/``) is left untouched when the new one says the
     same, and is replaced by a different one only with ``overwrite``: otherwise a one-line UserError."""
     spec = get_spec(model)
-    if split == spec.eval_split and not force:
+    if split == default_split(spec, data) and not force:
         raise UserError(f"refusing to calibrate on {split!r}, the split {model} is evaluated on: its mIoU would be "
                         "optimistic. Use the training split (--split train), or --force if you really mean it")
     dataset = dataset_for_spec(spec, data, split)
-    chosen = select_balanced(dataset, num_images, seed, spec.num_classes)
+    chosen = select_balanced(dataset, num_images, seed, dataset.num_classes)
+    check_images(dataset, chosen)
     root = Path(os.path.abspath(data))  # not resolve(): split folders may be symlinks to another disk
     out = Path(out) if out else CALIBRATION_DIR / f"{model}_{split}_n{num_images}_s{seed}.txt"
     lines = [f"# pspnet-trt calibration list: {model}, split {split}, {num_images} images, seed {seed}",

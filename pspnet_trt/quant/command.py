@@ -10,8 +10,9 @@ from ..deploy import FLOAT_PRECISIONS
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="pick a class-balanced calibration image list from the training split")
     p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="dataset root")
-    p.add_argument("--split", default="train")
+    p.add_argument("--data", required=True,
+                   help="dataset root in the zoo entry's layout, or a folder data set (classes.json, images/, masks/)")
+    p.add_argument("--split", default="train", help="the split the images are drawn from (default train)")
     p.add_argument("--num-images", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--input-size", help="HxW deploy size the list is for (recorded; `quantize` refuses an ONNX of "
@@ -70,12 +71,12 @@ def _quantize(args: argparse.Namespace) -> int:
     if not args.data:
         raise UserError("--mixed-budget measures mIoU on validation images: pass the dataset root with --data")
     from ..artifacts import read_onnx_info
-    from ..data import dataset_for_spec
+    from ..data import dataset_for_spec, default_split
     from ..zoo import get_spec
     from .sensitivity import mixed_precision
 
     spec = get_spec(read_onnx_info(args.onnx).model)
-    split = "val" if spec.eval_split != "val" else "train"  # never tune on the split we report on
+    split = "val" if default_split(spec, args.data) != "val" else "train"  # never tune on the split we report on
     out = Path(args.out)
     best = out.with_name(f"{out.stem}.over_budget{out.suffix}")  # renamed to --out only if the budget is met
     result = mixed_precision(args.onnx, calibration, dataset_for_spec(spec, args.data, split), args.mixed_budget,

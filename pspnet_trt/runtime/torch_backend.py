@@ -52,8 +52,8 @@ class TorchBackend(Backend):
 
         spec = get_spec(name)
         model = create_model(name, checkpoint, random_weights=random_weights, seed=seed, num_classes=num_classes)
-        info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, output=output, batch=batch,
-                                    checkpoint_sha256=model.weights.sha256)
+        info = DeployInfo.from_spec(spec, input_size=input_size, num_classes=num_classes, classes=model.weights.classes,
+                                    output=output, batch=batch, checkpoint_sha256=model.weights.sha256)
         return cls(model, info, device=device, threads=threads)
 
     def forward(self, x: Any) -> Dict[str, Any]:

@@ -10,7 +10,9 @@ import pathlib
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a zoo model (sssegmentation recipe; DDP under torchrun)")
     p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="dataset root in the zoo entry's layout")
+    p.add_argument("--data", required=True,
+                   help="dataset root in the zoo entry's layout, or your own folder data set (classes.json, "
+                        "images/<split>/, masks/<split>/): the heads are built for its classes")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=0, help="default: the recipe's")
     length.add_argument("--iters", type=int, help="total iterations (instead of epochs)")
@@ -47,9 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-images", type=int, help="use the first N training images")
     p.add_argument("--eval-every", type=int, default=10, help="evaluate every N epochs (0: at the end only)")
     p.add_argument("--eval-limit", type=int, help="evaluation images")
+    p.add_argument("--eval-split", help="the split evaluated (and best checkpoint picked) on; default: the recipe's "
+                                        "(a folder data set: val)")
     p.add_argument("--threads", type=int, help="torch threads per process")
     p.add_argument("--load-from", help="start from this checkpoint's weights (strict; fp16 cast to fp32) with a fresh "
-                                       "optimizer at iteration 0, e.g. to fine-tune; --resume takes precedence")
+                                       "optimizer at iteration 0, e.g. to fine-tune; a checkpoint of another class "
+                                       "count loads all but its classifier layers; --resume takes precedence")
     p.add_argument("--ppm-channels", type=int, help=argparse.SUPPRESS)  # width overrides for tests
     p.add_argument("--aux-channels", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=_train)
@@ -70,7 +75,8 @@ def _train(args: argparse.Namespace) -> int:
         workers=args.workers, seed=args.seed, resume=args.resume, max_minutes=args.max_minutes,
         budget_mode=args.budget_mode, keep=args.keep, pretrained=args.pretrained, augment=args.augment or "",
         bf16=args.bf16, channels_last=args.channels_last,
-        limit_images=args.limit_images, eval_every=args.eval_every, eval_limit=args.eval_limit, threads=args.threads,
+        limit_images=args.limit_images, eval_every=args.eval_every, eval_limit=args.eval_limit,
+        eval_split=args.eval_split, threads=args.threads,
         ppm_channels=args.ppm_channels, aux_channels=args.aux_channels,
         load_from=Path(args.load_from) if args.load_from else None,
     )

@@ -62,7 +62,7 @@ class TrainConfig:
     limit_images: Optional[int] = None  # first N training images
     eval_every: int = 10  # epochs; 0 = only at the end
     eval_limit: Optional[int] = None  # evaluation images
-    eval_split: Optional[str] = None
+    eval_split: Optional[str] = None  # None = the recipe's (a folder data set: val)
     threads: Optional[int] = None  # torch threads per process
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -85,6 +85,7 @@ class TrainConfig:
         an H200: r18_os8_camvid at 360x480, batch 16, float16 autocast: 713.0 images/s a step against 348.9 in
         NCHW; r50_os8_cityscapes at 512x1024: x3.06) and to the recipe's choice on CPUs (off: measured no gain
         there, see CPU_OVERRIDES)."""
+        from ..data import default_split
         from ..errors import UserError
 
         spec = self.spec
@@ -102,7 +103,7 @@ class TrainConfig:
             data=Path(self.data), work_dir=Path(self.work_dir),
             epochs=self.epochs or recipe["epochs"], batch_size=self.batch_size or recipe["batch_size"],
             lr=recipe["lr"] if self.lr is None else float(self.lr), crop=tuple(self.crop) if self.crop[0] else tuple(recipe["crop"]),  # type: ignore[arg-type]
-            eval_split=self.eval_split or spec.eval_split,
+            eval_split=self.eval_split or default_split(spec, self.data),
             pretrained=self.pretrained or ("auto" if spec.config else "none"),
             augment=self.augment or recipe["augment"],
             bf16=recipe["bf16"] if self.bf16 is None else self.bf16,

@@ -43,12 +43,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..checkpoints import save_checkpoint
-from ..data import SegDataset, dataset_for_spec
+from ..checkpoints import classes_record, save_checkpoint
+from ..data import DatasetError, SegDataset, dataset_for_spec, default_split
 from ..errors import UserError
 from ..files import atomic_open, atomic_path, write_json
 from ..models import PSPNet
-from ..zoo import IGNORE_INDEX
+from ..zoo import IGNORE_INDEX, DatasetInfo
 from .augment import train_transform
 from .config import TrainConfig
 
@@ -97,14 +97,17 @@ def setup_distributed() -> Tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def build(cfg: TrainConfig) -> PSPNet:
-    """The model to train, in training mode, through the model door (:func:`pspnet_trt.models.create_model`):
-    ``--load-from`` weights (strictly; fp16 files are cast to the model's fp32; optimizer and iteration fresh),
-    else torch's initialisation (the backbone may then get ImageNet weights, see ``_init_backbone``)."""
+def build(cfg: TrainConfig, num_classes: Optional[int] = None) -> PSPNet:
+    """The model to train, in training mode, through the model door (:func:`pspnet_trt.models.create_model`), with
+    heads for ``num_classes`` (the data set's; default the zoo entry's): ``--load-from`` weights (strictly, but a
+    checkpoint of another class count leaves its classifier layers out; fp16 files are cast to the model's fp32;
+    optimizer and iteration fresh), else torch's initialisation (the backbone may then get ImageNet weights, see
+    ``_init_backbone``)."""
     from ..models import create_model
 
     model = create_model(cfg.model, cfg.load_from, random_weights=not cfg.load_from, seed=None,
-                         ppm_channels=cfg.ppm_channels, aux_channels=cfg.aux_channels)
+                         num_classes=num_classes or cfg.spec.num_classes, ppm_channels=cfg.ppm_channels,
+                         aux_channels=cfg.aux_channels, new_classifier=True)
     if cfg.load_from:
         log.info("initialised from %s (sha256 %s)", cfg.load_from, model.weights.sha256)
     return model.train()
@@ -130,9 +133,9 @@ def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device) -> float:
     spec = cfg.spec
     data = dataset_for_spec(spec, cfg.data, cfg.eval_split)
     n = min(cfg.eval_limit or len(data), len(data))
-    info = DeployInfo.from_spec(spec, output="logits", batch=None)
+    info = DeployInfo.from_spec(spec, output="logits", batch=None, num_classes=data.num_classes, classes=data.info)
     backend = TorchBackend(model, info, device=str(device))
-    metrics = SegMetrics(spec.num_classes)
+    metrics = SegMetrics(data.num_classes)
     for i in range(n):
         s = data[i]
         metrics.update(predict_images(backend, [s.image], sizes=[s.label.shape[:2]])[0], s.label)
@@ -170,6 +173,7 @@ class Run:
     elapsed_before: float = 0.0  # training seconds of earlier invocations (counted by budget mode "fit")
     epoch_losses: List[float] = field(default_factory=list)  # of the partly trained epoch, from the checkpoint
     pretrained: Optional[Dict[str, Any]] = None
+    classes: Optional[DatasetInfo] = None  # what the model predicts (the data set's), recorded in every checkpoint
     history: List[Dict[str, Any]] = field(default_factory=list)
     best_miou: Optional[float] = None
     ckpt_path: Optional[Path] = None
@@ -269,6 +273,7 @@ def _train_epochs(run: Run) -> Path:
 def setup(cfg: TrainConfig) -> Run:
     """Processes, threads, work dir and log, data, model (pretrained backbone or a resumed checkpoint), optimizer."""
     cfg = cfg.resolved("cuda" if torch.cuda.is_available() else "cpu")  # the device setup_distributed picks
+    inputs = check_inputs(cfg)  # data and start weights, before anything is written
     check_work_dir(cfg)  # on every rank, before anything is written
     rank, world, device = setup_distributed()
     if device.type == "cuda":
@@ -283,9 +288,8 @@ def setup(cfg: TrainConfig) -> Run:
         handler = logging.FileHandler(work / "train.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger("pspnet_trt").addHandler(handler)
-    torch.manual_seed(cfg.seed)
 
-    data = dataset_for_spec(cfg.spec, cfg.data, cfg.spec.train_split)
+    data = inputs.train
     if cfg.limit_images:
         data = data.subset(range(min(cfg.limit_images, len(data))))
     trainset = TrainSet(data, cfg)
@@ -301,7 +305,7 @@ def setup(cfg: TrainConfig) -> Run:
                else None)
     iters_per_epoch = len(trainset) // (per_rank * world)
     max_iters = cfg.iters or cfg.epochs * iters_per_epoch
-    model = build(cfg).to(device)
+    model = inputs.model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if world > 1 and device.type == "cuda":
@@ -311,7 +315,7 @@ def setup(cfg: TrainConfig) -> Run:
               iters_per_epoch=iters_per_epoch, max_iters=max_iters, epochs=math.ceil(max_iters / iters_per_epoch),
               model=model, ddp=model, optimizer=optimizer,
               scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" else None,
-              criterion=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX))
+              criterion=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX), classes=data.info)
     run.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16 if run.bf16 else None
     latest = work / LATEST
     load_from = getattr(cfg, "load_from", None)  # branch small's TrainConfig field
@@ -330,6 +334,34 @@ def setup(cfg: TrainConfig) -> Run:
     if world > 1:
         run.ddp = nn.parallel.DistributedDataParallel(model)
     return run
+
+
+@dataclass
+class Inputs:
+    """What a run reads, checked before it writes anything (:func:`check_inputs`)."""
+
+    train: SegDataset
+    eval: SegDataset
+    model: PSPNet  # built for the data set's classes, with the start weights (--load-from) loaded
+
+
+def check_inputs(cfg: TrainConfig) -> Inputs:
+    """Every split the run will read (training, and the evaluation split: ``--eval-split``, default the recipe's,
+    ``val`` for a folder data set) and the start weights (``--load-from``), checked in seconds, before the work
+    dir, a log or a checkpoint is written: a one-line UserError naming what to fix. ``cfg`` is resolved."""
+    spec = cfg.spec
+    train_data = dataset_for_spec(spec, cfg.data, default_split(spec, cfg.data, "train"))
+    try:
+        eval_data = dataset_for_spec(spec, cfg.data, cfg.eval_split)
+    except DatasetError as e:
+        given = " (the default)" if cfg.eval_split == default_split(spec, cfg.data) else ""
+        raise DatasetError(f"evaluation split {cfg.eval_split!r}{given}: {e}; pass --eval-split with a split "
+                           "that exists") from None
+    if eval_data.num_classes != train_data.num_classes:  # cannot happen in one folder, but a zoo layout may differ
+        raise DatasetError(f"the {cfg.eval_split!r} split has {eval_data.num_classes} classes, the training split "
+                           f"{train_data.num_classes}")
+    torch.manual_seed(cfg.seed)  # the model's initial weights are a function of the seed
+    return Inputs(train=train_data, eval=eval_data, model=build(cfg, train_data.num_classes))
 
 
 def check_work_dir(cfg: TrainConfig) -> None:
@@ -503,7 +535,10 @@ def train_epoch(run: Run, epoch: int, skip: int = 0) -> List[float]:
     t0 = time.perf_counter()
     while batch < run.iters_per_epoch and run.it < run.max_iters:
         t = time.perf_counter()
-        images, labels = next(run.loader)
+        try:
+            images, labels = next(run.loader)
+        except DatasetError as e:  # from a loader worker: its message, not the worker's traceback
+            raise DatasetError(worker_message(e)) from None
         run.wait_s += time.perf_counter() - t
         batch += 1
         run.loader_at = (epoch, batch) if batch < run.iters_per_epoch else (epoch + 1, 0)
@@ -521,6 +556,17 @@ def train_epoch(run: Run, epoch: int, skip: int = 0) -> List[float]:
     run.train_s += time.perf_counter() - t0
     bar.close()
     return losses
+
+
+def worker_message(error: Exception) -> str:
+    """The one-line message of an error raised in a loader worker: torch re-raises it in the trainer as "Caught
+    DatasetError in DataLoader worker process 0. Original Traceback ..." with the message on its last line."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), text)
+    name = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return last[len(name):] if last.startswith(name) else last.split(": ", 1)[-1]
 
 
 def cpu_has_bf16() -> bool:
@@ -573,6 +619,8 @@ def save(run: Run, epoch: int, epoch_batch: int, losses: List[float], record: Di
     extra: Dict[str, Any] = {}
     if run.pretrained:
         extra["pretrained"] = run.pretrained
+    if run.classes is not None:  # export, validate and predict name and colour the classes from it
+        extra["classes"] = classes_record(run.classes)
     if "miou" in record:
         extra["miou"] = record["miou"]
     if run.scaler is not None:  # CUDA: the loss scale and the GPU's RNG (dropout) continue where they were

@@ -16,10 +16,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "(or no artifact given: evaluation only, nothing gated); 1: at least one "
                                    "failed; 2: bad input.")
     p.add_argument("--model", required=True, help="zoo name (see `pspnet-trt zoo`)")
-    p.add_argument("--checkpoint", help="the model's checkpoint (default: the published one)")
+    p.add_argument("--checkpoint", help="the model's checkpoint (default: the published one); one written by "
+                                        "`pspnet-trt train` brings its class names and count")
     p.add_argument("--num-classes", type=int, help="for a checkpoint fine-tuned to another class count")
-    p.add_argument("--data", required=True, help="dataset root in the zoo entry's layout")
-    p.add_argument("--split", help="default: the zoo entry's evaluation split")
+    p.add_argument("--data", required=True,
+                   help="dataset root in the zoo entry's layout, or a folder data set (classes.json, images/, masks/)")
+    p.add_argument("--split", help="default: the zoo entry's evaluation split (a folder data set: val)")
     p.add_argument("--onnx", action="append", default=[], help="ONNX artifact (repeatable)")
     p.add_argument("--engine", action="append", default=[], help="TensorRT engine (repeatable)")
     p.add_argument("--input-size", help="HxW for PyTorch when no artifact is given (default: deploy size)")

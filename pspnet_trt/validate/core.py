@@ -325,12 +325,15 @@ def open_reference(model: str, artifacts: Sequence[Backend], *, checkpoint: Opti
     """The PyTorch model ``model`` as the reference of ``artifacts``: each is checked against the zoo entry
     (model, classes, input size, normalisation, mode) before the checkpoint is loaded; then the reference is
     built at their input size (or ``input_size``, or the deploy size) with :func:`reference_output`."""
+    from ..checkpoints import checkpoint_classes
     from ..runtime.torch_backend import TorchBackend
     from ..zoo import get_spec
 
     spec = get_spec(model)
     size = input_size or (tuple(artifacts[0].info.input_size) if artifacts else None)
-    expected = DeployInfo.from_spec(spec, input_size=size, num_classes=num_classes)  # type: ignore[arg-type]
+    classes = checkpoint_classes(checkpoint) if checkpoint is not None else None  # what a trained checkpoint predicts
+    expected = DeployInfo.from_spec(spec, input_size=size, num_classes=num_classes,  # type: ignore[arg-type]
+                                    classes=classes)
     for a in artifacts:  # before the (possibly downloaded) checkpoint is loaded
         check_info(expected, a.info, describe(a))
         check_mode(a, mode)
@@ -369,7 +372,7 @@ def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: 
     otherwise. ``threads``: CPU threads of ONNX Runtime and PyTorch. ``record``: store each artifact's verdict
     with it (:func:`write_records`). Other keywords go to :func:`validate`.
     """
-    from ..data import dataset_for_spec
+    from ..data import check_classes, dataset_for_spec, is_folder_dataset
     from ..zoo import get_spec
 
     spec = get_spec(model)
@@ -379,6 +382,8 @@ def validate_artifacts(model: str, artifacts: Sequence[Union[str, Path]], data: 
         opened += open_artifacts(artifacts, device, threads)
         reference = open_reference(model, opened, checkpoint=checkpoint, device=device, input_size=input_size,
                                    num_classes=num_classes, threads=threads, mode=kwargs.get("mode", "whole"))
+        if is_folder_dataset(data):  # its masks are read against its own class list: it must be the model's
+            check_classes(dataset, reference.info.num_classes, reference.info.class_names)
         kwargs.setdefault("fit", spec.eval_resize)
         report = validate(reference, opened, dataset, **kwargs)
         if record:
