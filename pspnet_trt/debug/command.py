@@ -36,9 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _debug(args: argparse.Namespace) -> int:
+    from ..files import check_outputs
     from . import debug_artifacts
     from .report import summary_line
 
+    report = [f"{args.report}/{f}" for f in ("debug.json", "debug.md", "error_per_layer.png")] if args.report else []
+    check_outputs([args.out, *report], [args.reference, args.artifact, args.artifact_onnx, args.checkpoint,
+                                        args.calibration])
     comparison, fix = debug_artifacts(
         args.reference, args.artifact, data=args.data, images=args.images, images_dir=args.images_dir,
         split=args.split, checkpoint=args.checkpoint, artifact_onnx=args.artifact_onnx, report_dir=args.report,

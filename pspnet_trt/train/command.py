@@ -6,6 +6,8 @@ import argparse
 import json
 import pathlib
 
+from ..values import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a zoo model (sssegmentation recipe; DDP under torchrun)")
@@ -47,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-images", type=int, help="use the first N training images")
     p.add_argument("--eval-every", type=int, default=10, help="evaluate every N epochs (0: at the end only)")
     p.add_argument("--eval-limit", type=int, help="evaluation images")
-    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--threads", type=positive_int, help="torch threads per process")
     p.add_argument("--load-from", help="start from this checkpoint's weights (strict; fp16 cast to fp32) with a fresh "
                                        "optimizer at iteration 0, e.g. to fine-tune; --resume takes precedence")
     p.add_argument("--ppm-channels", type=int, help=argparse.SUPPRESS)  # width overrides for tests
