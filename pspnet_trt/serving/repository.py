@@ -22,6 +22,7 @@ Three kinds of model:
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from .. import artifacts
 from ..deploy import METADATA_KEY, DeployInfo
 from ..errors import UserError
-from ..files import STAGING, check_outputs, exclusive_lock, write_json
+from ..files import STAGING, check_outputs, exclusive_lock, stale_staging, write_json
 from ..runtime.device import parse_device
 
 log = logging.getLogger(__name__)
@@ -508,13 +509,11 @@ def recover_repository(out: Union[str, Path], locked: bool = False) -> None:
     missing, a kill between its two renames, is put back). Run by every ``triton`` write and before ``serve``."""
     out = Path(out)
     if not locked:
-        if not out.is_dir():
-            return
+        if not _left_over(out) and not stale_staging(out):
+            return  # nothing to set right: no lock taken (a read-only repository serves as it is)
         with exclusive_lock(_lock_path(out), wait=True):
             return recover_repository(out, locked=True)
-    for staging in sorted(out.parent.glob(f".{glob_escape(out.name)}.*{STAGING_SUFFIX}")):
-        if not re.fullmatch(rf"\.{re.escape(out.name)}\.[0-9a-f]{{12}}{re.escape(STAGING_SUFFIX)}", staging.name):
-            continue
+    for staging in _left_over(out):
         if (staging / JOURNAL).is_file():
             log.info("completing the interrupted write of %s (%s)", out, staging.name)
             _commit(staging, out)
@@ -536,8 +535,10 @@ def recover_repository(out: Union[str, Path], locked: bool = False) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
+def _left_over(out: Path) -> List[Path]:
+    """The staging folders of ``out``'s writes (beside it) that a kill left."""
+    name = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{12}}{re.escape(STAGING_SUFFIX)}")
+    return sorted(p for p in out.parent.glob(f".{glob.escape(out.name)}.*{STAGING_SUFFIX}") if name.fullmatch(p.name))
 
 
 def model_readme(art: ArtifactIO, cfg: ModelConfig) -> str:
