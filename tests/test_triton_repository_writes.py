@@ -13,6 +13,7 @@ import pytest
 from pspnet_trt.cli import main as cli
 from pspnet_trt.serving import RepoOptions, write_repository
 from pspnet_trt.serving import repository as repo_mod
+from pspnet_trt.serving.staging import STAGING_SUFFIX, recover_repository
 
 
 def tree(root: Path) -> dict:
@@ -87,15 +88,15 @@ def test_an_interrupted_multi_model_write_is_completed_by_the_next_run(two_model
             raise KeyboardInterrupt  # stands for the kill: nothing after it runs
         return real(src, dst)
 
-    monkeypatch.setattr(repo_mod.os, "replace", killed_after_the_first_model)
+    monkeypatch.setattr(os, "replace", killed_after_the_first_model)
     with pytest.raises(KeyboardInterrupt):
         write_repository([a, b], repo)  # onnxruntime models now
     monkeypatch.undo()
     assert sorted(p.name for p in repo.iterdir()) == ["a", "b"]  # nothing Triton would load as a model
     assert backends(repo) == {"a": "onnxruntime", "b": "python"}  # half done
-    staged = [p.name for p in repo.parent.iterdir() if p.name.endswith(repo_mod.STAGING_SUFFIX)]
+    staged = [p.name for p in repo.parent.iterdir() if p.name.endswith(STAGING_SUFFIX)]
     assert len(staged) == 1, staged  # outside the repository, with its journal
-    repo_mod.recover_repository(repo)  # what `triton` and `serve` run first
+    recover_repository(repo)  # what `triton` and `serve` run first
     assert backends(repo) == {"a": "onnxruntime", "b": "onnxruntime"}
     assert not [p for p in repo.parent.iterdir() if p.name.startswith(".repo.")]
 

@@ -22,7 +22,6 @@ Three kinds of model:
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
@@ -36,8 +35,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from .. import artifacts
 from ..deploy import METADATA_KEY, DeployInfo
 from ..errors import UserError
-from ..files import STAGING, check_outputs, exclusive_lock, stale_staging, write_json
+from ..files import check_outputs, exclusive_lock, write_json
 from ..runtime.device import parse_device
+from .staging import JOURNAL, STAGING_SUFFIX, commit, lock_path, recover_repository
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +421,7 @@ def write_repository(artifacts_: Sequence[Union[str, Path]], out: Union[str, Pat
     for d in dirs:
         check_replaceable(d)
     out.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(_lock_path(out), busy=f"another `pspnet-trt triton` writes {out}; wait for it to end"):
+    with exclusive_lock(lock_path(out), busy=f"another `pspnet-trt triton` writes {out}; wait for it to end"):
         recover_repository(out, locked=True)
         for d in dirs:
             check_replaceable(d)  # again, under the lock
@@ -437,21 +437,13 @@ def write_repository(artifacts_: Sequence[Union[str, Path]], out: Union[str, Pat
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _commit(staging, out)
+        commit(staging, out)
     for model_dir, (_, cfg) in zip(dirs, plans):
         log.info("wrote %s (%s, max_batch_size %d)", model_dir, cfg.platform or cfg.backend, cfg.max_batch_size)
         if cfg.platform:
             log.info("%s: %s for servers with that backend (NVIDIA's Triton containers); the bundled `pspnet-trt "
                      "serve` loads only --backend python models", model_dir, cfg.platform)
     return dirs
-
-
-STAGING_SUFFIX = ".triton-staging"
-JOURNAL = "commit.json"
-
-
-def _lock_path(out: Path) -> Path:
-    return out.parent / f".{out.name}.triton.lock"
 
 
 def written_here(model_dir: Path) -> bool:
@@ -481,64 +473,6 @@ def _fill_synced(model_dir: Path, art: ArtifactIO, cfg: ModelConfig, opts: RepoO
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-
-
-def _commit(staging: Path, out: Path) -> None:
-    """Move every model dir the journal in ``staging`` names into ``out`` (the earlier one, if any, into
-    ``staging/old``), then remove ``staging``. Idempotent: a commit interrupted at any point is completed by
-    running it again."""
-    names = json.loads((staging / JOURNAL).read_text())["models"]
-    old = staging / "old"
-    old.mkdir(exist_ok=True)
-    for name in names:
-        new, target = staging / "new" / name, out / name
-        if not new.exists():  # already moved in
-            continue
-        if target.exists() or target.is_symlink():
-            if (old / name).exists():
-                shutil.rmtree(old / name)
-            os.replace(target, old / name)
-        os.replace(new, target)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def recover_repository(out: Union[str, Path], locked: bool = False) -> None:
-    """What an interrupted write of ``out`` left, set right: a staging folder whose journal was written is committed
-    (every model of that write goes in), one without a journal is removed (none does); the ``.NAME.<hex>.part`` /
-    ``.old`` folders that earlier versions staged inside the repository are removed (an ``.old`` whose model dir is
-    missing, a kill between its two renames, is put back). Run by every ``triton`` write and before ``serve``."""
-    out = Path(out)
-    if not locked:
-        if not _left_over(out) and not stale_staging(out):
-            return  # nothing to set right: no lock taken (a read-only repository serves as it is)
-        with exclusive_lock(_lock_path(out), wait=True):
-            return recover_repository(out, locked=True)
-    for staging in _left_over(out):
-        if (staging / JOURNAL).is_file():
-            log.info("completing the interrupted write of %s (%s)", out, staging.name)
-            _commit(staging, out)
-        else:
-            log.info("removing %s, left by an interrupted write of %s (none of its models went in)", staging, out)
-            shutil.rmtree(staging, ignore_errors=True)
-    if not out.is_dir():
-        return
-    for p in sorted(out.iterdir()):
-        m = STAGING.fullmatch(p.name)
-        if not m or not p.is_dir() or p.is_symlink():
-            continue
-        target = out / m.group("name")
-        if p.name.endswith(".old") and not (target.exists() or target.is_symlink()) and MODEL_NAME.fullmatch(target.name):
-            log.info("putting back %s as %s (an interrupted replace left it aside)", p, target)
-            os.replace(p, target)
-        else:
-            log.info("removing %s, left by an interrupted write", p)
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _left_over(out: Path) -> List[Path]:
-    """The staging folders of ``out``'s writes (beside it) that a kill left."""
-    name = re.compile(rf"\.{re.escape(out.name)}\.[0-9a-f]{{12}}{re.escape(STAGING_SUFFIX)}")
-    return sorted(p for p in out.parent.glob(f".{glob.escape(out.name)}.*{STAGING_SUFFIX}") if name.fullmatch(p.name))
 
 
 def model_readme(art: ArtifactIO, cfg: ModelConfig) -> str:

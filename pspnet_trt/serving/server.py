@@ -85,7 +85,7 @@ def check_repository(repository: Union[str, Path]) -> List[Path]:
     model); else a UserError in one line naming the model and the command that fixes it. What an interrupted
     `pspnet-trt triton` left is set right first (:func:`~pspnet_trt.serving.repository.recover_repository`); any
     other hidden folder is named (Triton takes every folder of a repository for a model and refuses those names)."""
-    from .repository import recover_repository
+    from .staging import recover_repository
 
     repository = Path(repository)
     if not repository.is_dir():
