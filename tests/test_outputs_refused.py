@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def one_line_exit_2(capsys, argv) -> str:
     except SystemExit as e:  # argparse refuses a value while parsing
         rc = e.code
     err = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
-           if line.strip() and not line.startswith("predict images:")]  # predict's progress bar
+           if line.strip() and not re.search(r"\d+%\|", line)]  # progress bars (predict, calibrate)
     assert rc == 2, err
     assert len(err) == 1, err
     return err[0]
@@ -185,3 +186,14 @@ def test_predict_on_a_non_image_leaves_no_output_folder(tmp_path, tiny_onnx, cap
                                        str(bad)])
         assert "notes.png" in err, err
         assert not (tmp_path / "out").exists()
+
+
+def test_calibrate_never_writes_over_a_dataset_file(tmp_path, capsys):
+    data = tmp_path / "camvid"
+    shutil.copytree(SAMPLE, data)
+    image = sorted((data / "test").iterdir())[0]
+    before = snapshot(tmp_path)
+    err = one_line_exit_2(capsys, ["calibrate", "--model", "r18_os8_camvid", "--data", str(data), "--split", "test",
+                                   "--force", "--num-images", "1", "--overwrite", "--out", str(image)])
+    assert "is also an input" in err and image.name in err, err
+    assert snapshot(tmp_path) == before
