@@ -10,6 +10,7 @@ this module, and no other module tests a suffix or parses metadata:
     batch_range(path)         -> (1, None)       (static n: (n, n); a dynamic engine: (1, its --max-batch))
     record_path(path)         -> where its validation record lives
     check_file(path)          -> a UserError naming a missing, truncated or non-ONNX file
+    check_out(out, "onnx", inputs=[...]) -> a UserError for an output of the wrong kind, or one of the inputs
 
 Core module: json and the standard library only (no onnx, onnxruntime or tensorrt), so a TensorRT-only
 install reads everything.
@@ -27,6 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .deploy import ARTIFACT_PRECISIONS, BUILD_PRECISIONS, METADATA_KEY, DeployInfo, json_problem
 from .errors import UserError
+from .files import check_outputs
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -36,7 +38,7 @@ KINDS = ("onnx", "engine")
 
 __all__ = ["ARTIFACT_PRECISIONS", "BUILD_PRECISIONS", "ENGINE_SUFFIXES", "KINDS", "ONNX_SUFFIX", "EngineMismatch",
            "GpuInfo", "Manifest", "check_engine_file", "check_manifest", "parse_version", "same_engine_version",
-           "batch_range", "check_file", "is_onnx", "kind", "kind_or_none", "manifest_path",
+           "batch_range", "check_file", "check_out", "is_onnx", "kind", "kind_or_none", "manifest_path",
            "read_info", "read_json_object", "read_manifest", "read_onnx_info", "read_onnx_metadata", "record_path", "attach_metadata",
            "save_onnx"]
 
@@ -341,6 +343,18 @@ def check_file(path: PathLike) -> str:
     else:
         read_manifest(path)
     return k
+
+
+def check_out(out: PathLike, kind_: str, inputs: Any = (), also: Any = ()) -> Path:
+    """``out`` as the output artifact of kind ``kind_`` ("onnx" or "engine") of a command reading ``inputs``:
+    a one-line UserError when its name is not of that kind, or when it (or a file in ``also`` the command writes
+    beside it) is one of the inputs (:func:`pspnet_trt.files.check_outputs`)."""
+    out = Path(out)
+    if kind_or_none(out) != kind_:
+        want = ONNX_SUFFIX if kind_ == "onnx" else "/".join(ENGINE_SUFFIXES)
+        raise UserError(f"output {out} is not a {want} file name: pass --out NAME{want.split('/')[0]}")
+    check_outputs([out, *also], inputs)
+    return out
 
 
 def read_info(path: PathLike) -> DeployInfo:

@@ -32,7 +32,12 @@ class CalibrationList:
         if not path.is_file():
             raise UserError(f"calibration list {path} does not exist; make one with `pspnet-trt calibrate`")
         header_root, rel, size = None, [], None
-        for line in path.read_text().splitlines():
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not a calibration list (a text file of image paths; this one is binary): "
+                            "pass the list `pspnet-trt calibrate` wrote") from None
+        for line in text.splitlines():
             if line.startswith("# root:"):
                 header_root = line.split(":", 1)[1].strip()
             elif line.startswith("# input-size:"):

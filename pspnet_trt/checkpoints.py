@@ -15,6 +15,7 @@ Checkpoints written by ``pspnet-trt train`` also record what the model predicts 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import UserError
-from .files import PathLike, atomic_path, sha256_file
+from .files import Locked, PathLike, atomic_path, exclusive_lock, sha256_file
 from .zoo import MODEL_BASE_URL_ENV, DatasetInfo
 
 if TYPE_CHECKING:
@@ -276,7 +277,10 @@ def download(url: Union[str, Sequence[str]], dest: PathLike, sha256: Optional[st
     and resumes with an HTTP Range request to the same URL, never to another (two names or mirrors
     need not hold the same bytes); a body shorter than its Content-Length is resumed, never taken as
     complete; a range the server refuses (HTTP 416) restarts from zero. ``dest`` appears only once
-    complete and verified; then the other URLs' partial files are removed. On failure, one line
+    complete and verified (its size against what the server announced, and ``sha256`` where known); then the
+    other URLs' partial files are removed. Two processes downloading one URL take turns: each holds a lock on
+    that URL's partial file while it writes it (``<part>.lock``, removed after), and the one that waited finds
+    ``dest`` complete and fetches nothing. On failure, one line
     names every URL tried and what each answered; ``hint`` says what to do instead (default: fetch
     it elsewhere and pass ``--checkpoint PATH``).
     """
@@ -288,10 +292,17 @@ def download(url: Union[str, Sequence[str]], dest: PathLike, sha256: Optional[st
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     failures: List[Tuple[str, str]] = []
+    there = dest.stat().st_mtime_ns if dest.is_file() else None
     for candidate in urls:
         part = part_path(dest, candidate)
-        problem = _fetch_one(candidate, part, timeout, retries, progress, tqdm)
-        if problem is None:
+        with exclusive_lock(_lock_path(part), wait=True):
+            if dest.is_file() and dest.stat().st_mtime_ns != there:  # another process completed it meanwhile
+                log.info("%s was downloaded meanwhile by another process", dest)
+                return dest
+            problem = _fetch_one(candidate, part, timeout, retries, progress, tqdm)
+            if problem is not None:
+                failures.append((candidate, problem))
+                continue
             if sha256:
                 got = sha256_file(part)
                 if got != sha256.lower():
@@ -300,11 +311,12 @@ def download(url: Union[str, Sequence[str]], dest: PathLike, sha256: Optional[st
                                         "file was removed")
             os.replace(part, dest)
             log.info("fetched %s -> %s", candidate, dest)
-            # partial bodies of the other URLs, and the one shared .part of older versions, are of no use now
-            for stale in [part_path(dest, u) for u in urls] + [dest.with_name(dest.name + ".part")]:
-                stale.unlink(missing_ok=True)
-            return dest
-        failures.append((candidate, problem))
+        # partial bodies of the other URLs, and the one shared .part of older versions, are of no use now
+        for other in [part_path(dest, u) for u in urls if u != candidate]:
+            with contextlib.suppress(Locked), exclusive_lock(_lock_path(other)):  # not one another process writes
+                other.unlink(missing_ok=True)
+        dest.with_name(dest.name + ".part").unlink(missing_ok=True)
+        return dest
     tried = "; ".join(f"{u} ({problem})" for u, problem in failures)
     offline = all(problem.startswith(NO_ANSWER) for _, problem in failures)
     hint = hint or f"Download the file elsewhere and pass it with --checkpoint PATH, or copy it to {dest}."
@@ -318,6 +330,11 @@ NO_ANSWER = "no answer"
 def part_path(dest: Path, url: str) -> Path:
     """Where the partial download of ``dest`` from ``url`` is kept: ``<dest>.<12 hex of sha256(url)>.part``."""
     return dest.with_name(f"{dest.name}.{hashlib.sha256(url.encode()).hexdigest()[:12]}.part")
+
+
+def _lock_path(part: Path) -> Path:
+    """The lock a process holds while it writes ``part`` (see :func:`pspnet_trt.files.exclusive_lock`)."""
+    return part.with_name(part.name + ".lock")
 
 
 class _Incomplete(Exception):
@@ -372,6 +389,9 @@ def _download_part(url: str, part: Path, timeout: float, progress: bool, tqdm: A
         length = response.headers.get("Content-Length")
         expected = int(length) if length is not None and length.isdigit() else None
         total = expected + have if expected is not None else None
+        whole = response.headers.get("Content-Range", "").rsplit("/", 1)[-1]
+        if whole.isdigit():  # "bytes 100-199/200": the size of the whole file
+            total = int(whole)
         reader = _Progress(response, None)
         with open(part, "ab" if have else "wb") as f, tqdm(
             total=total, initial=have, unit="B", unit_scale=True, desc=part.name[: -len(".part")], disable=not progress
@@ -380,6 +400,10 @@ def _download_part(url: str, part: Path, timeout: float, progress: bool, tqdm: A
             shutil.copyfileobj(reader, f, 1 << 20)
     if expected is not None and reader.count != expected:  # the part file keeps what came: the retry resumes
         raise _Incomplete(f"the server sent {reader.count} of the {expected} bytes its Content-Length announced")
+    size = part.stat().st_size
+    if total is not None and size != total:  # the file, not just this response: it must be the whole download
+        part.unlink()
+        raise _Incomplete(f"the downloaded file holds {size} bytes, the server announced {total}; it was removed")
 
 
 class _Progress:

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 from .errors import UserError
 from .version import __version__
@@ -32,8 +32,15 @@ COMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """A bad command line is one line on stderr (the problem and where to look), exit 2, like a UserError."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pspnet-trt", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = Parser(prog="pspnet-trt", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"pspnet-trt {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

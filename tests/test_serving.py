@@ -119,7 +119,7 @@ def test_rewriting_a_model_dir_replaces_it_whole(tiny_onnx, tmp_path, monkeypatc
     (again,) = write_repository([tiny_onnx], tmp_path / "repo", RepoOptions(name="seg"))
     assert again == first and parse_config(again).platform == "onnxruntime_onnx"
     assert sorted(str(p.relative_to(again)) for p in again.rglob("*")) == [
-        "1", "1/model.onnx", "README.md", "config.pbtxt", "labels.txt"]
+        "1", "1/model.onnx", "README.md", "config.pbtxt", "labels.txt", "pspnet-trt.json"]
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["seg"]  # no temporary dirs left
 
 

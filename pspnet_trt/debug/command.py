@@ -37,9 +37,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _debug(args: argparse.Namespace) -> int:
+    from ..artifacts import check_out
+    from ..files import check_outputs
     from . import debug_artifacts
     from .report import summary_line
 
+    inputs = [args.reference, args.artifact, args.artifact_onnx, args.checkpoint, args.calibration]
+    report = [f"{args.report}/{f}" for f in ("debug.json", "debug.md", "error_per_layer.png")] if args.report else []
+    check_outputs(report, inputs, fix="pass another --report folder")
+    if args.out:  # the fixed artifact is an ONNX
+        check_out(args.out, "onnx", inputs=inputs)
     comparison, fix = debug_artifacts(
         args.reference, args.artifact, data=args.data, images=args.images, images_dir=args.images_dir,
         split=args.split, checkpoint=args.checkpoint, artifact_onnx=args.artifact_onnx, report_dir=args.report,

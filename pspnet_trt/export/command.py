@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..deploy import FLOAT_PRECISIONS
+from ..values import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="labels: HxW uint8 map (ArgMax in the graph); logits: CxHxW float32")
     p.add_argument("--labels-dtype", choices=("uint8", "int32"), default="uint8",
                    help="dtype of the labels output (int32 for TensorRT 8.5/8.6, which cannot cast to uint8)")
-    p.add_argument("--num-classes", type=int, help="override the zoo's class count (fine-tuned checkpoints)")
+    p.add_argument("--num-classes", type=positive_int, help="override the zoo's class count (fine-tuned checkpoints)")
     add_input_format_options(p)
     p.add_argument("--out", required=True, help="output .onnx path")
     p.set_defaults(func=_export)
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True)
     add_weights_options(p, "the checkpoint the ONNX was exported from",
                         "the seed it was exported with (default: the one its metadata records)")
-    p.add_argument("--num-classes", type=int)
+    p.add_argument("--num-classes", type=positive_int)
     p.add_argument("--onnx", required=True, help="file exported by `pspnet-trt export` (any output: labels are compared as labels)")
     p.add_argument("--images", nargs="*", help="image files (default: random inputs)")
     p.add_argument("--min-agreement", type=float, default=0.99999, help="exit 1 below this argmax agreement")
@@ -83,10 +84,10 @@ def _export(args: argparse.Namespace) -> int:
 
     out = export_zoo(
         args.model, args.out, checkpoint=args.checkpoint,
-        input_size=parse_size(args.input_size) if args.input_size else None, output=args.output,
+        input_size=parse_size(args.input_size, "--input-size") if args.input_size else None, output=args.output,
         precision=args.precision, batch=None if args.dynamic_batch else args.batch, num_classes=args.num_classes,
         labels_dtype=args.labels_dtype, random_seed=random_seed(args), input_format=args.input_format,
-        frame_size=parse_size(args.frame_size) if args.frame_size else None, frame_upsample=args.frame_upsample,
+        frame_size=parse_size(args.frame_size, "--frame-size") if args.frame_size else None, frame_upsample=args.frame_upsample,
         random_weights=args.random_weights,
     )
     print(out)
@@ -96,12 +97,18 @@ def _export(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from ..artifacts import read_onnx_info
     from ..errors import UserError
-    from ..files import write_json
+    from ..files import check_outputs, write_json
     from ..models import create_model
     from ..preprocess import read_image
     from . import check_export
 
+    check_outputs([args.json], [args.onnx, args.checkpoint, *(args.images or [])], fix="pass another --json")
     info = read_onnx_info(args.onnx)
+    if info.model != args.model:  # before any checkpoint is resolved (a zoo name downloads its published one)
+        raise UserError(f"{args.onnx} was exported from {info.model}, not {args.model}: pass --model {info.model}")
+    if args.num_classes is not None and args.num_classes != info.num_classes:
+        raise UserError(f"{args.onnx} has {info.num_classes} classes, not --num-classes {args.num_classes}: pass "
+                        f"--num-classes {info.num_classes}")
     if (info.checkpoint_sha256 is None) != args.random_weights:
         fix = ("add --random-weights (the seed is read from its metadata)" if info.checkpoint_sha256 is None else
                "drop --random-weights and pass the --checkpoint it was exported from")

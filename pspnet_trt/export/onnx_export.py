@@ -19,10 +19,11 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple, Union
 
-from ..artifacts import attach_metadata, save_onnx
+from ..artifacts import attach_metadata, check_out, save_onnx
 from ..deploy import FLOAT_PRECISIONS, PREPROCESS_SCOPE, DeployInfo
 from ..deps import require
 from ..errors import UserError
+from ..sizes import check_size
 
 if TYPE_CHECKING:
     import onnx
@@ -202,7 +203,12 @@ def export_zoo(name: str, out: Union[str, Path], checkpoint: Optional[Union[str,
     from ..zoo import get_spec
 
     check_batch(batch)
+    if num_classes is not None and num_classes < 1:
+        raise UserError(f"--num-classes {num_classes}: a model has at least 1 class; pass the checkpoint's class count")
+    if input_size is not None:
+        check_size(input_size, "--input-size")
     spec = get_spec(name)
+    check_out(out, "onnx", inputs=[checkpoint])  # never over the checkpoint it reads
     fmt = raw_frame_options(input_format, frame_size, frame_upsample, output)  # bad flags fail before any download
     model = create_model(name, checkpoint, random_weights=random_weights, seed=random_seed, num_classes=num_classes)
     extra: Dict[str, Any] = {}
@@ -233,7 +239,8 @@ def raw_frame_options(input_format: str = "normalized", frame_size: Optional[Tup
             raise UserError("--input-format bgr8 needs --frame-size HxW (the camera frame size, e.g. 1024x2048)")
         if output != "labels":
             raise UserError(f"--input-format bgr8 writes labels at the frame size: drop --output {output}")
-        return {"input_format": input_format, "frame_size": tuple(frame_size), "frame_upsample": frame_upsample}
+        return {"input_format": input_format, "frame_size": check_size(frame_size, "--frame-size"),
+                "frame_upsample": frame_upsample}
     if frame_size is not None:
         raise UserError(f"--frame-size is for --input-format bgr8 (got --input-format {input_format})")
     return {"input_format": input_format}

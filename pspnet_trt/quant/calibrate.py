@@ -22,7 +22,7 @@ from ..calibration import CalibrationList  # noqa: F401  (re-exported: the list 
 from ..data import DatasetError, SegDataset, dataset_for_spec, default_split
 from ..data.datasets import read_dataset_image
 from ..errors import UserError
-from ..files import atomic_open
+from ..files import atomic_open, check_outputs
 from ..zoo import get_spec
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ def make_calibration_list(model: str, data: Union[str, Path], split: str = "trai
         image = Path(os.path.abspath(dataset.items[i][0]))
         lines.append(str(image.relative_to(root) if root in image.parents else image))  # outside the root: absolute
     text = "".join(f"{line}\n" for line in lines)
+    check_outputs([out], [p for item in dataset.items for p in item[:2]], fix="pass another --out")  # --overwrite too
     if out.is_file():
         if out.read_text() == text:
             log.info("%s is up to date (the same %d images): left as it is", out, len(chosen))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..deploy import FLOAT_PRECISIONS
+from ..values import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True,
                    help="dataset root in the zoo entry's layout, or a folder data set (classes.json, images/, masks/)")
     p.add_argument("--split", default="train", help="the split the images are drawn from (default train)")
-    p.add_argument("--num-images", type=int, default=64)
+    p.add_argument("--num-images", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--input-size", help="HxW deploy size the list is for (recorded; `quantize` refuses an ONNX of "
                                         "another size). Images are preprocessed from the ONNX's own metadata")
@@ -59,11 +60,16 @@ def _quantize(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from ..artifacts import check_out
     from ..errors import UserError
     from ..files import atomic_open, write_json
     from .calibrate import CalibrationList
     from .qdq import quantize_onnx
 
+    out = Path(args.out)
+    best = out.with_name(f"{out.stem}.over_budget{out.suffix}")  # --mixed-budget: renamed to --out only if met
+    beside = [best, out.with_suffix(".mixed.json"), out.with_suffix(".mixed.md")] if args.mixed_budget is not None else []
+    check_out(out, "onnx", inputs=[args.onnx, args.calibration], also=beside)
     calibration = CalibrationList.read(args.calibration, args.data)
     if args.mixed_budget is None:
         print(quantize_onnx(args.onnx, calibration, args.out, args.method, target=args.target))
@@ -77,8 +83,6 @@ def _quantize(args: argparse.Namespace) -> int:
 
     spec = get_spec(read_onnx_info(args.onnx).model)
     split = "val" if default_split(spec, args.data) != "val" else "train"  # never tune on the split we report on
-    out = Path(args.out)
-    best = out.with_name(f"{out.stem}.over_budget{out.suffix}")  # renamed to --out only if the budget is met
     result = mixed_precision(args.onnx, calibration, dataset_for_spec(spec, args.data, split), args.mixed_budget,
                              best, args.method, args.mixed_images, args.max_float, float_dtype=args.float_dtype,
                              target=args.target)

@@ -330,8 +330,9 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
     require("onnxruntime", "quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from ..artifacts import attach_metadata, save_onnx
+    from ..artifacts import attach_metadata, check_out, save_onnx
 
+    check_out(out, "onnx", inputs=[onnx_path])
     if method not in METHODS:
         raise UserError(f"--method must be one of {METHODS}, got {method!r}")
     if target not in TARGETS:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..values import unit_interval
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment images, a folder, a video file, a camera or an RTSP/HTTP stream")
@@ -12,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "samples/ for r18_os8_camvid, else the published one)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N (see Segmenter.open)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--alpha", type=unit_interval, default=0.5, help="overlay opacity, 0 to 1")
     p.add_argument("--resize", choices=("stretch", "keep_ratio"),
                    help="how images of another aspect ratio reach the input (default: the zoo entry's test resize)")
     p.add_argument("--labels", action="store_true",
@@ -28,11 +30,12 @@ def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .segmenter import Segmenter
-    from .streams import check_queue_size, open_source, run_pipeline, run_plain
+    from .streams import check_not_inputs, check_queue_size, open_source, run_pipeline, run_plain
 
     check_queue_size(args.queue)
     source = open_source(args.inputs)
     out = Path(args.out)
+    check_not_inputs(source, out)  # before the model is opened
     with Segmenter.open(args.model, device=args.device, checkpoint=args.checkpoint, resize=args.resize) as seg:
         print(seg)
         if args.no_pipeline:

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
+from ..files import check_outputs
 from ..preprocess import colorize, write_image
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,23 @@ def output_stems(images: Sequence[Path]) -> List[str]:
     return stems
 
 
+IMAGE_OUTPUTS = ("labels", "color", "overlay")  # <stem>_<what>.png per image
+
+
+def output_paths(source: Source, out: Path) -> List[Path]:
+    """The files ``predict`` names in ``out`` for ``source`` (a video's per-frame label maps aside: those are
+    numbered frames of a video input, never a file it reads)."""
+    if source.is_video:
+        return [out / f"{source.name}_overlay.mp4"]
+    return [out / f"{stem}_{what}.png" for stem in output_stems(source.images) for what in IMAGE_OUTPUTS]
+
+
+def check_not_inputs(source: Source, out: Path) -> None:
+    """Refuse (one line) an output path that is one of the inputs, e.g. ``--out D D/a.jpg D/a_overlay.png``."""
+    inputs = list(source.images) if not source.is_video else [Path(str(source.target))] if source.kind == "video" else []
+    check_outputs(output_paths(source, out), inputs, fix="pass another --out folder")
+
+
 def frames(source: Source, stop: Optional[threading.Event] = None) -> Iterator[Tuple[str, np.ndarray]]:
     """(output stem, BGR frame) pairs of ``source`` until it ends or ``stop`` is set."""
     if not source.is_video:
@@ -152,11 +170,11 @@ class Writer:
         self.video: Any = None
         self.video_path: Optional[Path] = None
         self.written = 0
-        out.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, image: np.ndarray, labels: np.ndarray) -> None:
         from ..preprocess import overlay
 
+        self.out.mkdir(parents=True, exist_ok=True)  # at the first result: a failed input leaves no empty folder
         blended = overlay(image, labels, self.palette, self.alpha)
         if self.source.is_video:
             if self.video is None:
@@ -215,6 +233,7 @@ def run_pipeline(seg: Any, source: Source, out: Path, alpha: float = 0.5, labels
     far is closed under its usual name.
     """
     queue_size = check_queue_size(queue_size)
+    check_not_inputs(source, Path(out))
     fps, count = video_props(source) if source.is_video else (30.0, len(source.images))
     writer = Writer(out, source, seg.palette, alpha, labels, fps)
     decoded: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -309,6 +328,7 @@ def run_pipeline(seg: Any, source: Source, out: Path, alpha: float = 0.5, labels
 def run_plain(seg: Any, source: Source, out: Path, alpha: float = 0.5, labels: bool = False,
               progress: bool = True) -> StreamStats:
     """The same work in one thread, one frame after the other (the baseline the pipeline is measured against)."""
+    check_not_inputs(source, Path(out))
     fps, count = video_props(source) if source.is_video else (30.0, len(source.images))
     writer = Writer(out, source, seg.palette, alpha, labels, fps)
     bar = _progress(source, count, progress)

@@ -8,8 +8,8 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("triton", help="Triton model repository from artifacts (tensorrt_plan, onnxruntime_onnx, python)")
     p.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help=".onnx or engine (.engine/.plan with its manifest)")
-    p.add_argument("--out", required=True, help="model repository folder (created; models are added to it; a model "
-                   "dir of the same name is replaced whole)")
+    p.add_argument("--out", required=True, help="model repository folder (created; models are added to it, all or none; "
+                   "a model dir of the same name that this command wrote is replaced whole, any other is refused)")
     p.add_argument("--name", help="model name, one folder name of letters, digits, _, - and . (one artifact; "
                    "default: the artifact's file name)")
     p.add_argument("--max-batch", type=int, help="max_batch_size (default: from the artifact's batch range: 0 for a "

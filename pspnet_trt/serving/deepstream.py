@@ -86,12 +86,15 @@ def nvinfer_config(info: DeployInfo, engine: Union[str, Path], labels_file: str,
 
 def write_deepstream(engine: Union[str, Path], out: Union[str, Path]) -> Tuple[Path, Path]:
     """``out``/config_infer_<engine stem>.txt and ``out``/labels.txt for ``engine`` (manifest beside it)."""
-    from ..artifacts import read_manifest
+    from ..artifacts import manifest_path, read_manifest
+    from ..files import check_outputs
 
     engine, out = Path(engine), Path(out)
+    labels = out / "labels.txt"
+    check_outputs([labels, out / f"config_infer_{engine.stem}.txt"], [engine, manifest_path(engine)],
+                  fix="pass another --out folder")
     manifest = read_manifest(engine)
     info = manifest.info
-    labels = out / "labels.txt"
     config = nvinfer_config(info, engine.resolve(), labels.name, max_batch=int(manifest.build_flags.get("max_batch", 1)))
     unknown = sorted(set(config) - set(NVINFER_KEYS))
     if unknown:  # a programming error, caught by the tests

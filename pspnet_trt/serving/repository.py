@@ -22,10 +22,11 @@ Three kinds of model:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
+import os
 import re
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from .. import artifacts
 from ..deploy import METADATA_KEY, DeployInfo
 from ..errors import UserError
-from ..files import atomic_dir
+from ..files import check_outputs, exclusive_lock, write_json
 from ..runtime.device import parse_device
+from .staging import JOURNAL, STAGING_SUFFIX, commit, lock_path, recover_repository
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ LABELS_OUTPUT = "labels"
 DEFAULT_MAX_BATCH = 8
 # A model name is one folder of the repository: letters, digits, "_", "-", "." (not "." or "..")
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# In every model folder this tool writes: what wrote it. Only such folders are ever replaced.
+MARKER = "pspnet-trt.json"
 
 # numpy dtype name -> Triton config data_type / protocol datatype
 TRITON_DTYPES = {
@@ -368,6 +372,10 @@ def _fill(tmp: Path, art: ArtifactIO, cfg: ModelConfig, opts: RepoOptions) -> No
     (tmp / "labels.txt").write_text("".join(f"{n}\n" for n in art.info.class_names))
     (tmp / "README.md").write_text(model_readme(art, cfg))
     (tmp / "config.pbtxt").write_text(cfg.to_pbtxt())
+    from ..version import __version__
+
+    (tmp / MARKER).write_text(json.dumps({"written_by": f"pspnet-trt {__version__} triton", "model": cfg.name,
+                                          "artifact": art.path.name}, indent=2) + "\n")
 
 
 def write_model(artifact: Union[str, Path], out: Union[str, Path], opts: Optional[RepoOptions] = None) -> Path:
@@ -380,10 +388,14 @@ def write_repository(artifacts_: Sequence[Union[str, Path]], out: Union[str, Pat
                      opts: Optional[RepoOptions] = None) -> List[Path]:
     """A Triton model repository with one model dir ``out/NAME`` per artifact. Returns the dirs.
 
-    All or none: every artifact is read and its config made before anything is written; each dir is then built
-    beside its place and, once all are complete, swapped in whole (an existing ``out/NAME`` is replaced, with no
-    file of the earlier model left for Triton to load). A failure before the swaps leaves every dir as it was.
-    A model name is one plain folder name, so nothing outside ``out/NAME`` is ever touched."""
+    All or none: every artifact is read and its config made before anything is written; the dirs are then built
+    in a staging folder beside the repository (``.REPO.<hex>.triton-staging``, outside the model namespace Triton
+    reads), and once all are complete a journal in it says they go in; each is then moved in whole (an existing
+    ``out/NAME`` is replaced, with no file of the earlier model left for Triton to load). An error or a kill before
+    the journal leaves every dir as it was; a kill after it is completed by the next ``triton`` or ``serve`` of the
+    repository (:func:`recover_repository`). Only model dirs this tool wrote (:data:`MARKER`) are replaced: any
+    other ``out/NAME`` (a folder of the user's, a file) is refused, naming it. Writers of one repository take turns
+    (a lock beside it). A model name is one plain folder name, so nothing outside ``out/NAME`` is ever touched."""
     opts = opts or RepoOptions()
     if not artifacts_:
         raise UserError("give at least one artifact (.onnx or engine)")
@@ -401,21 +413,66 @@ def write_repository(artifacts_: Sequence[Union[str, Path]], out: Union[str, Pat
     for name, path in names.items():
         art = read_artifact(path)
         plans.append((art, model_config(art, opts, name)))
-    dirs = []
-    with contextlib.ExitStack() as swaps:  # on leaving: every dir swapped in, or (on an error) none
-        for art, cfg in plans:
-            model_dir = out / cfg.name
-            assert model_dir.parent == out  # one plain name: the dir is the repository's own child
-            if model_dir.exists():
-                log.info("replacing %s", model_dir)
-            _fill(swaps.enter_context(atomic_dir(model_dir)), art, cfg, opts)
-            dirs.append(model_dir)
+    dirs = [out / cfg.name for _, cfg in plans]
+    assert all(d.parent == out for d in dirs)  # one plain name: the dir is the repository's own child
+    sources = [p for art, _ in plans for p in (art.path, artifacts.record_path(art.path))]
+    # an artifact inside a model dir it replaces is fine (copied before the swap), the artifact file itself is not
+    check_outputs(dirs, sources, fix="pass another --name")
+    for d in dirs:
+        check_replaceable(d)
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_path(out), busy=f"another `pspnet-trt triton` writes {out}; wait for it to end"):
+        recover_repository(out, locked=True)
+        for d in dirs:
+            check_replaceable(d)  # again, under the lock
+        staging = out.parent / f".{out.name}.{secrets.token_hex(6)}{STAGING_SUFFIX}"
+        (staging / "new").mkdir(parents=True)
+        try:
+            for art, cfg in plans:
+                _fill_synced(staging / "new" / cfg.name, art, cfg, opts)
+            for d in dirs:
+                if d.exists():
+                    log.info("replacing %s (written by pspnet-trt triton)", d)
+            write_json(staging / JOURNAL, {"models": [d.name for d in dirs]})  # from here on, all of them go in
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        commit(staging, out)
     for model_dir, (_, cfg) in zip(dirs, plans):
         log.info("wrote %s (%s, max_batch_size %d)", model_dir, cfg.platform or cfg.backend, cfg.max_batch_size)
         if cfg.platform:
             log.info("%s: %s for servers with that backend (NVIDIA's Triton containers); the bundled `pspnet-trt "
                      "serve` loads only --backend python models", model_dir, cfg.platform)
     return dirs
+
+
+def written_here(model_dir: Path) -> bool:
+    """``model_dir`` is a model folder `pspnet-trt triton` wrote: it holds :data:`MARKER`, or (written by a version
+    before the marker) a config.pbtxt carrying the ``pspnet_trt`` deploy parameter."""
+    if model_dir.is_symlink() or not model_dir.is_dir():
+        return False
+    if (model_dir / MARKER).is_file():
+        return True
+    config = model_dir / "config.pbtxt"
+    return config.is_file() and f'key: "{METADATA_KEY}"' in config.read_text(errors="replace")
+
+
+def check_replaceable(model_dir: Path) -> None:
+    """A UserError naming ``model_dir`` when it exists and is not a model folder this tool wrote."""
+    if not (model_dir.exists() or model_dir.is_symlink()) or written_here(model_dir):
+        return
+    what = "a link" if model_dir.is_symlink() else "a folder" if model_dir.is_dir() else "a file"
+    raise UserError(f"{model_dir} is {what} that `pspnet-trt triton` did not write (no {MARKER} in it): it is left "
+                    f"as it is; move it away, or pass another --name (or --out)")
+
+
+def _fill_synced(model_dir: Path, art: ArtifactIO, cfg: ModelConfig, opts: RepoOptions) -> None:
+    model_dir.mkdir()
+    _fill(model_dir, art, cfg, opts)
+    for f in model_dir.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
 
 
 def model_readme(art: ArtifactIO, cfg: ModelConfig) -> str:

@@ -81,12 +81,21 @@ def find_bundled_server() -> BundledServer:
 
 
 def check_repository(repository: Union[str, Path]) -> List[Path]:
-    """The model dirs of ``repository`` (``*/config.pbtxt``, hidden dirs skipped), each one the bundled server can
-    load (a Python-backend model); else a UserError in one line naming the model and the command that fixes it."""
+    """The model dirs of ``repository`` (``*/config.pbtxt``), each one the bundled server can load (a Python-backend
+    model); else a UserError in one line naming the model and the command that fixes it. What an interrupted
+    `pspnet-trt triton` left is set right first (:func:`~pspnet_trt.serving.repository.recover_repository`); any
+    other hidden folder is named (Triton takes every folder of a repository for a model and refuses those names)."""
+    from .staging import recover_repository
+
     repository = Path(repository)
     if not repository.is_dir():
         raise UserError(f"{repository}: no such model repository (write one with `pspnet-trt triton`)")
-    models = sorted(d for d in repository.iterdir() if not d.name.startswith(".") and (d / "config.pbtxt").is_file())
+    recover_repository(repository)
+    hidden = sorted(d.name for d in repository.iterdir() if d.name.startswith(".") and d.is_dir())
+    if hidden:
+        raise UserError(f"{repository} holds the folder {hidden[0]}, which Triton would take for a model and refuse "
+                        f"(an unexpected directory name): move it out of the repository")
+    models = sorted(d for d in repository.iterdir() if (d / "config.pbtxt").is_file())
     if not models:
         raise UserError(f"{repository} holds no model (no */config.pbtxt); write one with `pspnet-trt triton`")
     for d in models:

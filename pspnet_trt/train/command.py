@@ -6,6 +6,8 @@ import argparse
 import json
 import pathlib
 
+from ..values import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a zoo model (sssegmentation recipe; DDP under torchrun)")
@@ -51,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-limit", type=int, help="evaluation images")
     p.add_argument("--eval-split", help="the split evaluated (and best checkpoint picked) on; default: the recipe's "
                                         "(a folder data set: val)")
-    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--threads", type=positive_int, help="torch threads per process")
     p.add_argument("--load-from", help="start from this checkpoint's weights (strict; fp16 cast to fp32) with a fresh "
                                        "optimizer at iteration 0, e.g. to fine-tune; a checkpoint of another class "
                                        "count loads all but its classifier layers; --resume takes precedence")

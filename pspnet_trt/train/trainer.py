@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from ..checkpoints import classes_record, save_checkpoint
 from ..data import DatasetError, SegDataset, dataset_for_spec, default_split
 from ..errors import UserError
-from ..files import atomic_open, atomic_path, write_json
+from ..files import atomic_open, atomic_path, exclusive_lock, remove_stale_staging, write_json
 from ..models import PSPNet
 from ..zoo import IGNORE_INDEX, DatasetInfo
 from .augment import train_transform
@@ -54,6 +54,7 @@ from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 LATEST = "checkpoints-epoch-latest.pth"
+LOCK = ".train.lock"  # held by the run writing in the work dir (rank 0); removed when it ends
 BEST = "checkpoints-best.pth"
 
 
@@ -189,6 +190,7 @@ class Run:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # in every checkpoint; kept by --resume
     loader: Optional[Iterator[Any]] = None  # the run's one loader iterator (make_loader)
     loader_at: Tuple[int, int] = (-1, 0)  # the (epoch, batch) it yields next
+    closing: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the work dir's lock, the log file
 
     @property
     def main(self) -> bool:
@@ -230,6 +232,11 @@ class Run:
 def train(cfg: TrainConfig) -> Path:
     """Train; returns the path of the last checkpoint (``checkpoints-epoch-latest.pth`` points at it)."""
     run = setup(cfg)
+    with run.closing:  # the work dir's lock is held until the run ends
+        return _train(run)
+
+
+def _train(run: Run) -> Path:
     if run.it >= run.max_iters or (run.cfg.budget_mode == "fit" and run.out_of_time()):
         log.info("nothing to train: the run in %s is complete (iteration %d of %d%s)", run.work, run.it, run.max_iters,
                  ", its --max-minutes budget is spent" if run.it < run.max_iters else "")
@@ -274,7 +281,6 @@ def setup(cfg: TrainConfig) -> Run:
     """Processes, threads, work dir and log, data, model (pretrained backbone or a resumed checkpoint), optimizer."""
     cfg = cfg.resolved("cuda" if torch.cuda.is_available() else "cpu")  # the device setup_distributed picks
     inputs = check_inputs(cfg)  # data and start weights, before anything is written
-    check_work_dir(cfg)  # on every rank, before anything is written
     rank, world, device = setup_distributed()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: cuDNN times its kernels once and keeps the fastest
@@ -282,12 +288,36 @@ def setup(cfg: TrainConfig) -> Run:
         torch.set_num_threads(cfg.threads)
     elif device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    closing = contextlib.ExitStack()
+    try:
+        return _setup(cfg, rank, world, device, closing, inputs)
+    except BaseException:
+        closing.close()
+        raise
+
+
+def lock_work_dir(cfg: TrainConfig, closing: contextlib.ExitStack) -> None:
+    """Create the work dir and hold its lock (until ``closing`` closes), check it holds no other run
+    (:func:`check_work_dir`), log to its ``train.log``, and remove the staging files a killed run left
+    (``.NAME.<hex>.part``: never a checkpoint, which appears whole or not at all). A second run in the same work
+    dir is refused in one line while the first lives; the kernel drops the lock of a process that dies, so a
+    crash leaves none behind."""
     work = cfg.work_dir
-    if rank == 0:
-        work.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(work / "train.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logging.getLogger("pspnet_trt").addHandler(handler)
+    work.mkdir(parents=True, exist_ok=True)
+    closing.enter_context(exclusive_lock(work / LOCK, busy=f"another `pspnet-trt train` writes in {work}; wait for "
+                                                             "it to end, or pass another --work-dir"))
+    check_work_dir(cfg)
+    handler = logging.FileHandler(work / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("pspnet_trt").addHandler(handler)
+    closing.callback(handler.close)
+    closing.callback(logging.getLogger("pspnet_trt").removeHandler, handler)
+    remove_stale_staging(work, "a run killed while saving")
+
+
+def _setup(cfg: TrainConfig, rank: int, world: int, device: torch.device, closing: contextlib.ExitStack,
+           inputs: Inputs) -> Run:
+    work = cfg.work_dir
 
     data = inputs.train
     if cfg.limit_images:
@@ -301,6 +331,11 @@ def setup(cfg: TrainConfig) -> Run:
     if len(trainset) < per_rank * world:  # not one batch an epoch: the loader would have nothing to give
         raise UserError(f"{len(trainset)} training image(s) in {cfg.data} make no batch of {per_rank * world}: lower "
                         "--batch-size or train on more images")
+    # outputs only once the data and the batch are checked: a refused run leaves no work dir
+    if rank == 0:
+        lock_work_dir(cfg, closing)
+    else:
+        check_work_dir(cfg)
     sampler: Optional[DistributedSampler[int]] = (DistributedSampler(trainset, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1
                else None)
     iters_per_epoch = len(trainset) // (per_rank * world)
@@ -315,7 +350,7 @@ def setup(cfg: TrainConfig) -> Run:
               iters_per_epoch=iters_per_epoch, max_iters=max_iters, epochs=math.ceil(max_iters / iters_per_epoch),
               model=model, ddp=model, optimizer=optimizer,
               scaler=torch.amp.GradScaler("cuda") if device.type == "cuda" else None,
-              criterion=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX), classes=data.info)
+              criterion=nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX), classes=data.info, closing=closing)
     run.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16 if run.bf16 else None
     latest = work / LATEST
     load_from = getattr(cfg, "load_from", None)  # branch small's TrainConfig field

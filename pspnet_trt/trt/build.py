@@ -237,9 +237,10 @@ def save_engine(data: bytes, out: Union[str, Path], manifest: Manifest) -> Path:
 
 def build_engine(onnx_path: Union[str, Path], out: Union[str, Path], cfg: BuildConfig) -> Path:
     """ONNX from `pspnet-trt export`/`quantize` -> engine + manifest at ``out``."""
-    from ..artifacts import read_onnx_info
+    from ..artifacts import check_out, manifest_path, read_onnx_info
     from ..runtime.cuda import device_info
 
+    check_out(out, "engine", inputs=[onnx_path, cfg.calibration], also=[manifest_path(out)])
     trt = import_tensorrt()  # a clear message if it is missing
     gpu_name, cc = device_info()
     caps = capabilities(str(trt.__version__))

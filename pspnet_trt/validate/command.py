@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Tuple
 
+from ..values import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="mIoU of ONNX files / engines against the PyTorch model, pass or fail",
@@ -18,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="zoo name (see `pspnet-trt zoo`)")
     p.add_argument("--checkpoint", help="the model's checkpoint (default: the published one); one written by "
                                         "`pspnet-trt train` brings its class names and count")
-    p.add_argument("--num-classes", type=int, help="for a checkpoint fine-tuned to another class count")
+    p.add_argument("--num-classes", type=positive_int, help="for a checkpoint fine-tuned to another class count")
     p.add_argument("--data", required=True,
                    help="dataset root in the zoo entry's layout, or a folder data set (classes.json, images/, masks/)")
     p.add_argument("--split", help="default: the zoo entry's evaluation split (a folder data set: val)")
@@ -32,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="whole: image resized to the input size; slide: crops of the input size (logits outputs only)")
     p.add_argument("--stride", help="HxW step of slide mode (default: 2/3 of the input size)")
     p.add_argument("--device", default="auto", help="auto (default: per artifact, CUDA where it can run), cpu, cuda[:N]")
-    p.add_argument("--threads", type=int, help="CPU threads for PyTorch and ONNX Runtime (default: their own choice)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for PyTorch and ONNX Runtime (default: their own choice)")
     p.add_argument("--report", required=True, help="report folder (report.json, report.md, iou_per_class.png)")
     p.set_defaults(func=_validate)
 
