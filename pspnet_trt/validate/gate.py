@@ -1,0 +1,57 @@
+"""The gate: one rule for every check of an artifact against PyTorch (``validate``, ``make engine``'s check with
+and without a dataset).
+
+An artifact passes when
+
+* its labels agree with its PyTorch reference (:meth:`~pspnet_trt.runtime.torch_backend.TorchBackend.reference_of`:
+  the same model computing what the artifact's graph computes, fed the same input) on at least the floor of its
+  precision, :data:`AGREEMENT_FLOORS`, % of the pixels (every pixel, labelled or not);
+* it predicts no label outside the class range;
+* with a dataset, its mIoU is at most ``tolerance`` points below PyTorch's.
+
+The mIoU alone cannot tell a wrong graph: an artifact whose final upsample is nearest instead of bilinear scores
+a mIoU at PyTorch's (+0.09) while 12.5 % of its pixels differ. The agreement floor catches it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+# Least % of pixels on which an artifact of each precision must give its PyTorch reference's label.
+# Provisional (the no-data check's former thresholds, FP32 99.9 / FP16 99 / INT8 97, INT8 lowered for margin) until
+# benchmarks/agreement_floor.py's measurement is in.
+AGREEMENT_FLOORS = {"fp32": 99.9, "fp16": 99.0, "int8": 96.0}
+
+
+def agreement_floor(precision: str) -> float:
+    """The least agreement (%) with PyTorch of an artifact of ``precision`` (one of ``ARTIFACT_PRECISIONS``)."""
+    return AGREEMENT_FLOORS[precision]
+
+
+@dataclass
+class Verdict:
+    """Pass or fail, and why it failed (one phrase per broken rule)."""
+
+    passed: bool
+    why: List[str] = field(default_factory=list)
+
+
+def gate(precision: str, agreement: float, invalid_pixels: int, delta: Optional[float] = None,
+         tolerance: Optional[float] = None, floor: Optional[float] = None) -> Verdict:
+    """The verdict on one artifact of ``precision``: ``agreement`` (%) with its PyTorch reference against
+    ``floor`` (default: :func:`agreement_floor`), ``invalid_pixels`` (labels outside the class range) and, with a
+    dataset, ``delta`` (its mIoU minus PyTorch's, points) against ``tolerance``. NaN never passes."""
+    floor = agreement_floor(precision) if floor is None else floor
+    why = []
+    if not (agreement >= floor):  # NaN included
+        why.append(f"agreement {agreement:.3f} % below the {precision} floor {floor:g} %")
+    if invalid_pixels:
+        why.append(f"{invalid_pixels} labels outside the class range")
+    if tolerance is not None:
+        if delta is None or not math.isfinite(delta):
+            why.append("no mIoU scored")
+        elif delta < -tolerance:
+            why.append(f"mIoU {delta:+.2f} points vs PyTorch, beyond the tolerance {tolerance:g}")
+    return Verdict(not why, why)
