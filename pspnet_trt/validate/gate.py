@@ -20,9 +20,22 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 # Least % of pixels on which an artifact of each precision must give its PyTorch reference's label.
-# Provisional (the no-data check's former thresholds, FP32 99.9 / FP16 99 / INT8 97, INT8 lowered for margin) until
-# benchmarks/agreement_floor.py's measurement is in.
-AGREEMENT_FLOORS = {"fp32": 99.9, "fp16": 99.0, "int8": 96.0}
+#
+# Where the numbers come from: benchmarks/results/agreement_floor_vm_2026-12-07.json, written by
+#   CAMVID_ROOT=/path/to/camvid python benchmarks/agreement_floor.py --checkpoint samples/r18_os8_camvid_camvid.pth
+# (AMD EPYC, 2 shared cores, ONNX Runtime CPU, 2026-12-07): the shipped r18_os8_camvid at 360x480 (deploy size),
+# 240x320 and 180x240, on the first 20 CamVid test images, every artifact kind the project writes (normalized
+# input with logits / labels output, pixels input, bgr8 360x480 frames with frame_upsample logits and labels),
+# FP32 and FP16 exports and their INT8 graphs (calibrated on 32 training images). Lowest agreement measured, and
+# the floor, set with a stated margin rather than tuned (other models, e.g. a MobileNetV2 INT8 one, and TensorRT
+# engines, whose FP32 may run TF32, have not been measured):
+#   fp32: lowest 99.9999 % (1 pixel in 10^6)  -> floor 99.9 (1000x the measured disagreement)
+#   fp16: lowest 99.979 %                     -> floor 99.5 (24x the measured disagreement of 0.021 %)
+#   int8: lowest 99.076 %                     -> floor 96.0 (4.3x the measured disagreement of 0.92 %; the
+#         8-minute demo model measured 98.7 %)
+# A wrong graph falls far below: the FP32 logits graph with its final Resize nearest instead of linear agrees on
+# 87.5 % at 180x240 (mIoU +0.09: the mIoU tolerance alone passed it), 89.4 % at 240x320, 91.6 % at 360x480.
+AGREEMENT_FLOORS = {"fp32": 99.9, "fp16": 99.5, "int8": 96.0}
 
 
 def agreement_floor(precision: str) -> float:
