@@ -8,7 +8,11 @@ recording TensorRT double (calls and shapes only, never evidence that an engine 
 
 The expected labels of a cell are Segmenter's on the same artifact (ONNX Runtime, CPU), so each cell checks that
 the consumer feeds the artifact what it takes (its input format, frame size, batch rule) and reads back what it
-gives (labels or logits), not the model's accuracy.
+gives (labels or logits), not the model's accuracy. Segmenter's labels themselves, and the engine check's
+agreement, are checked against PyTorch's computed by an independent path written here (independent_labels: cv2
+resize, normalisation, the module's forward, F.interpolate, argmax), one row per input format and frame upsample,
+so a bug inside the shared inference door fails them (INTER_NEAREST for INTER_LINEAR in
+preprocess.logits_to_labels fails the normalized-logits rows of both).
 """
 
 from __future__ import annotations
