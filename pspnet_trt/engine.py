@@ -134,13 +134,15 @@ def make_engine(model: str, cfg: BuildConfig, checkpoint: Optional[Union[str, Pa
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from .export.command import add_input_format_options, add_random_weights_option
     from .trt.command import add_build_options
+    from .validate.gate import AGREEMENT_FLOORS
 
+    floors = ", ".join(f"{k.upper()} {v:g} %" for k, v in AGREEMENT_FLOORS.items())
     p = sub.add_parser("engine", help="zoo model -> checked engine: download, export, quantize, build, check",
                        description="After the build the engine is checked against the PyTorch model and the verdict "
-                                   "recorded in its manifest: with --data, the mIoU gate of `validate` on "
-                                   "--validate-images images; without, labels agreement on the images of "
-                                   "--images-dir (default: samples/) against a threshold per precision (FP32 99.9 %%, "
-                                   "FP16 99 %%, INT8 97 %%). Exit 1 if the check fails.")
+                                   "recorded in its manifest: with --data, the gate of `validate` (mIoU and "
+                                   "agreement) on --validate-images images; without, labels agreement on the images "
+                                   "of --images-dir (default: samples/); both against the agreement floor of its "
+                                   f"precision ({floors}). Exit 1 if the check fails.")
     add_build_options(p)
     p.add_argument("--model", required=True)
     p.add_argument("--checkpoint", help="default: the checkpoint shipped in samples/ for r18_os8_camvid, else the "

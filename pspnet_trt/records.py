@@ -3,9 +3,10 @@
 * an engine: the ``validation`` block of its manifest (``NAME.engine.json``);
 * an ONNX file: ``NAME.validation.json`` beside it.
 
-A record holds the dataset, split, images, mIoU, delta and agreement vs PyTorch, the tolerance, the
-verdict and the date (``kind: "miou"``), or, for an engine checked without a dataset, the labels
-agreement on a folder of images and its threshold (``kind: "agreement"``). It also holds the artifact's
+A record holds the dataset, split, images, mIoU, delta and agreement vs PyTorch, the tolerance and agreement
+floor, the verdict, why it failed (``why``: the rules of pspnet_trt/validate/gate.py it broke) and the date
+(``kind: "miou"``), or, for an engine checked without a dataset, the labels agreement on a folder of images, its
+threshold and why it failed (``kind: "agreement"``). It also holds the artifact's
 size and sha256, so a record left beside a re-exported file is recognised as stale. A mIoU record states
 how many images it covers and how many its split has: under :data:`FULL_VALIDATION_IMAGES` (or the whole
 split, if that is smaller) it is *partial*, and `Segmenter.open` keeps warning. Core module: json and files
@@ -84,6 +85,8 @@ def stale(artifact: PathLike, record: Dict[str, Any], full: bool = False) -> Opt
 def summary(record: Dict[str, Any]) -> str:
     """One line: the verdict and its numbers."""
     verdict = "PASS" if record.get("passed") else "FAIL"
+    if not record.get("passed") and record.get("why"):
+        verdict += f" ({'; '.join(map(str, record['why']))})"
     if partial(record):
         verdict += f" (partial: {_coverage(record)})"
     if record.get("kind") == "agreement":

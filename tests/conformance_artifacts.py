@@ -1,7 +1,8 @@
 """The artifact kinds of the conformance matrix (tests/test_conformance*.py), built once per session.
 
 Every kind the product writes: normalized input with labels or logits, bgr8 raw frames with and without an
-in-graph resize, pixels; FP32 / FP16 / INT8; a static batch of 1 and a dynamic batch. A narrow R-18 PSPNet with
+in-graph resize and with either frame upsample (labels: nearest from the input size; logits: the scores bilinearly
+to the frame), pixels; FP32 / FP16 / INT8; a static batch of 1 and a dynamic batch. A narrow R-18 PSPNet with
 random weights (plumbing: every consumer must give the labels Segmenter gives on the same artifact), at 64x128.
 """
 
@@ -22,6 +23,9 @@ KINDS: Dict[str, Tuple[Dict, Tuple[str, ...], Tuple] ] = {
     "normalized-logits": ({"output": "logits"}, ("fp32",), (1,)),
     "bgr8-resize": ({"output": "labels", "input_format": "bgr8", "frame_size": FRAME}, ("fp32", "fp16", "int8"), (1, None)),
     "bgr8-native": ({"output": "labels", "input_format": "bgr8", "frame_size": SIZE}, ("fp32",), (1,)),
+    # the scores bilinearly straight to the frame inside the graph (--frame-upsample logits), then ArgMax
+    "bgr8-upsample-logits": ({"output": "labels", "input_format": "bgr8", "frame_size": FRAME,
+                              "frame_upsample": "logits"}, ("fp32",), (1,)),
     "pixels": ({"output": "labels", "input_format": "pixels"}, ("fp32", "fp16", "int8"), (1,)),
 }
 _CACHE: Dict[str, object] = {}

@@ -8,7 +8,11 @@ recording TensorRT double (calls and shapes only, never evidence that an engine 
 
 The expected labels of a cell are Segmenter's on the same artifact (ONNX Runtime, CPU), so each cell checks that
 the consumer feeds the artifact what it takes (its input format, frame size, batch rule) and reads back what it
-gives (labels or logits), not the model's accuracy.
+gives (labels or logits), not the model's accuracy. Segmenter's labels themselves, and the engine check's
+agreement, are checked against PyTorch's computed by an independent path written here (independent_labels: cv2
+resize, normalisation, the module's forward, F.interpolate, argmax), one row per input format and frame upsample,
+so a bug inside the shared inference door fails them (INTER_NEAREST for INTER_LINEAR in
+preprocess.logits_to_labels fails the normalized-logits rows of both).
 """
 
 from __future__ import annotations
@@ -53,6 +57,59 @@ def reference(info):
 
     output = "labels" if "logits" not in info.output_names else "logits"
     return TorchBackend(ca.model(), ca.base_info().with_(output=output), device="cpu")
+
+
+def independent_labels(info, image):
+    """PyTorch's labels of ``image``, at its own size, for an artifact described by ``info``, written out here
+    without the product's inference door or preprocessing: the image (a bgr8 artifact: first to its frame size)
+    cv2.resize INTER_LINEAR to the network input, channel order, ``(x - mean) / std``; the trained module's
+    forward; its scores upsampled with F.interpolate (bilinear, align_corners=False, as the model does) where
+    the artifact's graph and host upsample them, argmax; label maps resized nearest."""
+    import torch
+    import torch.nn.functional as F
+
+    def bilinear(t, size):
+        return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
+
+    def nearest(labels, size):
+        return F.interpolate(labels[None, None].float(), size=tuple(size), mode="nearest")[0, 0].to(torch.uint8)
+
+    norm, (h, w), (ih, iw) = info.normalization, image.shape[:2], info.input_size
+    frame = cv2.resize(image, info.frame_size[::-1], interpolation=cv2.INTER_LINEAR) if info.frame_size else image
+    x = cv2.resize(frame, (iw, ih), interpolation=cv2.INTER_LINEAR)
+    x = x[..., ::-1] if norm.channel_order == "rgb" else x
+    x = (x.astype(np.float32) - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
+    with torch.no_grad():
+        scores = ca.model().eval()(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None])
+        if info.frame_size is not None and info.frame_upsample == "logits":  # straight to the frame, in the graph
+            return nearest(bilinear(scores, info.frame_size).argmax(1)[0], (h, w)).numpy()
+        scores = bilinear(scores, (ih, iw))  # the graph's upsample to the input size
+        if info.input_format == "pixels":  # a pixels graph outputs probabilities
+            scores = torch.softmax(scores, 1)
+        if "logits" in info.output_names:  # the host brings the scores to the image
+            return bilinear(scores, (h, w)).argmax(1)[0].to(torch.uint8).numpy()
+        labels = scores.argmax(1)[0]
+        if info.frame_size is not None:  # a bgr8 graph: to the frame, nearest
+            labels = nearest(labels, info.frame_size)
+        return nearest(labels, (h, w)).numpy()
+
+
+# one row per input format and frame upsample, FP32 (the precisions only change numerics)
+INDEPENDENT_ROWS = [ca.name(k, "fp32", 1) for k in ca.KINDS]
+
+
+@pytest.mark.parametrize("artifact", INDEPENDENT_ROWS)
+def test_segmenter_labels_are_pytorchs_by_an_independent_path(built, imgs, segmenter_labels, artifact):
+    """The matrix's expected labels (Segmenter's on the ONNX) against PyTorch's computed in this file: a bug in
+    the shared inference door (preprocessing, the host upsample of logits, the frame resize) would pass every
+    cell that compares consumers with Segmenter, but not this one. FP32 on the same weights: near-ties only."""
+    from pspnet_trt.artifacts import read_info
+
+    info = read_info(built[artifact])
+    for i, (got, image) in enumerate(zip(segmenter_labels[artifact], imgs)):
+        want = independent_labels(info, image)
+        assert got.shape == want.shape
+        assert np.mean(got == want) >= 0.999, (artifact, i, np.mean(got == want))
 
 
 def test_every_kind_was_built(built):
@@ -116,25 +173,12 @@ def test_validate_scores_what_segmenter_predicts(built, few, segmenter_labels, a
     assert report.rows[1]["miou"] == pytest.approx(100 * want.miou, abs=1e-9)
 
 
-@pytest.fixture(scope="session")
-def reference_labels():
-    """PyTorch's labels (Segmenter over the reference) of the images, and of the images at a frame size."""
-    from pspnet_trt.runtime import Segmenter
-
-    cache = {}
-
-    def get(info, frames):
-        key = ("logits" in info.output_names, info.frame_size)
-        if key not in cache:
-            cache[key] = Segmenter(reference(info)).predict_batch(frames)
-        return cache[key]
-
-    return get
-
-
 @pytest.mark.parametrize("artifact", ARTIFACTS)
-def test_engine_check_without_data_compares_segmenter_labels(built, few, reference_labels, artifact):
-    """The no-data check of `make engine` (labels agreement with PyTorch), an ONNX standing in for the engine."""
+def test_engine_check_without_data_compares_segmenter_labels(built, few, artifact):
+    """The no-data check of `make engine` (labels agreement with PyTorch), an ONNX standing in for the engine:
+    its agreement is the artifact's labels against PyTorch's computed as its graph works (independent_labels),
+    near-ties aside; a reference that upsamples otherwise (labels for a frame-upsample-logits graph, or twice)
+    is off by far more at FP32 (99.3 % for the shipped model)."""
     from pspnet_trt.metrics import Agreement
     from pspnet_trt.runtime import Segmenter
     from pspnet_trt.runtime.ort import OrtBackend
@@ -145,9 +189,9 @@ def test_engine_check_without_data_compares_segmenter_labels(built, few, referen
         # a raw-frame artifact is checked on the frames its graph receives (the images at its frame size)
         frames = [cv2.resize(im, art.info.frame_size[::-1]) for im in few] if art.info.frame_size else few
         want = Agreement()
-        for got, expected in zip(Segmenter(art).predict_batch(frames), reference_labels(art.info, frames)):
-            want.update(got, expected)
-    assert result.agreement == pytest.approx(100 * want.value, abs=1e-9)
+        for got, frame in zip(Segmenter(art).predict_batch(frames), frames):
+            want.update(got, independent_labels(art.info, frame))
+    assert result.agreement == pytest.approx(100 * want.value, abs=0.05)
     if "_fp32_" in artifact:  # same weights, same numerics up to float re-association
         assert result.agreement >= 99.9 and result.passed
 

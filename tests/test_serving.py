@@ -389,6 +389,29 @@ def test_triton_labels_equal_segmenter_bit_for_bit(served, protocol):
 
 @pytest.mark.slow
 @needs_server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_keep_ratio_reaches_the_frames_model(served, protocol):
+    """TritonSegmenter(resize="keep_ratio") on the frames interface of a normalized artifact: the client sends the
+    raw frame and the model resized it with its own Segmenter's default (stretch for CamVid), so the mode was
+    ignored while repr said keep_ratio. Each request now carries it: the labels are local keep_ratio's."""
+    from pspnet_trt.runtime import Segmenter
+    from pspnet_trt.serving import TritonSegmenter
+
+    server, onnx_path, *_ = served
+    url = server.http_url if protocol == "http" else server.grpc_url
+    images = [im[:180 + 60 * i] for i, im in enumerate(camvid_images(2))]  # 180x480, 240x480: not the input's 1:2
+    keep = Segmenter.open(onnx_path, device="cpu", resize="keep_ratio").predict_batch(images)
+    stretch = Segmenter.open(onnx_path, device="cpu", resize="stretch").predict_batch(images)
+    assert not all(np.array_equal(k, s) for k, s in zip(keep, stretch))  # the modes differ on these images
+    with TritonSegmenter(url, "seg", resize="keep_ratio") as remote, TritonSegmenter(url, "seg") as default:
+        assert remote.frames and remote.resize == "keep_ratio" and "resize=keep_ratio" in repr(remote)
+        assert [np.array_equal(g, k) for g, k in zip(remote.predict_batch(images), keep)] == [True, True]
+        # the default stays the model's (stretch for CamVid), request by request on one server
+        assert [np.array_equal(g, s) for g, s in zip(default.predict_batch(images), stretch)] == [True, True]
+
+
+@pytest.mark.slow
+@needs_server
 def test_a_pixels_artifact_served_with_its_own_tensors_gives_segmenters_labels(served):
     """#24.3: the client fed every tensors model ImageNet-normalised values; a pixels model (0..255 in) got 1.3-1.7
     for a frame of 200. Now it gets what Segmenter feeds the ONNX, in requests of the config's max_batch_size."""

@@ -5,11 +5,11 @@ Every export is checked (``pspnet-trt check-export``):
 * a normalized-input graph with a ``logits`` output: the same float batches into both, logits compared
   (max |delta|, relative to the range) and the argmax / labels compared pixel by pixel;
 * any other graph (the default ``--output labels``, a raw-frame ``bgr8`` graph, a ``pixels`` graph): labels
-  compared as labels. Both sides take the same BGR images through the runtime's one door
-  (:func:`pspnet_trt.runtime.inference.predict_images`), the artifact in its own input format and PyTorch as the
-  normalized model with the same output kind (labels: argmax at the input size then nearest to the image, as
-  the graph does; logits: bilinear to the image, then argmax). Raw-frame graphs get the images at their frame
-  size. The logit fields of the report are then None.
+  compared as labels. Both sides take the same input through the runtime's one door
+  (:func:`pspnet_trt.runtime.inference.predict_images`): the artifact, and PyTorch computing what its graph
+  computes (:func:`pspnet_trt.runtime.torch_backend.reference_info`: the same input format; the scores
+  upsampled once, where the graph upsamples them). Raw-frame graphs get the images at their frame size. The
+  logit fields of the report are then None.
 """
 
 from __future__ import annotations
@@ -98,21 +98,16 @@ def _compare_logits(model: nn.Module, ort_backend: object, onnx_path: Union[str,
 
 def _compare_labels(model: nn.Module, ort_backend: object, onnx_path: Union[str, Path],
                     images: Optional[Iterable[np.ndarray]], num_random: int, seed: int) -> ParityReport:
-    import cv2
-
-    from ..runtime.inference import predict_images
-    from ..runtime.torch_backend import TorchBackend
+    from ..runtime.inference import at_frame_size, predict_images
+    from ..runtime.torch_backend import TorchBackend, reference_info
 
     info: DeployInfo = ort_backend.info  # type: ignore[attr-defined]
-    # PyTorch with the artifact's output kind, so both bring their prediction to the image the same way
-    logits = info.frame_upsample == "logits" if info.raw_frames else "logits" in info.output_names
-    reference = TorchBackend(model, info.with_(input_format="normalized", frame_size=None, batch=None,
-                                               output="logits" if logits else "labels"))
+    # PyTorch computing what this graph computes, fed as it is (validate's reference of an artifact too)
+    reference = TorchBackend(model, reference_info(info))
     size = info.output_size  # the frame size of a raw-frame graph, else the input size
     if images is not None:
-        inputs: List[np.ndarray] = [np.ascontiguousarray(im) for im in images]
-        if info.raw_frames:  # the frame as a camera delivers it: both sides then resize the same pixels
-            inputs = [cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for im in inputs]
+        # a raw-frame graph gets the frame as a camera delivers it: both sides then take the same pixels
+        inputs: List[np.ndarray] = at_frame_size([np.ascontiguousarray(im) for im in images], info)
     else:
         rng = np.random.default_rng(seed)
         inputs = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(num_random)]

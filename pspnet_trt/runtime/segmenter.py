@@ -102,10 +102,11 @@ class Segmenter:
         return overlay(image_bgr, labels, self.palette, alpha)
 
     # -- inference -----------------------------------------------------------------------------
-    def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+    def predict_batch(self, images: Sequence[np.ndarray], resize: Optional[str] = None) -> List[np.ndarray]:
         """Several images (sizes may differ) -> one label map each, in each image's size (in chunks of the
-        artifact's batch: a static batch padded, a dynamic one up to its max; see :mod:`.inference`)."""
-        return predict_images(self.backend, images, self.resize, lock=self._lock)
+        artifact's batch: a static batch padded, a dynamic one up to its max; see :mod:`.inference`).
+        ``resize``: this call's mode (default: the Segmenter's)."""
+        return predict_images(self.backend, images, check_resize(resize) if resize else self.resize, lock=self._lock)
 
     def infer_device(self, input_ptr: int, output_ptr: Any, stream: int = 0, batch: Optional[int] = None) -> None:
         """Run on raw CUDA device pointers (the artifact's input in, its outputs out) on ``stream``.

@@ -1,7 +1,16 @@
 """PyTorch backend: the reference every exported artifact is compared against.
 
-It takes the same preprocessed batch as the other backends and applies the same deploy head
-(bilinear upsample to the input size, argmax) as the exported graph.
+It takes the batch its ``info`` describes, as the artifact of that info does, and computes what that artifact's
+graph computes, with the trained model and host operations (:meth:`TorchBackend.reference_of` makes the reference
+of any artifact):
+
+* input: ``normalized`` as given; ``pixels`` (0..255 in the model's channel order) -> ``(x - mean) / std``;
+  ``bgr8`` frames -> ``cv2.resize`` INTER_LINEAR to the input size and normalised on the host
+  (:func:`pspnet_trt.preprocess.make_batch`: what the graph's in-graph resize reproduces bit for bit);
+* head: the class scores bilinearly (align_corners=False) to the input size, softmax for a ``pixels`` graph (its
+  scores are probabilities), argmax for labels; a ``bgr8`` graph's labels at the frame size: with
+  ``frame_upsample="logits"`` the scores go straight to the frame size once, then argmax; with ``"labels"`` the
+  argmax at the input size goes to the frame size by nearest neighbour (``cv2.INTER_NEAREST``).
 """
 
 from __future__ import annotations
@@ -56,20 +65,61 @@ class TorchBackend(Backend):
                                     output=output, batch=batch, checkpoint_sha256=model.weights.sha256)
         return cls(model, info, device=device, threads=threads)
 
+    def reference_of(self, info: DeployInfo) -> TorchBackend:
+        """This model as the reference of an artifact described by ``info``: it takes that artifact's input and
+        computes what its graph computes (see the module docstring), in FP32, any batch size. The weights are
+        shared, not copied."""
+        return TorchBackend(self.model, reference_info(info, self.info), device=str(self.device))
+
+    def network_input(self, batch: np.ndarray) -> np.ndarray:
+        """The normalised Nx3xHxW float32 network input of a batch in this backend's input format."""
+        info = self.info
+        if info.input_format == "bgr8":
+            from ..preprocess import make_batch
+
+            return make_batch(list(batch), info.input_size, info.normalization)
+        if info.input_format == "pixels":
+            norm = info.normalization
+            mean = np.asarray(norm.mean, np.float32).reshape(1, 3, 1, 1)
+            std = np.asarray(norm.std, np.float32).reshape(1, 3, 1, 1)
+            return (batch - mean) / std
+        return batch
+
     def forward(self, x: Any) -> Dict[str, Any]:
-        """Torch tensors in, torch tensors out (what the exported graph computes)."""
+        """The normalised network input (torch) in, the outputs of this backend's graph kind out (torch)."""
         from ..models import upsample_logits
 
-        logits = upsample_logits(self.model(x), tuple(x.shape[-2:]))
+        info, torch = self.info, self.torch
+        scores = self.model(x)
+        if info.raw_frames:
+            assert info.frame_size is not None
+            if info.frame_upsample == "logits":  # the scores straight to the frame size, then argmax
+                return {"labels": upsample_logits(scores, info.frame_size).argmax(1).to(torch.uint8)}
+            from ..preprocess import resize_labels
+
+            labels = upsample_logits(scores, tuple(x.shape[-2:])).argmax(1).to(torch.uint8).cpu().numpy()
+            return {"labels": torch.from_numpy(np.stack([resize_labels(m, info.frame_size) for m in labels]))}
+        logits = upsample_logits(scores, tuple(x.shape[-2:]))
+        if info.input_format == "pixels":  # the graph outputs probabilities (DeepStream's parser)
+            logits = torch.softmax(logits, dim=1)
         out = {}
-        if self.info.output in ("logits", "both"):
+        if info.output in ("logits", "both"):
             out["logits"] = logits
-        if self.info.output in ("labels", "both"):
-            out["labels"] = logits.argmax(1).to(self.torch.uint8)
+        if info.output in ("labels", "both"):
+            out["labels"] = logits.argmax(1).to(torch.uint8)
         return out
 
     def run(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
-        batch = self.check_batch(batch)
+        x = self.network_input(self.check_batch(batch))
         with self.torch.inference_mode():
-            out = self.forward(self.torch.from_numpy(batch).to(self.device))
+            out = self.forward(self.torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         return {k: v.cpu().numpy() for k, v in out.items()}
+
+
+def reference_info(info: DeployInfo, base: Optional[DeployInfo] = None) -> DeployInfo:
+    """The DeployInfo of the PyTorch reference of an artifact described by ``info``: the same input size and
+    format, frame size, frame upsample and outputs (so it is fed and read back as the artifact is), FP32, any
+    batch size; the rest (model, classes, checkpoint) from ``base``, the reference's own (default: ``info``)."""
+    return (base or info).with_(input_size=info.input_size, input_format=info.input_format,
+                                frame_size=info.frame_size, frame_upsample=info.frame_upsample, output=info.output,
+                                precision="fp32", batch=None)

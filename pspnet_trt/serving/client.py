@@ -11,7 +11,8 @@ itself: for a model that serves the artifact's own tensors (``tensorrt_plan``, `
 ``--python-io artifact``) the normalised or 0..255 pixel batch or the bgr8 frames its input format asks
 for, in chunks of its batch rule (a static batch padded; a dynamic one up to the config's
 ``max_batch_size``). The Python model's ``frames`` interface is a bgr8 backend: frames at the artifact's
-frame size for a raw-frame artifact, else one frame of any size per call (the model prepares it).
+frame size for a raw-frame artifact, else one frame of any size per call (the model prepares it, with the
+client's resize mode: each request carries it as the request parameter ``resize``).
 
 Threads: the HTTP client of tritonclient must not be shared across threads, so calls on one backend are
 serialised by a lock; open one TritonSegmenter per thread for concurrent requests.
@@ -61,6 +62,9 @@ class TritonBackend(Backend):
         else:
             self.client = self._tc.InferenceServerClient(self.address)
         self._lock = threading.Lock()
+        # frames of any size: how the model brings each to the artifact's input (request parameter "resize";
+        # None: the model's own default), set by TritonSegmenter
+        self.resize: Optional[str] = None
         try:
             self._configure(url, self._config())
         except BaseException:
@@ -114,13 +118,17 @@ class TritonBackend(Backend):
         if self.max_batch is not None and len(batch) > self.max_batch:
             raise ValueError(f"{self.name}: model {self.model!r} takes at most {self.max_batch} images a request, "
                              f"got {len(batch)}")
-        out = self.infer({self.input_name: batch.astype(NP_DTYPES[self.input_type], copy=False)})
+        parameters = {"resize": self.resize} if self.any_frame_size and self.resize else None
+        out = self.infer({self.input_name: batch.astype(NP_DTYPES[self.input_type], copy=False)},
+                         parameters=parameters)
         if "logits" in out:
             out["logits"] = out["logits"].astype(np.float32, copy=False)
         return out
 
-    def infer(self, inputs: Dict[str, np.ndarray], outputs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
-        """One request (arrays with their batch dimension); the outputs by name. Triton's errors propagate."""
+    def infer(self, inputs: Dict[str, np.ndarray], outputs: Optional[Sequence[str]] = None,
+              parameters: Optional[Dict[str, str]] = None) -> Dict[str, np.ndarray]:
+        """One request (arrays with their batch dimension, request ``parameters``); the outputs by name. Triton's
+        errors propagate."""
         tc = self._tc
         reqs = []
         for name, array in inputs.items():
@@ -136,7 +144,8 @@ class TritonBackend(Backend):
         else:
             wanted = [tc.InferRequestedOutput(n) for n in names]
         with self._lock:
-            result = self.client.infer(self.model, reqs, model_version=self.version, outputs=wanted)
+            result = self.client.infer(self.model, reqs, model_version=self.version, outputs=wanted,
+                                       parameters=parameters)
         out = {}
         for n in names:
             try:
@@ -160,13 +169,17 @@ class TritonBackend(Backend):
 
 class TritonSegmenter(Segmenter):
     """``Segmenter`` over a model on a Triton server (:class:`TritonBackend`): ``predict``, ``predict_batch``,
-    ``overlay``, the artifact's classes and palette; ``close()`` or ``with`` closes the connection."""
+    ``overlay``, the artifact's classes and palette; ``close()`` or ``with`` closes the connection. ``resize``
+    (``stretch`` / ``keep_ratio``) holds on every interface: on the ``frames`` interface of a normalized or pixels
+    artifact, where the model prepares each frame, every request carries it to the model."""
 
     def __init__(self, url: str, model: str, version: str = "", timeout_s: float = 60.0,
                  resize: Optional[str] = None) -> None:
         self.triton = TritonBackend(url, model, version, timeout_s)
         try:
             super().__init__(self.triton, resize=resize)
+            if self.triton.any_frame_size:  # the model resizes each frame: tell it how (else it would stretch)
+                self.triton.resize = self.resize
         except BaseException:
             self.triton.close()
             raise

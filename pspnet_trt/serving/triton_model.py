@@ -2,7 +2,9 @@
 
 Runs the artifact beside it (config parameter ``artifact``) through :class:`pspnet_trt.Segmenter`:
 ``frames`` UINT8 [N, H, W, 3] BGR in, ``labels`` UINT8 [N, H, W] out, one label map per frame at the
-frame's size. Requests that the dynamic batcher groups are run as one ``predict_batch``.
+frame's size. A request's parameter ``resize`` (``stretch`` / ``keep_ratio``, sent by ``TritonSegmenter``) says how
+its frames reach the artifact's input; without it, the Segmenter's default. Requests that the dynamic batcher
+groups are run as one batch per resize mode.
 
 Tensors cross the stub by DLPack, not by ``as_numpy()`` / ``Tensor(name, array)``: the stub of the
 Python backend bundled with nvidia-pytriton (Triton 2.51) is built against numpy 1, and under numpy 2
@@ -83,23 +85,21 @@ class TritonPythonModel:
     def execute(self, requests: List[Any]) -> List[Any]:
         if self.io == "artifact":
             return self.execute_artifact(requests)
-        frames: List[np.ndarray] = []
-        counts: List[int] = []
-        for request in requests:
-            batch = to_numpy(pb_utils.get_input_tensor_by_name(request, "frames"))
-            counts.append(len(batch))
-            frames.extend(batch)
+        batches = [list(to_numpy(pb_utils.get_input_tensor_by_name(r, "frames"))) for r in requests]
+        labels: List[List[np.ndarray]] = [[] for _ in requests]
         try:
-            labels = self.segmenter.predict_batch(frames)
+            modes = [json.loads(r.parameters() or "{}").get("resize") or self.segmenter.resize for r in requests]
+            for mode in sorted(set(modes)):  # one batch per resize mode, each request's labels back in order
+                mine = [i for i, m in enumerate(modes) if m == mode]
+                out = self.segmenter.predict_batch([f for i in mine for f in batches[i]], resize=mode)
+                for i in mine:
+                    labels[i], out = out[:len(batches[i])], out[len(batches[i]):]
         except Exception as e:  # one bad frame fails the requests of this execution, not the server
             error = pb_utils.TritonError(f"{self.name}: {type(e).__name__}: {e}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        responses, start = [], 0
-        for n in counts:
-            out = np.stack(labels[start:start + n]).astype(np.uint8, copy=False)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[to_triton("labels", out)]))
-            start += n
-        return responses
+        return [pb_utils.InferenceResponse(output_tensors=[to_triton("labels", np.stack(m).astype(np.uint8,
+                                                                                              copy=False))])
+                for m in labels]
 
     def execute_artifact(self, requests: List[Any]) -> List[Any]:
         """The artifact's own tensors (``backend.run``), as a tensorrt_plan / onnxruntime_onnx model serves it."""

@@ -2,7 +2,8 @@
 
     report = validate(reference, [OrtBackend("m_fp16.onnx"), TensorRTBackend("m.engine")], dataset,
                       tolerance=0.5, limit=100, report_dir="reports/m")
-    report.passed  # False if an artifact's mIoU is more than `tolerance` points below PyTorch's
+    report.passed  # False if an artifact's mIoU is more than `tolerance` points below PyTorch's, or its labels
+                   # agree with PyTorch's on fewer pixels than the floor of its precision (AGREEMENT_FLOORS)
 
     # or from names and paths, as `pspnet-trt validate` does:
     report = validate_artifacts("r18_os8_camvid", ["m_fp32.onnx"], "data/camvid", checkpoint="m.pth")
@@ -13,7 +14,8 @@ static input size and normalised with their metadata (whole mode), or cut into c
 (slide mode, see :mod:`.inference`). Outputs are brought back to the label's size (logits
 bilinearly then argmax, as sssegmentation does; a labels output by nearest neighbour) and scored
 there. The reference is a :class:`~pspnet_trt.runtime.torch_backend.TorchBackend` at the same
-input size.
+input size; each artifact's agreement is computed against that model computing what the artifact's graph
+computes (:func:`reference_for`).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from .core import (
     check_info,
     open_artifacts,
     open_reference,
+    reference_for,
     reference_output,
     validate,
     validate_artifacts,
     write_records,
 )
+from .gate import AGREEMENT_FLOORS, Verdict, agreement_floor, gate
 from .inference import (
     MODES,
     ValidationError,
@@ -43,7 +47,7 @@ from .inference import (
 from .report import bar_chart, markdown, write_report
 
 __all__ = [
-    "MODES", "BackendResult", "ValidationError", "ValidationReport", "bar_chart", "check_comparable", "check_info",
+    "AGREEMENT_FLOORS", "MODES", "Verdict", "agreement_floor", "gate", "reference_for", "BackendResult", "ValidationError", "ValidationReport", "bar_chart", "check_comparable", "check_info",
     "default_stride", "markdown", "open_artifacts", "open_reference", "predict", "predict_slide",
     "predict_whole", "reference_output", "slide_logits", "slide_windows", "validate", "validate_artifacts",
     "write_records", "write_report",

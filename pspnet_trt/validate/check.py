@@ -1,5 +1,6 @@
 """The check after an engine build: with a dataset, :func:`~.core.validate_artifacts` (mIoU gate); without
-one, labels agreement with the PyTorch model on a folder of images, against a threshold per precision.
+one, labels agreement with the PyTorch model on a folder of images, against the floor of its precision; both
+decide by the one rule of :mod:`.gate`.
 
     ok = check_artifact("r18_os8_camvid", "engines/m_fp16.engine", checkpoint="m.pth")            # samples/
     ok = check_artifact("r18_os8_camvid", "engines/m_fp16.engine", data="/data/camvid", limit=20)  # mIoU gate
@@ -12,7 +13,7 @@ reference) and store the verdict with the artifact (:mod:`pspnet_trt.records`). 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -23,22 +24,14 @@ from ..errors import UserError
 from ..metrics import Agreement
 from ..runtime.backend import Backend
 from ..runtime.inference import at_frame_size
-from .core import check_comparable, open_artifacts, open_reference, validate_artifacts
+from .core import check_comparable, open_artifacts, open_reference, reference_for, validate_artifacts
+from .gate import agreement_floor, gate
 from .inference import ValidationError, predict_whole
 
 log = logging.getLogger(__name__)
 
-# Least % of pixels on which an artifact must predict PyTorch's label, by its precision. FP32 differs only by
-# summation order; the FP16 graph measured >= 99.8 % on random weights (near-ties everywhere), INT8 99.5 % on a
-# trained CamVid model and 98.7 % on the 8-minute demo model (README, "Measured here").
-AGREEMENT_THRESHOLDS = {"fp32": 99.9, "fp16": 99.0, "int8": 97.0}
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"  # the repository's committed sample images
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def agreement_threshold(precision: str) -> float:
-    """The agreement threshold (%) of an artifact of ``precision`` (one of ``ARTIFACT_PRECISIONS``)."""
-    return AGREEMENT_THRESHOLDS[precision]
 
 
 @dataclass
@@ -50,6 +43,7 @@ class AgreementCheck:
     threshold: float
     invalid_pixels: int  # labels outside 0..C-1 (any fails)
     passed: bool
+    why: List[str] = field(default_factory=list)  # the rules it broke (.gate)
 
     def record(self) -> Dict[str, Any]:
         from ..records import now
@@ -77,22 +71,25 @@ def sample_images(folder: Union[str, Path], limit: Optional[int] = None) -> List
 
 def check_agreement(reference: Backend, artifact: Backend, images: Sequence[np.ndarray], threshold: float,
                     images_dir: str = "") -> AgreementCheck:
-    """Labels of ``artifact`` vs ``reference`` on ``images`` (whole-image inference, compared at each image's
-    size, every pixel); passes when the agreement is at least ``threshold`` % and no label is out of range."""
+    """Labels of ``artifact`` vs its PyTorch reference (:func:`~.core.reference_for`: ``reference``'s model
+    computing what the artifact's graph computes) on ``images`` (whole-image inference, compared at each image's
+    size, every pixel); the verdict is :func:`~.gate.gate`'s with ``threshold`` as the agreement floor."""
     check_comparable(reference, [artifact])
     if not images:
         raise ValidationError("no images to check the artifact on")
     agreement = Agreement()
     invalid = 0
     num_classes = reference.info.num_classes
+    like = reference_for(reference, artifact.info)
     for image in at_frame_size(images, artifact.info):  # each through the one door, in its own input format
         hw = image.shape[:2]
-        ref, out = predict_whole(reference, image, hw), predict_whole(artifact, image, hw)
+        ref, out = predict_whole(like, image, hw), predict_whole(artifact, image, hw)
         invalid += int(np.count_nonzero((out < 0) | (out >= num_classes)))
         agreement.update(out, ref)
     value = 100 * agreement.value
+    verdict = gate(artifact.info.precision, value, invalid, floor=threshold)
     return AgreementCheck(str(getattr(artifact, "path", artifact.name)), len(images), images_dir, value, threshold,
-                          invalid, bool(value >= threshold and invalid == 0))
+                          invalid, verdict.passed, verdict.why)
 
 
 def check_artifact(model: str, artifact: Union[str, Path], *, checkpoint: Optional[Union[str, Path]] = None,
@@ -103,7 +100,7 @@ def check_artifact(model: str, artifact: Union[str, Path], *, checkpoint: Option
 
     With ``data``: the mIoU gate of ``validate`` on the first ``limit`` images of the evaluation split (report
     in ``report_dir``). Without: labels agreement on up to ``limit`` images of ``images_dir`` (default: the
-    repository's ``samples/``) against ``threshold`` (default: :func:`agreement_threshold` of its precision).
+    repository's ``samples/``) against ``threshold`` (default: :func:`~.gate.agreement_floor` of its precision).
     """
     from ..records import fingerprint, validate_advice, write_record
 
@@ -124,7 +121,7 @@ def check_artifact(model: str, artifact: Union[str, Path], *, checkpoint: Option
     try:
         reference = open_reference(model, [opened], checkpoint=checkpoint, device=device)
         result = check_agreement(reference, opened, [im for _, im in images],
-                                 agreement_threshold(opened.info.precision) if threshold is None else threshold,
+                                 agreement_floor(opened.info.precision) if threshold is None else threshold,
                                  str(folder))
     finally:
         opened.close()

@@ -9,12 +9,17 @@ from ..values import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from .gate import AGREEMENT_FLOORS
+
+    floors = ", ".join(f"{k.upper()} {v:g} %" for k, v in AGREEMENT_FLOORS.items())
     p = sub.add_parser("validate", help="mIoU of ONNX files / engines against the PyTorch model, pass or fail",
                        description="Runs PyTorch and every --onnx/--engine artifact on the same images and writes "
                                    "report.json, report.md and iou_per_class.png, and each artifact's verdict into "
                                    "its record (an engine's manifest, NAME.validation.json beside an ONNX; see "
                                    "`pspnet-trt info`). An artifact passes when its mIoU is within --tolerance of "
-                                   "PyTorch's and it predicts no label outside the class range. Exit 0: all passed "
+                                   "PyTorch's, its labels agree with PyTorch's (computed as its graph computes them) "
+                                   f"on at least the floor of its precision ({floors} of the pixels) and it predicts "
+                                   "no label outside the class range. Exit 0: all passed "
                                    "(or no artifact given: evaluation only, nothing gated); 1: at least one "
                                    "failed; 2: bad input.")
     p.add_argument("--model", required=True, help="zoo name (see `pspnet-trt zoo`)")

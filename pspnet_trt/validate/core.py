@@ -18,6 +18,7 @@ from ..metrics import Agreement, SegMetrics
 from ..preprocess import logits_to_labels
 from ..runtime.backend import Backend
 from ..zoo import IGNORE_INDEX
+from .gate import agreement_floor, gate
 from .inference import (
     MODES,
     ValidationError,
@@ -48,7 +49,8 @@ class BackendResult:
     def precision(self) -> str:
         return self.backend.info.precision
 
-    def row(self, reference: BackendResult, tolerance: float, is_reference: bool) -> Dict[str, Any]:
+    def row(self, reference: BackendResult, tolerance: float, is_reference: bool,
+            min_agreement: Optional[float] = None) -> Dict[str, Any]:
         miou = 100 * self.metrics.miou
         delta = miou - 100 * reference.metrics.miou
         info, ref = self.backend.info, reference.backend.info
@@ -65,9 +67,13 @@ class BackendResult:
             "numerics": getattr(self.backend, "numerics", None),  # how an INT8 ONNX ran (fake-quant: CPU-independent)
         }
         if not is_reference:
-            # NaN (nothing scored) never passes, nor does one label outside 0..C-1 (a healthy artifact emits none);
+            # the gate (.gate): mIoU within the tolerance, agreement with its PyTorch reference above the floor of
+            # its precision, no label outside 0..C-1; NaN (nothing scored) never passes
+            floor = agreement_floor(self.precision) if min_agreement is None else min_agreement
+            verdict = gate(self.precision, 100 * self.agreement.value, self.metrics.invalid_pixels, delta, tolerance,
+                           floor)
+            row["passed"], row["why"], row["agreement_floor"] = verdict.passed, verdict.why, floor
             # same weights as PyTorch: True/False, unknown: None
-            row["passed"] = bool(delta >= -tolerance) and self.metrics.invalid_pixels == 0
             known = info.checkpoint_sha256 and ref.checkpoint_sha256
             row["same_checkpoint"] = (info.checkpoint_sha256 == ref.checkpoint_sha256) if known else None
         return row
@@ -136,6 +142,7 @@ class ValidationReport:
             "mode": self.mode, "input_size": c.get("input_size"), "miou": row["miou"],
             "reference_miou": self.rows[0]["miou"], "delta": row["delta"], "agreement": row["agreement"],
             "invalid_pixels": row["invalid_pixels"], "tolerance": self.tolerance,
+            "agreement_floor": row["agreement_floor"], "why": row["why"],
             "reference_checkpoint_sha256": c.get("checkpoint_sha256"), "same_checkpoint": row.get("same_checkpoint"),
             "report": c.get("report"), "package_version": package_version(),
         })
@@ -203,13 +210,16 @@ def _label(backend: Backend) -> str:
 
 def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDataset, *,
              labels: Optional[Sequence[str]] = None, limit: Optional[int] = None, tolerance: float = 0.5,
+             min_agreement: Optional[float] = None,
              mode: str = "whole", fit: Optional[Tuple[int, int]] = None, stride: Optional[Tuple[int, int]] = None,
              report_dir: Optional[Union[str, Path]] = None, progress: bool = True) -> ValidationReport:
     """Score ``reference`` (PyTorch) and each artifact on the first ``limit`` images of ``dataset``.
 
     Each image is read once, preprocessed once (all backends share input size and normalisation,
-    see :func:`check_comparable`) and fed to every backend. An artifact passes when its mIoU is at
-    most ``tolerance`` mIoU points below the reference's. ``labels`` names the artifacts in the
+    see :func:`check_comparable`) and fed to every backend. An artifact passes the gate (:func:`.gate.gate`) when
+    its mIoU is at most ``tolerance`` mIoU points below the reference's, its labels agree with its own PyTorch
+    reference (:func:`reference_for`) on at least ``min_agreement`` % of the pixels (default: the floor of its
+    precision, :data:`.gate.AGREEMENT_FLOORS`) and it predicts no label outside the class range. ``labels`` names the artifacts in the
     report (default: backend, precision and file name); ``fit`` is the keep-ratio test resize of
     slide mode (the zoo entry's ``eval_resize``), ``stride`` its window step (default 2/3 of the
     input size). With ``report_dir``, report.json, report.md and iou_per_class.png are written there.
@@ -220,6 +230,8 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
         raise ValidationError(f"mode must be one of {MODES}, got {mode!r}")
     if tolerance < 0 or not math.isfinite(tolerance):
         raise ValidationError(f"tolerance must be a finite number of mIoU points >= 0, got {tolerance}")
+    if min_agreement is not None and not 0 <= min_agreement <= 100:
+        raise ValidationError(f"min_agreement must be a % of pixels between 0 and 100, got {min_agreement}")
     if limit is not None and limit < 1:
         raise ValidationError(f"limit must be at least 1 image, got {limit}")
     for backend in (reference, *artifacts):
@@ -231,6 +243,7 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
     results = [BackendResult(reference, "pytorch", SegMetrics(num_classes))]
     results += [BackendResult(a, n, SegMetrics(num_classes), path=str(getattr(a, "path", "")) or None)
                 for a, n in zip(artifacts, _names(artifacts, labels))]
+    references = {reference_key(a.info, mode): reference_for(reference, a.info, mode) for a in artifacts}
     n_images = len(dataset) if limit is None else min(limit, len(dataset))
     labelled = 0
     read_s = 0.0
@@ -246,8 +259,8 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
         t = time.perf_counter()
         crops = slide_image(sample.image, fit, reference) if mode == "slide" else None
         pre_s = time.perf_counter() - t
-        ref_pred: Optional[np.ndarray] = None
-        for r in results:
+        ref_preds: Dict[Any, np.ndarray] = {}  # the prediction of each reference kind (reference_key) on this image
+        for k, r in enumerate(results):
             t = time.perf_counter()
             if crops is None:
                 pred = predict_whole(r.backend, sample.image, label_hw, shared)
@@ -256,14 +269,17 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
             r.seconds += pre_s + time.perf_counter() - t
             r.images += 1
             r.metrics.update(pred, sample.label)
-            if ref_pred is None:
-                ref_pred = pred
-            else:
-                r.agreement.update(pred, ref_pred)  # every pixel, labelled or not: a numerics check
+            if k == 0:
+                ref_preds[reference_key(reference.info, mode)] = pred
+                continue
+            key = reference_key(r.backend.info, mode)
+            if key not in ref_preds:  # PyTorch computing what this artifact's graph computes, fed as it is
+                ref_preds[key] = predict_whole(references[key], sample.image, label_hw, shared)
+            r.agreement.update(pred, ref_preds[key])  # every pixel, labelled or not: a numerics check
     if labelled == 0:
         raise ValidationError(f"the {n_images} images of {dataset!r} have no labelled pixel (all {IGNORE_INDEX}): "
                               "wrong dataset layout or label files for this model?")
-    rows = [r.row(results[0], tolerance, i == 0) for i, r in enumerate(results)]
+    rows = [r.row(results[0], tolerance, i == 0, min_agreement) for i, r in enumerate(results)]
     h, w = reference.info.input_size
     context = {
         "model": reference.info.model, "checkpoint_sha256": reference.info.checkpoint_sha256,
@@ -280,8 +296,9 @@ def validate(reference: Backend, artifacts: Sequence[Backend], dataset: SegDatas
     if not artifacts:
         log.info("pytorch: mIoU %.2f (evaluation only, no artifact gated)", rows[0]["miou"])
     for row in rows[1:]:
-        log.info("%s: mIoU %.2f (%+.2f vs PyTorch %.2f), agreement %.3f %% -> %s", row["backend"], row["miou"],
-                 row["delta"], rows[0]["miou"], row["agreement"], "pass" if row["passed"] else "FAIL")
+        log.log(logging.INFO if row["passed"] else logging.ERROR, "%s: mIoU %.2f (%+.2f vs PyTorch %.2f), agreement "
+                "%.3f %% (floor %g %%) -> %s", row["backend"], row["miou"], row["delta"], rows[0]["miou"],
+                row["agreement"], row["agreement_floor"], "pass" if row["passed"] else f"FAIL: {'; '.join(row['why'])}")
         if row["invalid_pixels"]:
             log.error("%s predicted %d pixels outside the class range 0..%d: it fails the gate whatever its mIoU",
                       row["backend"], row["invalid_pixels"], num_classes - 1)
@@ -313,10 +330,38 @@ def open_artifacts(artifacts: Sequence[Union[str, Path]], device: str = "auto",
 
 
 def reference_output(artifacts: Sequence[Backend], mode: str = "whole") -> str:
-    """The PyTorch reference's output that compares like with like: ``labels`` (argmax at the input size, as
-    the artifacts take it) when every artifact has labels only and mode is whole, else ``logits``."""
-    labels_only = bool(artifacts) and all("logits" not in a.info.output_names for a in artifacts)
+    """The output of the PyTorch row of a report (its mIoU): ``labels`` (argmax at the input size, as the
+    artifacts take it) when every artifact has labels taken at the input size (labels only, and not a raw-frame
+    graph that upsamples its scores to the frame) and mode is whole, else ``logits``. Each artifact's agreement is
+    computed against its own reference (:func:`reference_for`), whatever this row's output."""
+    labels_only = bool(artifacts) and all(reference_key(a.info, mode)[-1] == "labels" for a in artifacts)
     return "labels" if labels_only and mode == "whole" else "logits"
+
+
+def reference_key(info: DeployInfo, mode: str = "whole") -> Tuple[Any, ...]:
+    """What the PyTorch reference of an artifact described by ``info`` depends on: its input format and frame
+    size, and where its graph takes the argmax (``logits``: scores brought to the image bilinearly by the host,
+    or to the frame inside a bgr8 graph with frame_upsample logits; ``labels``: argmax at the input size)."""
+    if mode == "slide":
+        return ("slide",)
+    upsample = "logits" if "logits" in info.output_names else "labels"
+    if info.raw_frames:
+        upsample = info.frame_upsample
+    return (info.input_format, info.input_size, info.frame_size, upsample)
+
+
+def reference_for(reference: Backend, info: DeployInfo, mode: str = "whole") -> Backend:
+    """The reference of an artifact described by ``info``: ``reference``'s PyTorch model computing what the
+    artifact's graph computes, fed the artifact's own input
+    (:meth:`~pspnet_trt.runtime.torch_backend.TorchBackend.reference_of`; also what ``check-export`` compares
+    with). Slide mode, or a reference that is not a PyTorch model: ``reference`` itself."""
+    from ..runtime.torch_backend import TorchBackend
+
+    if mode == "slide" or not isinstance(reference, TorchBackend):
+        return reference
+    if reference_key(reference.info, mode) == reference_key(info, mode):
+        return reference
+    return reference.reference_of(info)
 
 
 def open_reference(model: str, artifacts: Sequence[Backend], *, checkpoint: Optional[Union[str, Path]] = None,

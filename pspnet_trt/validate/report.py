@@ -36,11 +36,13 @@ def markdown(report: ValidationReport) -> str:
         "",
         f"Model {c.get('model', '?')} (checkpoint sha256 {str(c.get('checkpoint_sha256') or 'unknown')[:16]}); "
         f"{', '.join(setup)}; {mode} inference; {report.seconds:.1f} s.",
-        (f"Gate: an artifact passes when its mIoU is at most {report.tolerance} points below PyTorch's and it "
-         f"predicts no label outside 0..{len(report.class_names) - 1} (out-of-range px: such pixels, any pixel; "
-         "scored as misses). " if report.gated else
+        (f"Gate: an artifact passes when its mIoU is at most {report.tolerance} points below PyTorch's, its labels "
+         f"agree with PyTorch's on at least the floor of its precision ({_floors(report)}) and it predicts no label "
+         f"outside 0..{len(report.class_names) - 1} (out-of-range px: such pixels, any pixel; scored as misses). "
+         if report.gated else
          "No --onnx/--engine artifact was given: PyTorch is evaluated alone and nothing is gated. ") +
-        "Agreement = pixels (all, labelled or not) where the artifact predicts PyTorch's class.",
+        "Agreement = pixels (all, labelled or not) where the artifact predicts the class of PyTorch computing what "
+        "its graph computes (fed its input, its scores upsampled where its graph upsamples them).",
         "",
     ]
     rows = []
@@ -51,6 +53,9 @@ def markdown(report: ValidationReport) -> str:
                      fmt(r["images_per_s"], ".2f"), fmt(r["size_mb"], ".1f"), gate])
     lines.append(markdown_table(["backend", "precision", "mIoU %", "Δ vs PyTorch", "pixel acc %", "agreement %",
                                  "out-of-range px", "images/s", "size MB", "gate"], rows))
+    for r in report.rows:
+        if r.get("why"):
+            lines += ["", f"**{r['backend']} fails the gate: {'; '.join(r['why'])}.**"]
     for r in report.rows:
         if r.get("invalid_pixels"):
             lines += ["", f"**{r['backend']} predicted {r['invalid_pixels']} pixels outside the class range "
@@ -67,6 +72,12 @@ def markdown(report: ValidationReport) -> str:
                              [[name, *(fmt(None if r["iou"][name] is None else 100 * r["iou"][name], ".2f")
                                        for r in report.rows)] for name in report.class_names])]
     return "\n".join(lines) + "\n"
+
+
+def _floors(report: ValidationReport) -> str:
+    """The agreement floors of the report's artifacts, e.g. ``fp32 99.9 %, int8 96 %``."""
+    floors = {r["precision"]: r["agreement_floor"] for r in report.rows if r.get("agreement_floor") is not None}
+    return ", ".join(f"{p} {f:g} %" for p, f in floors.items())
 
 
 def bar_chart(report: ValidationReport, path: Path) -> None:
