@@ -351,7 +351,7 @@ def build_engines(onnx: Dict[str, Path], work: Path, no_engines: Optional[str] =
 
         no_engines = engine_plan()[0]
     if no_engines:
-        log.info("engines not built: %s (CPU-only machine; see README, GPU path)", no_engines)
+        log.info("engines not built: %s (CPU-only machine; see docs/gpu.md)", no_engines)
         return []
     from .runtime.tensorrt import TensorRTBackend
     from .trt import BuildConfig, build_engine
