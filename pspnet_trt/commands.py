@@ -83,7 +83,9 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  checkpoint sha256 {info.checkpoint_sha256}{f' ({ckpt})' if ckpt else ''}")
     print(f"  exported by pspnet-trt {info.package_version}")
     if info.extra:
-        print(f"  extra: {', '.join(f'{k}={json.dumps(info.extra[k])}' for k in sorted(info.extra))}")
+        print("  extra:")
+        for key in sorted(info.extra):
+            print(f"    {key}={json.dumps(info.extra[key])}")
     if manifest is not None:
         gpu = manifest.get("gpu") or {}
         print(f"  TensorRT {manifest['tensorrt_version']}, built for {gpu.get('name')} (compute capability "

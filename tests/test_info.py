@@ -3,6 +3,8 @@ extra metadata (a raw-frame artifact printed `input 180x240` alone, and `extra: 
 
 from __future__ import annotations
 
+import json
+
 from pspnet_trt.cli import main
 
 
@@ -18,7 +20,7 @@ def test_info_of_a_raw_frame_artifact_says_it_takes_frames_and_resizes_them(tiny
     assert "resized in the graph to the network's 64x128" in out and "labels at 96x160" in out, out
     assert "resized on the host first (stretch)" in out, out  # r18_os8_camvid's test-time resize
     extra = read_onnx_info(onnx).extra
-    assert extra and all(f"{key}={value!r}".replace("'", '"') in out for key, value in extra.items()), (extra, out)
+    assert extra and all(f"\n    {key}={json.dumps(value)}\n" in out for key, value in extra.items()), (extra, out)
 
 
 def test_info_of_a_normalized_artifact_names_its_input(tiny_onnx, capsys):
