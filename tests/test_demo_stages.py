@@ -137,6 +137,23 @@ def test_the_training_log_states_the_iterations_the_run_does(r18_checkpoint, tmp
     assert any("3 iterations of batch 2" in r.getMessage() for r in caplog.records)
 
 
+def test_a_time_budget_makes_the_recipe_line_an_upper_bound(tmp_path, caplog):
+    """`train --max-minutes` logged the schedule's iterations as if all would run; with a budget they are a bound."""
+    from pspnet_trt.train import TrainConfig
+    from pspnet_trt.train import trainer as trainer_mod
+
+    base = dict(model="r18_os8_camvid", data=SAMPLE, batch_size=2, crop=(64, 64), workers=0, limit_images=8,
+                eval_every=0, ppm_channels=16, aux_channels=16, threads=1, epochs=3)
+    lines = []
+    for name, minutes in (("plain", None), ("budget", 5.0)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pspnet_trt"):
+            trainer_mod.setup(TrainConfig(work_dir=tmp_path / name, max_minutes=minutes, **base))
+        lines += [r.getMessage() for r in caplog.records if r.getMessage().startswith("recipe:")]
+    assert ", 12 iterations," in lines[0] and "at most" not in lines[0], lines
+    assert "12 iterations at most (the 5-minute --max-minutes budget may end the run sooner)" in lines[1], lines
+
+
 def test_demo_artifacts_follow_the_naming_scheme(tmp_path):
     from pspnet_trt.artifacts import artifact_name
 
