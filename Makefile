@@ -27,8 +27,8 @@ FRAME_ARGS = $(if $(FRAME),--input-format bgr8 --frame-size $(FRAME))
 # the weights: CHECKPOINT=PATH, else the one shipped in samples/ (r18_os8_camvid) or the published one;
 # RANDOM_WEIGHTS=1 for random weights (plumbing and speed only; the artifact says so)
 WEIGHTS_ARGS = $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(RANDOM_WEIGHTS),--random-weights)
-# Artifact names, one scheme (pspnet_trt/engine.py, artifact_name; engines/README.md):
-#   engines/<model>_<H>x<W>[_frame<FH>x<FW>]_<precision>.onnx|.engine
+# Artifact names, one scheme (pspnet_trt/artifacts.py, artifact_name; engines/README.md):
+#   engines/<model>_<H>x<W>[_frame<FH>x<FW>|_pixels]_<precision>.onnx|.engine
 artifact = $(shell $(PY) -m pspnet_trt.engine --model $(MODEL) $(SIZE_ARGS) $(if $(FRAME),--frame-size $(FRAME)) --precision $(1))
 
 .PHONY: install test typecheck lint demo zoo train export calibrate quantize engine build validate bench clean

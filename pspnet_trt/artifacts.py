@@ -24,7 +24,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .deploy import ARTIFACT_PRECISIONS, BUILD_PRECISIONS, METADATA_KEY, DeployInfo, json_problem
 from .errors import UserError
@@ -36,7 +36,7 @@ ONNX_SUFFIX = ".onnx"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 KINDS = ("onnx", "engine")
 
-__all__ = ["ARTIFACT_PRECISIONS", "BUILD_PRECISIONS", "ENGINE_SUFFIXES", "KINDS", "ONNX_SUFFIX", "EngineMismatch",
+__all__ = ["ARTIFACT_PRECISIONS", "artifact_name", "BUILD_PRECISIONS", "ENGINE_SUFFIXES", "KINDS", "ONNX_SUFFIX", "EngineMismatch",
            "GpuInfo", "Manifest", "check_engine_file", "check_manifest", "parse_version", "same_engine_version",
            "batch_range", "check_file", "check_out", "is_onnx", "kind", "kind_or_none", "manifest_path",
            "read_info", "read_json_object", "read_manifest", "read_onnx_info", "read_onnx_metadata", "record_path", "attach_metadata",
@@ -373,3 +373,18 @@ def batch_range(path: PathLike) -> Tuple[int, Optional[int]]:
     if info.batch is not None:
         return info.batch, info.batch
     return 1, read_manifest(path).max_batch if kind(path) == "engine" else None
+
+
+def artifact_name(model: str, precision: str, input_size: Optional[Sequence[int]] = None,
+                  frame_size: Optional[Sequence[int]] = None, input_format: Optional[str] = None,
+                  suffix: str = ".onnx") -> str:
+    """``<model>_<H>x<W>[_frame<FH>x<FW>|_pixels]_<precision><suffix>``: the one name of a built artifact
+    (``input_size`` default: the zoo's deploy size; a ``frame_size`` means input format bgr8)."""
+    from .zoo import get_spec
+
+    h, w = input_size or get_spec(model).deploy_size
+    fmt = input_format or ("bgr8" if frame_size else "normalized")
+    if (fmt == "bgr8") != (frame_size is not None):
+        raise UserError("a raw-frame (bgr8) artifact needs its frame size, and only it has one")
+    tag = f"_frame{frame_size[0]}x{frame_size[1]}" if frame_size else "" if fmt == "normalized" else f"_{fmt}"
+    return f"{model}_{h}x{w}{tag}_{precision}{suffix}"

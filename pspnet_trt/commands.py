@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +72,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"{path} ({'ONNX' if manifest is None else 'TensorRT engine'}, {path.stat().st_size / 1e6:.1f} MB)")
     print(f"  model {info.model}, precision {info.precision}, input {info.input_size[0]}x{info.input_size[1]}, "
           f"batch {info.batch or 'dynamic'}, output {info.output}, {info.num_classes} classes")
+    print(f"  {input_sentence(info)}")
     print(f"  normalization {n.to_dict()}")
     if random:
         seed = info.extra.get("random_seed")
@@ -81,7 +83,9 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  checkpoint sha256 {info.checkpoint_sha256}{f' ({ckpt})' if ckpt else ''}")
     print(f"  exported by pspnet-trt {info.package_version}")
     if info.extra:
-        print(f"  extra: {', '.join(sorted(info.extra))}")
+        print("  extra:")
+        for key in sorted(info.extra):
+            print(f"    {key}={json.dumps(info.extra[key])}")
     if manifest is not None:
         gpu = manifest.get("gpu") or {}
         print(f"  TensorRT {manifest['tensorrt_version']}, built for {gpu.get('name')} (compute capability "
@@ -98,3 +102,21 @@ def _info(args: argparse.Namespace) -> int:
     elif record.get("passed") and (partial(record) or record.get("kind") == "agreement"):
         print(f"  not a full validation on a dataset: {validate_advice(path, info)}")
     return 0
+
+
+def input_sentence(info: Any) -> str:
+    """What the artifact takes and what a caller's images go through first (input format, frame size, resize)."""
+    from .runtime.segmenter import default_resize
+
+    h, w = info.input_size
+    host = f"images of another size are resized on the host first ({default_resize(info)})"
+    if info.frame_size is not None:
+        fh, fw = info.frame_size
+        resize = (f"resized in the graph to the network's {h}x{w} (OpenCV INTER_LINEAR arithmetic)" if (fh, fw) != (h, w)
+                  else "no resize in the graph")
+        return (f"input format {info.input_format}: uint8 BGR camera frames of {fh}x{fw} (N x {fh} x {fw} x 3), "
+                f"{resize}, labels at {fh}x{fw} (frame upsample: {info.frame_upsample}); {host}")
+    if info.input_format == "pixels":
+        return (f"input format pixels: float 0..255 N x 3 x {h} x {w} in the model's channel order, normalised in the "
+                f"graph; {host}")
+    return f"input format {info.input_format}: float N x 3 x {h} x {w}, normalised on the host; {host}"

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .artifacts import artifact_name
 from .errors import UserError
 from .trt.build import BuildConfig
 
@@ -33,21 +34,6 @@ MAKE_ENV = "PSPNET_TRT_MAKE"
 MAKE_VARIABLES = (("--checkpoint PATH", "CHECKPOINT=PATH"), ("--data ROOT", "DATA=ROOT"),
                   ("--images-dir FOLDER", "IMAGES_DIR=FOLDER"), ("--random-weights", "RANDOM_WEIGHTS=1"),
                   ("--input-size HxW", "INPUT_SIZE=HxW"))
-
-
-def artifact_name(model: str, precision: str, input_size: Optional[Sequence[int]] = None,
-                  frame_size: Optional[Sequence[int]] = None, input_format: Optional[str] = None,
-                  suffix: str = ".onnx") -> str:
-    """``<model>_<H>x<W>[_frame<FH>x<FW>|_pixels]_<precision><suffix>``: the one name of a built artifact
-    (``input_size`` default: the zoo's deploy size; a ``frame_size`` means input format bgr8)."""
-    from .zoo import get_spec
-
-    h, w = input_size or get_spec(model).deploy_size
-    fmt = input_format or ("bgr8" if frame_size else "normalized")
-    if (fmt == "bgr8") != (frame_size is not None):
-        raise UserError("a raw-frame (bgr8) artifact needs its frame size, and only it has one")
-    tag = f"_frame{frame_size[0]}x{frame_size[1]}" if frame_size else "" if fmt == "normalized" else f"_{fmt}"
-    return f"{model}_{h}x{w}{tag}_{precision}{suffix}"
 
 
 def make_hint(message: str) -> str:

@@ -93,17 +93,75 @@ def test_demo_onnx_files_carry_the_checkpoint_sha256(r18_checkpoint, tmp_path):
 def test_demo_config_starts_from_the_shipped_checkpoint_unless_told_otherwise(r18_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", r18_checkpoint)
     cfg = DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False)
-    assert cfg.start_from == r18_checkpoint and cfg.train_minutes < 8.0 and cfg.lr is not None
+    assert cfg.start_from == r18_checkpoint and cfg.train_iters == demo.FINETUNE_ITERS and cfg.lr is not None
     fast = DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=True)
     assert fast.train_iters is not None and fast.lr == demo.FINETUNE_LR and (fast.crop, fast.batch_size) == ((180, 240), 8)
     scratch = DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False, from_scratch=True)
-    assert scratch.start_from is None and scratch.train_minutes == 8.0 and scratch.lr is None
+    assert scratch.start_from is None and scratch.train_iters == demo.SCRATCH_ITERS and scratch.lr is None
     monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", tmp_path / "absent.pth")
     assert DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False).start_from is None  # not shipped yet
     from pspnet_trt.errors import UserError
 
     with pytest.raises(UserError, match="absent.pth"):
         DemoConfig.make(None, str(tmp_path), str(tmp_path), fast=False, start_from=str(tmp_path / "absent.pth"))
+
+
+def test_every_demo_run_trains_a_fixed_number_of_iterations(r18_checkpoint, tmp_path, monkeypatch):
+    """The demo's log said "2000 iterations" and "epoch 1/1000" and stopped after 26: a 2-minute budget over a
+    1000-epoch schedule. Now each mode runs a fixed count, handed to the trainer as its length, with no budget."""
+    monkeypatch.setattr(demo, "SHIPPED_CHECKPOINT", r18_checkpoint)
+    configs = [DemoConfig.make(None, str(tmp_path / "w"), str(tmp_path / "r"), fast=fast, from_scratch=scratch)
+               for fast in (False, True) for scratch in (False, True)]
+    assert [c.train_iters for c in configs] == [demo.FINETUNE_ITERS, demo.SCRATCH_ITERS, demo.FINETUNE_ITERS_FAST, 200]
+    given = []
+
+    def fake_train(config):
+        given.append(config)
+        raise KeyboardInterrupt  # stop before any work; the stage writes nothing
+
+    monkeypatch.setattr("pspnet_trt.train.train", fake_train)
+    monkeypatch.setattr(demo, "start_miou", lambda cfg, ckpt: 0.0)
+    for cfg in configs:
+        with pytest.raises(KeyboardInterrupt):
+            demo.train_stage(cfg, Stages(tmp_path / "stamps"))
+    assert [(c.iters, c.max_minutes) for c in given] == [(c.train_iters, None) for c in configs]
+
+
+def test_the_training_log_states_the_iterations_the_run_does(r18_checkpoint, tmp_path, caplog):
+    cfg = DemoConfig(SAMPLE, tmp_path / "work", tmp_path / "report", train_iters=3, crop=(64, 64), batch_size=2,
+                     eval_images=1, input_size=(64, 64), start_from=r18_checkpoint, lr=0.001)
+    with caplog.at_level(logging.INFO, logger="pspnet_trt"):
+        _, summary = demo.train_stage(cfg, Stages(tmp_path / "work" / "stamps"))
+    (recipe,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("recipe:")]
+    assert summary["iterations"] == 3 and ", 3 iterations," in recipe, recipe
+    assert any("3 iterations of batch 2" in r.getMessage() for r in caplog.records)
+
+
+def test_a_time_budget_makes_the_recipe_line_an_upper_bound(tmp_path, caplog):
+    """`train --max-minutes` logged the schedule's iterations as if all would run; with a budget they are a bound."""
+    from pspnet_trt.train import TrainConfig
+    from pspnet_trt.train import trainer as trainer_mod
+
+    base = dict(model="r18_os8_camvid", data=SAMPLE, batch_size=2, crop=(64, 64), workers=0, limit_images=8,
+                eval_every=0, ppm_channels=16, aux_channels=16, threads=1, epochs=3)
+    lines = []
+    for name, minutes in (("plain", None), ("budget", 5.0)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pspnet_trt"):
+            trainer_mod.setup(TrainConfig(work_dir=tmp_path / name, max_minutes=minutes, **base))
+        lines += [r.getMessage() for r in caplog.records if r.getMessage().startswith("recipe:")]
+    assert ", 12 iterations," in lines[0] and "at most" not in lines[0], lines
+    assert "12 iterations at most (the 5-minute --max-minutes budget may end the run sooner)" in lines[1], lines
+
+
+def test_demo_artifacts_follow_the_naming_scheme(tmp_path):
+    from pspnet_trt.artifacts import artifact_name
+
+    cfg = DemoConfig(SAMPLE, tmp_path / "work", tmp_path / "report", input_size=(180, 240))
+    assert demo.artifact_path(cfg, "int8").name == "r18_os8_camvid_180x240_int8.onnx"
+    assert demo.artifact_path(cfg, "fp16", (360, 480)).name == "r18_os8_camvid_180x240_frame360x480_fp16.onnx"
+    assert demo.artifact_path(cfg, "fp16", suffix=".engine") == \
+        tmp_path / "work" / artifact_name("r18_os8_camvid", "fp16", (180, 240), suffix=".engine")
 
 
 def test_train_stage_fine_tunes_from_the_start_checkpoint(r18_checkpoint, tmp_path):
@@ -169,5 +227,8 @@ def test_tiny_demo_from_a_start_checkpoint_reports_where_it_started(r18_checkpoi
     report = (tmp_path / "report" / "report.md").read_text()
     assert f"Started from {r18_checkpoint}" in report and "fine-tuned 1 iterations" in report
     assert str(SAMPLE) not in (tmp_path / "work" / "calibration.txt").read_text()
+    assert sorted(p.name for p in (tmp_path / "work").glob("*.onnx")) == [
+        "r18_os8_camvid_64x64_fp16.onnx", "r18_os8_camvid_64x64_fp32.onnx", "r18_os8_camvid_64x64_frame360x480_fp16.onnx",
+        "r18_os8_camvid_64x64_int8.onnx"]
     stamps = sorted(p.name for p in (tmp_path / "work" / "stamps").iterdir())
     assert stamps == ["export_fp16.json", "export_fp16_bgr8.json", "export_fp32.json", "quantize.json", "train.json"]

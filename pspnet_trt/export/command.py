@@ -75,7 +75,7 @@ def add_input_format_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frame-size", help="bgr8: HxW of the camera frames the graph takes (e.g. 1024x2048)")
     p.add_argument("--frame-upsample", choices=FRAME_UPSAMPLES, default=DEFAULT_FRAME_UPSAMPLE,
                    help="bgr8: logits = bilinear class scores to the frame, then ArgMax; labels = ArgMax at the "
-                        "input size, then nearest (cheaper, see README)")
+                        "input size, then nearest (cheaper, see docs/export-and-precision.md)")
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ works in fixed point (``imgproc/src/resize.cpp``):
   kernel rounds: ``v = ((r0 >> 4) * b0 >> 16) + ((r1 >> 4) * b1 >> 16)``, then ``(v + 2) >> 2``.
 
 A float bilinear Resize differs from that by up to one grey level per pixel (11-bit weights, rounding to uint8),
-enough to move labels (README, Raw-frame artifacts: Parity). This module reproduces the integer arithmetic
+enough to move labels (docs/results.md, raw-frame parity). This module reproduces the integer arithmetic
 instead, so a raw-frame graph sees the very network input the host path builds.
 
 Graph form: no Gather, no Resize, no coordinate arithmetic (nothing depends on how a backend rounds a sampling

@@ -363,8 +363,10 @@ def _setup(cfg: TrainConfig, rank: int, world: int, device: torch.device, closin
         _init_backbone(run)
     if run.main:
         write_json(work / "config.json", cfg.to_dict())
-        log.info("recipe: crop %dx%d, batch %d, lr %g, %d iterations, augmentation %s, %s, %s autocast, %d loader "
-                 "workers", *cfg.crop, cfg.batch_size, cfg.lr, max_iters, cfg.augment,
+        length = f"{max_iters} iterations" + (f" at most (the {cfg.max_minutes:g}-minute --max-minutes budget may end "
+                                              "the run sooner)" if cfg.max_minutes else "")
+        log.info("recipe: crop %dx%d, batch %d, lr %g, %s, augmentation %s, %s, %s autocast, %d loader "
+                 "workers", *cfg.crop, cfg.batch_size, cfg.lr, length, cfg.augment,
                  "channels_last" if cfg.channels_last else "NCHW", _dtype_name(run.amp_dtype) or "no", cfg.workers)
     if world > 1:
         run.ddp = nn.parallel.DistributedDataParallel(model)
