@@ -10,7 +10,8 @@ Placement rules we enforce (TensorRT's fusion rules for explicit quantization):
   residual in INT8 (its placement guide; ModelOpt's ONNX PTQ does the same since its PR #425).
   :func:`residual_adds` finds the main branch from the graph: the longer path back to the fork.
 * Inputs only: the outputs of Conv/Add carry no Q/DQ (TensorRT's placement guide); a Q/DQ pair
-  feeding a ReLU would round the pre-ReLU tensor once more with its own scale.
+  feeding a ReLU (or MobileNetV2's ReLU6, a Clip) would round the pre-activation tensor once more with its own
+  scale. Depthwise convs are Convs like any other (per-channel weights: one scale per channel of the group).
 * Nothing around Resize, Concat, the pooling MatMuls/AveragePool, ArgMax or the final upsample:
   Q/DQ there would force reformatting for no gain (the PPM branches are tiny), and the logits
   stay in float so the argmax sees full precision. The PPM branch convs and the classifier stay
@@ -421,8 +422,8 @@ def check_placement(model: Any, target: str = "tensorrt") -> None:
     * activations: per-tensor; with target ``tensorrt`` INT8 with zero point 0 (symmetric), with ``cpu``
       UINT8 or INT8;
     * a quantized Conv has both its input and its weights in INT8 (``tensorrt``: else TensorRT runs it in float);
-    * no Q/DQ feeding Resize, Concat, the pooling MatMul/AveragePool or ArgMax, nor (``tensorrt``) a ReLU
-      (a quantized Conv output);
+    * no Q/DQ feeding Resize, Concat, the pooling MatMul/AveragePool or ArgMax, nor (``tensorrt``) a ReLU or a
+      ReLU6 (Clip): a quantized Conv output, where TensorRT fuses Conv+BN+ReLU/Clip into one kernel;
     * ``tensorrt``: a residual Add has at most one quantized input (TensorRT folds it into the main-branch Conv);
     * the PPM branch convs and the classifier (found from the graph's structure, :func:`float_by_rule`) have
       no Q/DQ at all.
@@ -433,7 +434,7 @@ def check_placement(model: Any, target: str = "tensorrt") -> None:
     graph = model.graph
     producers = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
-    forbidden = ("Resize", "Concat", "MatMul", "ArgMax", "AveragePool") + (("Relu",) if target == "tensorrt" else ())
+    forbidden = ("Resize", "Concat", "MatMul", "ArgMax", "AveragePool") + (("Relu", "Clip") if target == "tensorrt" else ())
 
     def from_dq(name: str) -> bool:
         src = producers.get(name)
