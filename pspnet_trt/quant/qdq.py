@@ -61,6 +61,9 @@ METHODS = ("entropy", "percentile", "minmax")
 # cpu: asymmetric UINT8 activations (U8S8), what x86 ONNX Runtime runs fastest (VNNI); not for TensorRT.
 TARGETS = ("tensorrt", "cpu")
 QUANTIZED_OPS = ["Conv", "Add"]
+# Activations TensorRT fuses into the Conv before them (ReLU; ReLU6 exported as Clip; the others a backbone may
+# bring): a Q/DQ pair feeding one would round the Conv's output once more and break the fusion.
+FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish")
 FLOAT_DTYPES = FLOAT_PRECISIONS  # what the Convs kept out of INT8 run in
 
 
@@ -422,8 +425,9 @@ def check_placement(model: Any, target: str = "tensorrt") -> None:
     * activations: per-tensor; with target ``tensorrt`` INT8 with zero point 0 (symmetric), with ``cpu``
       UINT8 or INT8;
     * a quantized Conv has both its input and its weights in INT8 (``tensorrt``: else TensorRT runs it in float);
-    * no Q/DQ feeding Resize, Concat, the pooling MatMul/AveragePool or ArgMax, nor (``tensorrt``) a ReLU or a
-      ReLU6 (Clip): a quantized Conv output, where TensorRT fuses Conv+BN+ReLU/Clip into one kernel;
+    * no Q/DQ feeding Resize, Concat, the pooling MatMul/AveragePool or ArgMax, nor (``tensorrt``) an activation
+      of :data:`FUSED_ACTIVATIONS` (ReLU, ReLU6 as Clip, ...): a quantized Conv output, where TensorRT fuses
+      Conv+BN+activation into one kernel;
     * ``tensorrt``: a residual Add has at most one quantized input (TensorRT folds it into the main-branch Conv);
     * the PPM branch convs and the classifier (found from the graph's structure, :func:`float_by_rule`) have
       no Q/DQ at all.
@@ -434,7 +438,7 @@ def check_placement(model: Any, target: str = "tensorrt") -> None:
     graph = model.graph
     producers = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
-    forbidden = ("Resize", "Concat", "MatMul", "ArgMax", "AveragePool") + (("Relu", "Clip") if target == "tensorrt" else ())
+    forbidden = ("Resize", "Concat", "MatMul", "ArgMax", "AveragePool") + (FUSED_ACTIVATIONS if target == "tensorrt" else ())
 
     def from_dq(name: str) -> bool:
         src = producers.get(name)
