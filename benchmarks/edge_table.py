@@ -40,9 +40,11 @@ ROWS: List[Tuple[str, Tuple[int, int]]] = [
     ("r18_os8_camvid", (360, 480)), ("mv2_os8_camvid", (360, 480)),
     ("r50_os8_cityscapes", (512, 1024)), ("mv2_os8_cityscapes", (512, 1024)),
 ]
-JETSON = ("pspnet-trt export --model NAME --input-size HxW --precision fp16 --out NAME_fp16.onnx && pspnet-trt build "
-          "--onnx NAME_fp16.onnx --out NAME_fp16.engine && python benchmarks/bench.py --model NAME --engine "
-          "NAME_fp16.engine --tegrastats (and the INT8 engine from `calibrate` + `quantize`)")
+JETSON = ("pspnet-trt export --model NAME --input-size HxW --out NAME.onnx && pspnet-trt calibrate --model NAME --data "
+          "ROOT --input-size HxW && pspnet-trt quantize --onnx NAME.onnx --calibration calibration/NAME_train_n64_s0.txt "
+          "--data ROOT --out NAME_int8.onnx && pspnet-trt build --onnx NAME.onnx --precision fp16 --out NAME_fp16.engine "
+          "&& pspnet-trt build --onnx NAME_int8.onnx --precision int8 --out NAME_int8.engine && python benchmarks/bench.py "
+          "--model NAME --engine NAME_fp16.engine --engine NAME_int8.engine --tegrastats")
 
 
 def gflops(model: Any, size: Tuple[int, int]) -> float:
@@ -167,20 +169,25 @@ def main() -> int:
     # --models re-measures some rows of an existing table: the others are kept, each row with its own date
     old = json.loads(out.read_text()) if (args.models or args.miou_only) and out.is_file() else {"rows": []}
     kept = {r["model"]: r for r in old["rows"]}
+    commands = old.get("commands", []) + [" ".join(["python", *sys.argv])]
+
+    def record() -> Dict[str, Any]:
+        return {**host(), "date": datetime.datetime.now().isoformat(timespec="seconds"), "commands": commands,
+                "threads": args.threads, "iters": args.iters, "jetson_command": JETSON,
+                "rows": [kept[name] for name, _ in ROWS if name in kept]}
+
     if args.miou_only:
         for name, r in kept.items():
             r.update(report_miou(reports.get(name)), weights=weights_label(name))
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            kept.update({name: row(name, size, args, reports, Path(tmp)) for name, size in rows})
-    commands = old.get("commands", []) + [" ".join(["python", *sys.argv])]
-    record = {**host(), "date": datetime.datetime.now().isoformat(timespec="seconds"), "commands": commands,
-              "threads": args.threads, "iters": args.iters, "jetson_command": JETSON,
-              "rows": [kept[name] for name, _ in ROWS if name in kept]}
-    write_json(out, record)
+            for name, size in rows:
+                kept[name] = row(name, size, args, reports, Path(tmp))
+                write_json(out, record())  # each row as soon as it is measured
+    write_json(out, record())
     with atomic_open(out.with_suffix(".md"), "w") as f:
-        f.write(markdown(record) + "\n")
-    print(markdown(record))
+        f.write(markdown(record()) + "\n")
+    print(markdown(record()))
     print(out)
     return 0
 

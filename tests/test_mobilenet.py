@@ -329,3 +329,23 @@ def test_ort_fake_quant_runs_clip_on_the_float_conv_output(mv2_int8):
     steps = np.abs(got.astype(np.int32) - expected)
     assert steps.max() <= 1 and (steps > 0).mean() < 0.01, ((steps > 0).mean(), steps.max())
     assert (expected == np.round(6 / inits[q_next.input[1]])).mean() > 0.001 or (expected > 0).mean() > 0.1
+
+
+def test_cpu_target_keeps_the_pyramid_pooling_reads_float(mv2_int8, tmp_path):
+    """--target cpu quantizes Conv outputs; MobileNetV2 ends in a projection Conv with no activation, whose
+    output feeds the pyramid pooling and its Concat: those read the float tensor (placement rules), and the
+    quantized copy no node reads is gone."""
+    from pspnet_trt.quant import CalibrationList, check_placement, make_calibration_list, quantize_onnx
+
+    sample = Path(__file__).resolve().parents[1] / "samples" / "camvid"
+    fp32, _ = mv2_int8
+    cal = make_calibration_list("mv2_os8_camvid", sample, "train", 2, seed=0, out=tmp_path / "cal.txt")
+    path = quantize_onnx(fp32, CalibrationList.read(cal, sample), tmp_path / "cpu.onnx", "minmax", target="cpu")
+    model = onnx.load(path)
+    check_placement(model, "cpu")
+    producers = {o: n for n in model.graph.node for o in n.output}
+    pools = [n for n in model.graph.node if n.op_type in ("AveragePool", "MatMul", "Concat")]
+    assert pools and all(producers[i].op_type != "DequantizeLinear" for n in pools for i in n.input if i in producers)
+    uses = {i for n in model.graph.node for i in n.input}
+    assert all(o in uses for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for o in n.output)

@@ -269,6 +269,40 @@ def float_inputs(model: Any, names: Sequence[str]) -> None:
             node.input[0] = q.input[0]
 
 
+# Ops that read a float tensor even where ONNX Runtime quantized it for another consumer (see unquantized_reads)
+FLOAT_READERS = ("Resize", "Upsample", "Concat", "MatMul", "ArgMax", "AveragePool")
+
+
+def unquantized_reads(model: Any, op_types: Sequence[str] = FLOAT_READERS) -> int:
+    """Let every node of ``op_types`` read its inputs before quantization, in place; Q/DQ pairs no node reads any
+    more are removed. Returns how many inputs were rewired.
+
+    With ``--target cpu`` ONNX Runtime quantizes Conv outputs; where a backbone ends in a Conv without an
+    activation (MobileNetV2's last projection conv), that quantized tensor would feed the pyramid pooling and its
+    Concat, which the placement rules keep in float."""
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    rewired = 0
+    for node in graph.node:
+        if node.op_type not in op_types:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in producers:
+                node.input[k] = q.input[0]
+                rewired += 1
+    while True:
+        uses = _uses(graph)
+        outputs = {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(uses.get(o) or o in outputs for o in n.output)]
+        if not dead:
+            return rewired
+        names = {id(n) for n in dead}
+        _replace_nodes(graph, [n for n in graph.node if id(n) not in names])
+
+
 def fp16_islands(model: Any, names: Sequence[str]) -> None:
     """Turn the float Convs ``names`` of ``model`` (in place) into ``Cast(fp16) -> Conv -> Cast(fp32)``
     with FP16 weights and bias. Raises, changing nothing, if a name is not
@@ -382,6 +416,9 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
         log.info("residual Adds: Q/DQ kept on the residual input only (%d main-branch inputs left float)",
                  residual_adds(quantized))
     float_inputs(quantized, keep_float)
+    rewired = unquantized_reads(quantized)
+    if rewired:
+        log.info("%d inputs of pooling/Resize/Concat read the float tensor another consumer quantizes", rewired)
     if float_dtype == "fp16":
         fp16_islands(quantized, keep_float)
     seconds = time.perf_counter() - start
