@@ -69,7 +69,7 @@ def report_miou(path: Optional[str]) -> Dict[str, Optional[float]]:
         figures, source = path.split("@", 1)
         pt, fp16, int8 = (float(v) for v in figures.split("/"))
         return {"miou_pytorch": pt, "miou_fp16": fp16, "miou_int8": int8, "report": source}  # type: ignore[dict-item]
-    rows = json.loads(Path(path).read_text())["rows"]
+    rows = json.loads(Path(path).read_text())["backends"]
     out: Dict[str, Optional[float]] = {"miou_pytorch": rows[0]["miou"]}
     for r in rows[1:]:
         out[f"miou_{r['precision']}"] = r["miou"]
