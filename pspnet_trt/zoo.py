@@ -4,10 +4,12 @@ Every number a later stage needs (input size, normalisation, class names, palett
 here once. Export copies it into the ONNX metadata, the engine build copies that into the engine
 manifest, and the runtime reads it back from there; nothing downstream re-types it.
 
-The 12 PSPNet entries are sssegmentation's published checkpoints
-(``ssseg/configs/pspnet/pspnet_resnet{50,101}os{8,16}_{voc,ade20k,cityscapes}.py``).
+The 12 ResNet PSPNet entries are sssegmentation's published checkpoints
+(``ssseg/configs/pspnet/pspnet_resnet{50,101}os{8,16}_{voc,ade20k,cityscapes}.py``), the 3 ``mv2_os8_*`` ones its
+MobileNetV2-D8 PSPNets (``ssseg/configs/mobilenetv2/pspnet_mobilenetv2os8_{voc,ade20k,cityscapes}.py``).
 ``r18_os8_camvid`` is our small CPU demo model, with the layout sssegmentation's own code gives a
-ResNet-18 PSPNet (PPM 128 channels, auxiliary head 64); its trained checkpoint ships in ``samples/``.
+ResNet-18 PSPNet (PPM 128 channels, auxiliary head 64); ``mv2_os8_camvid`` the edge one, MobileNetV2-D8 with the
+same narrow head. Their trained checkpoints ship in ``samples/``.
 Which weights a zoo name gets is decided in one place: :func:`pspnet_trt.models.create_model`.
 """
 
@@ -31,14 +33,19 @@ IMAGENET_STD_255: Tuple[float, float, float] = (58.395, 57.12, 57.375)
 # datasets map every "void" label to 255 so that labels fit in uint8).
 IGNORE_INDEX = 255
 
-# The release folder that holds sssegmentation's PSPNet files. PSPNET_TRT_MODEL_BASE_URL replaces it (a mirror).
-DEFAULT_MODEL_BASE_URL = "https://github.com/SegmentationBLWX/modelstore/releases/download/ssseg_pspnet"
+# sssegmentation's model store: one release folder per backbone family (``ModelSpec.release``: ssseg_pspnet holds
+# the ResNet PSPNets, ssseg_mobilenet the MobileNetV2 ones). PSPNET_TRT_MODEL_BASE_URL replaces the folder: one flat
+# mirror folder that may hold any entry's files.
+MODEL_STORE_URL = "https://github.com/SegmentationBLWX/modelstore/releases/download"
+DEFAULT_RELEASE = "ssseg_pspnet"
+DEFAULT_MODEL_BASE_URL = f"{MODEL_STORE_URL}/{DEFAULT_RELEASE}"
 MODEL_BASE_URL_ENV = "PSPNET_TRT_MODEL_BASE_URL"
 
 
-def model_base_url() -> str:
-    """``$PSPNET_TRT_MODEL_BASE_URL`` (a mirror of the release folder), else :data:`DEFAULT_MODEL_BASE_URL`."""
-    return (os.environ.get(MODEL_BASE_URL_ENV) or DEFAULT_MODEL_BASE_URL).rstrip("/")
+def model_base_url(release: str = DEFAULT_RELEASE) -> str:
+    """``$PSPNET_TRT_MODEL_BASE_URL`` (a flat mirror folder holding any entry's files), else the release folder
+    ``release`` of sssegmentation's model store."""
+    return (os.environ.get(MODEL_BASE_URL_ENV) or f"{MODEL_STORE_URL}/{release}").rstrip("/")
 
 
 def published_names(config: str, suffix: str) -> Tuple[str, ...]:
@@ -115,6 +122,7 @@ class ModelSpec:
     config: Optional[str] = None  # sssegmentation config name, for published entries
     published_miou: Optional[float] = None
     checkpoint_files: Tuple[str, ...] = ()  # published file names, tried in this order under model_base_url()
+    release: str = DEFAULT_RELEASE  # the model store's release folder that holds checkpoint_files and log_files
     log_files: Tuple[str, ...] = ()  # the training log's published names
     sha256: Optional[str] = None  # sssegmentation publishes none
     # A checkpoint this repository ships, relative to its root (a checkout; an installed package has none).
@@ -145,7 +153,7 @@ class ModelSpec:
     @property
     def urls(self) -> Tuple[str, ...]:
         """Every URL the published checkpoint may be at, in the order a download tries them."""
-        return tuple(f"{model_base_url()}/{name}" for name in self.checkpoint_files)
+        return tuple(f"{model_base_url(self.release)}/{name}" for name in self.checkpoint_files)
 
     @property
     def url(self) -> Optional[str]:
@@ -154,11 +162,14 @@ class ModelSpec:
 
     @property
     def log_urls(self) -> Tuple[str, ...]:
-        return tuple(f"{model_base_url()}/{name}" for name in self.log_files)
+        return tuple(f"{model_base_url(self.release)}/{name}" for name in self.log_files)
 
 
-def _published(depth: int, os: int, dataset: str, miou: float) -> ModelSpec:
-    config = f"pspnet_resnet{depth}os{os}_{dataset}"
+def _published(backbone: str, os: int, dataset: str, miou: float, *, short: str = "",
+               release: str = DEFAULT_RELEASE) -> ModelSpec:
+    """sssegmentation's ``pspnet_<backbone>os<os>_<dataset>`` config as the zoo entry ``<short>_os<os>_<dataset>``
+    (``short``: e.g. r50, mv2); its files are in the model store's folder ``release``."""
+    config = f"pspnet_{backbone}os{os}_{dataset}"
     if dataset == "cityscapes":
         sizes = dict(crop_size=(512, 1024), deploy_size=(512, 1024), eval_resize=(2048, 1024))
         schedule = dict(batch_size=8, epochs=220, train_split="train", eval_split="val")
@@ -168,32 +179,42 @@ def _published(depth: int, os: int, dataset: str, miou: float) -> ModelSpec:
         train_split = "trainaug" if dataset == "voc" else "train"
         schedule = dict(batch_size=16, epochs=epochs, train_split=train_split, eval_split="val")
     return ModelSpec(
-        name=f"r{depth}_os{os}_{dataset}",
-        backbone=f"resnet{depth}",
+        name=f"{short}_os{os}_{dataset}",
+        backbone=backbone,
         output_stride=os,
         dataset=dataset,
         config=config,
         published_miou=miou,
         checkpoint_files=published_names(config, ".pth"),
         log_files=published_names(config, ".log"),
+        release=release,
         **sizes,  # type: ignore[arg-type]
         **schedule,  # type: ignore[arg-type]
     )
 
 
+def _resnet(depth: int, os: int, dataset: str, miou: float) -> ModelSpec:
+    return _published(f"resnet{depth}", os, dataset, miou, short=f"r{depth}")
+
+
+def _mobilenetv2(dataset: str, miou: float) -> ModelSpec:
+    # ssseg/configs/mobilenetv2/pspnet_mobilenetv2os8_*.py: PPM 512 on the 320-channel map, auxiliary 512 on the 96
+    return _published("mobilenetv2", 8, dataset, miou, short="mv2", release="ssseg_mobilenet")
+
+
 _ENTRIES = [
-    _published(50, 8, "voc", 77.93),
-    _published(50, 16, "voc", 76.29),
-    _published(101, 8, "voc", 79.04),
-    _published(101, 16, "voc", 77.92),
-    _published(50, 8, "ade20k", 42.64),
-    _published(50, 16, "ade20k", 40.23),
-    _published(101, 8, "ade20k", 44.55),
-    _published(101, 16, "ade20k", 43.40),
-    _published(50, 8, "cityscapes", 79.05),
-    _published(50, 16, "cityscapes", 77.13),
-    _published(101, 8, "cityscapes", 79.94),
-    _published(101, 16, "cityscapes", 77.43),
+    _resnet(50, 8, "voc", 77.93),
+    _resnet(50, 16, "voc", 76.29),
+    _resnet(101, 8, "voc", 79.04),
+    _resnet(101, 16, "voc", 77.92),
+    _resnet(50, 8, "ade20k", 42.64),
+    _resnet(50, 16, "ade20k", 40.23),
+    _resnet(101, 8, "ade20k", 44.55),
+    _resnet(101, 16, "ade20k", 43.40),
+    _resnet(50, 8, "cityscapes", 79.05),
+    _resnet(50, 16, "cityscapes", 77.13),
+    _resnet(101, 8, "cityscapes", 79.94),
+    _resnet(101, 16, "cityscapes", 77.43),
     # CPU demo model: trained by this project; no published checkpoint, the trained one ships in samples/.
     ModelSpec(
         name="r18_os8_camvid",
@@ -210,6 +231,27 @@ _ENTRIES = [
         train_split="train",
         eval_split="test",
         shipped_checkpoint="samples/r18_os8_camvid_camvid.pth",
+    ),
+    _mobilenetv2("voc", 68.40),
+    _mobilenetv2("ade20k", 35.09),
+    _mobilenetv2("cityscapes", 73.64),
+    # The edge CPU model: MobileNetV2-D8 with the narrow head of r18_os8_camvid; trained by this project from
+    # scratch (train/config.py, CPU_OVERRIDES), the trained checkpoint ships in samples/.
+    ModelSpec(
+        name="mv2_os8_camvid",
+        backbone="mobilenetv2",
+        output_stride=8,
+        dataset="camvid",
+        crop_size=(360, 480),
+        deploy_size=(360, 480),
+        eval_resize=None,
+        ppm_channels=128,
+        aux_channels=64,
+        batch_size=8,
+        epochs=30,
+        train_split="train",
+        eval_split="test",
+        shipped_checkpoint="samples/mv2_os8_camvid_camvid.pth",
     ),
 ]
 

@@ -115,11 +115,12 @@ def test_auto_is_the_backbone_tables_url(www, tmp_path, monkeypatch):
 
 
 def test_defaults_auto_for_published_none_for_the_cpu_model():
-    assert TrainConfig(model="r18_os8_camvid", data=".", work_dir=".").resolved().pretrained == "none"
+    for cpu_model in ("r18_os8_camvid", "mv2_os8_camvid"):
+        assert TrainConfig(model=cpu_model, data=".", work_dir=".").resolved().pretrained == "none"
     from pspnet_trt.zoo import ZOO
 
     published = [name for name, spec in ZOO.items() if spec.config]
-    assert len(published) == 12
+    assert len(published) == 15
     assert all(TrainConfig(model=name, data=".", work_dir=".").resolved().pretrained == "auto" for name in published)
 
 

@@ -526,6 +526,7 @@ CHEAP_BENCHMARKS = {
 }
 NOT_RUN_BENCHMARKS = {
     "debug_factor.py": "minutes: exports, quantizes and compares 3 models layer by layer, 14 times each",
+    "edge_table.py": "exports and quantizes four models up to 512x1024 and times them (minutes)",
     "fp16_ort_levels.py": "a trained checkpoint and CamVid, exports at 360x480",
     "host_overhead.py": "exports r18 at 512x1024 and 360x480 (a minute)",
     "int8_accuracy.py": "a trained checkpoint, CamVid, INT8 calibration and validation",

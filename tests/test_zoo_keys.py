@@ -1,5 +1,5 @@
-"""Every state-dict key, shape and dtype of sssegmentation's PSPNet equals ours, for all 12 published zoo
-configs and the R-18 CamVid demo layout, so their checkpoints load with ``strict=True``.
+"""Every state-dict key, shape and dtype of sssegmentation's PSPNet equals ours, for all 15 published zoo
+configs (12 ResNet, 3 MobileNetV2) and the R-18 CamVid demo layout, so their checkpoints load with ``strict=True``.
 
 Reference lists: ``../shared/reference/keys/keys_<config>.json`` (sssegmentation eb1878c1, dumped from
 its own ``BuildSegmentor(...).state_dict()``; override the folder with $PSPNET_TRT_REFERENCE). Compared
@@ -36,7 +36,8 @@ def load_reference(spec: ModelSpec) -> Tuple[Layout, dict]:
         pytest.skip(f"reference key list {path} not found (../shared/reference beside the repo, "
                     "or set $PSPNET_TRT_REFERENCE)")
     data = json.loads(path.read_text())
-    layout = {key: (tuple(shape), dtype) for key, shape, dtype in data["state_dict"]}
+    # dtypes as "float32" (the ResNet lists) or "torch.float32" (the MobileNetV2 ones)
+    layout = {key: (tuple(shape), dtype.replace("torch.", "")) for key, shape, dtype in data["state_dict"]}
     assert len(layout) == len(data["state_dict"]), f"{path}: duplicate keys"
     return layout, data
 
@@ -72,16 +73,17 @@ def test_every_reference_list_is_a_zoo_entry() -> None:
     covered = {reference_file(spec).name for spec in ZOO.values()}
     lists = {f.name for f in files if f.name != "keys_summary.json"}
     assert lists <= covered, f"reference lists without a zoo entry: {sorted(lists - covered)}"
-    assert len(lists) == 13
+    assert len(lists) == 16
 
 
 def test_summary_agrees_with_the_zoo() -> None:
-    """num_classes, backbone depth and output stride of each published config (keys_summary.json) match the zoo."""
+    """num_classes, backbone depth and output stride of each published ResNet config (keys_summary.json, which
+    lists those) match the zoo."""
     path = KEYS / "keys_summary.json"
     if not path.is_file():
         pytest.skip(f"{path} not found")
     summary = json.loads(path.read_text())
-    published = {spec.config: spec for spec in ZOO.values() if spec.config}
+    published = {spec.config: spec for spec in ZOO.values() if spec.config and spec.backbone.startswith("resnet")}
     assert set(summary) == set(published)
     for config, entry in summary.items():
         spec = published[config]

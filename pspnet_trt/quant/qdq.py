@@ -10,7 +10,8 @@ Placement rules we enforce (TensorRT's fusion rules for explicit quantization):
   residual in INT8 (its placement guide; ModelOpt's ONNX PTQ does the same since its PR #425).
   :func:`residual_adds` finds the main branch from the graph: the longer path back to the fork.
 * Inputs only: the outputs of Conv/Add carry no Q/DQ (TensorRT's placement guide); a Q/DQ pair
-  feeding a ReLU would round the pre-ReLU tensor once more with its own scale.
+  feeding a ReLU (or MobileNetV2's ReLU6, a Clip) would round the pre-activation tensor once more with its own
+  scale. Depthwise convs are Convs like any other (per-channel weights: one scale per channel of the group).
 * Nothing around Resize, Concat, the pooling MatMuls/AveragePool, ArgMax or the final upsample:
   Q/DQ there would force reformatting for no gain (the PPM branches are tiny), and the logits
   stay in float so the argmax sees full precision. The PPM branch convs and the classifier stay
@@ -60,6 +61,9 @@ METHODS = ("entropy", "percentile", "minmax")
 # cpu: asymmetric UINT8 activations (U8S8), what x86 ONNX Runtime runs fastest (VNNI); not for TensorRT.
 TARGETS = ("tensorrt", "cpu")
 QUANTIZED_OPS = ["Conv", "Add"]
+# Activations TensorRT fuses into the Conv before them (ReLU; ReLU6 exported as Clip; the others a backbone may
+# bring): a Q/DQ pair feeding one would round the Conv's output once more and break the fusion.
+FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish")
 FLOAT_DTYPES = FLOAT_PRECISIONS  # what the Convs kept out of INT8 run in
 
 
@@ -265,6 +269,40 @@ def float_inputs(model: Any, names: Sequence[str]) -> None:
             node.input[0] = q.input[0]
 
 
+# Ops that read a float tensor even where ONNX Runtime quantized it for another consumer (see unquantized_reads)
+FLOAT_READERS = ("Resize", "Upsample", "Concat", "MatMul", "ArgMax", "AveragePool")
+
+
+def unquantized_reads(model: Any, op_types: Sequence[str] = FLOAT_READERS) -> int:
+    """Let every node of ``op_types`` read its inputs before quantization, in place; Q/DQ pairs no node reads any
+    more are removed. Returns how many inputs were rewired.
+
+    With ``--target cpu`` ONNX Runtime quantizes Conv outputs; where a backbone ends in a Conv without an
+    activation (MobileNetV2's last projection conv), that quantized tensor would feed the pyramid pooling and its
+    Concat, which the placement rules keep in float."""
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    rewired = 0
+    for node in graph.node:
+        if node.op_type not in op_types:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] in producers:
+                node.input[k] = q.input[0]
+                rewired += 1
+    while True:
+        uses = _uses(graph)
+        outputs = {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(uses.get(o) or o in outputs for o in n.output)]
+        if not dead:
+            return rewired
+        names = {id(n) for n in dead}
+        _replace_nodes(graph, [n for n in graph.node if id(n) not in names])
+
+
 def fp16_islands(model: Any, names: Sequence[str]) -> None:
     """Turn the float Convs ``names`` of ``model`` (in place) into ``Cast(fp16) -> Conv -> Cast(fp32)``
     with FP16 weights and bias. Raises, changing nothing, if a name is not
@@ -379,6 +417,9 @@ def quantize_onnx(onnx_path: Union[str, Path], calibration: CalibrationList, out
         log.info("residual Adds: Q/DQ kept on the residual input only (%d main-branch inputs left float)",
                  residual_adds(quantized))
     float_inputs(quantized, keep_float)
+    rewired = unquantized_reads(quantized)
+    if rewired:
+        log.info("%d inputs of pooling/Resize/Concat read the float tensor another consumer quantizes", rewired)
     if float_dtype == "fp16":
         fp16_islands(quantized, keep_float)
     seconds = time.perf_counter() - start
@@ -422,8 +463,9 @@ def check_placement(model: Any, target: str = "tensorrt") -> None:
     * activations: per-tensor; with target ``tensorrt`` INT8 with zero point 0 (symmetric), with ``cpu``
       UINT8 or INT8;
     * a quantized Conv has both its input and its weights in INT8 (``tensorrt``: else TensorRT runs it in float);
-    * no Q/DQ feeding Resize, Concat, the pooling MatMul/AveragePool or ArgMax, nor (``tensorrt``) a ReLU
-      (a quantized Conv output);
+    * no Q/DQ feeding Resize, Concat, the pooling MatMul/AveragePool or ArgMax, nor (``tensorrt``) an activation
+      of :data:`FUSED_ACTIVATIONS` (ReLU, ReLU6 as Clip, ...): a quantized Conv output, where TensorRT fuses
+      Conv+BN+activation into one kernel;
     * ``tensorrt``: a residual Add has at most one quantized input (TensorRT folds it into the main-branch Conv);
     * the PPM branch convs and the classifier (found from the graph's structure, :func:`float_by_rule`) have
       no Q/DQ at all.
@@ -434,7 +476,7 @@ def check_placement(model: Any, target: str = "tensorrt") -> None:
     graph = model.graph
     producers = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
-    forbidden = ("Resize", "Concat", "MatMul", "ArgMax", "AveragePool") + (("Relu",) if target == "tensorrt" else ())
+    forbidden = ("Resize", "Concat", "MatMul", "ArgMax", "AveragePool") + (FUSED_ACTIVATIONS if target == "tensorrt" else ())
 
     def from_dq(name: str) -> bool:
         src = producers.get(name)

@@ -1,14 +1,15 @@
 """ImageNet-pretrained backbones, as sssegmentation initialises them (``--pretrained auto|none|PATH|URL``).
 
-Every sssegmentation PSPNet config builds its ResNet with ``pretrained=True``: the OpenMMLab "v1c"
+Every sssegmentation PSPNet config builds its backbone with ``pretrained=True``: the OpenMMLab "v1c"
 deep-stem ResNets (``DEFAULT_MODEL_URLS['resnetXXconv3x3stem']`` in
-``ssseg/modules/models/backbones/resnet.py``); their URLs are in the backbone table
-(``pspnet_trt/models/backbones.py``). The files hold the backbone's keys without the
-``backbone_net.`` prefix (``stem.0.weight``, ``layer1.0.conv1.weight``, ...) plus the ImageNet
-classifier ``fc.*``, either bare or under a ``state_dict`` / ``model`` key. sssegmentation loads them
-with ``strict=False``; we load strictly: every backbone tensor must be present with its shape, ``fc.*``
-is the only leftover allowed, and anything else is named in the error. (BatchNorm's
-``num_batches_tracked`` step counters, which some exports drop, are the one exception: they keep 0.)
+``ssseg/modules/models/backbones/resnet.py``), mmclassification's MobileNetV2; their URLs are in the backbone
+table (``pspnet_trt/models/backbones.py``). The files hold the backbone's keys, bare (``stem.0.weight``,
+``layer1.0.conv1.weight``, ...) or under ``backbone.`` (mmclassification) or ``backbone_net.``, plus the ImageNet
+classifier (``fc.*``; ``head.*`` and MobileNetV2's last ``conv2.*``: the entry's ``pretrained_extra``), either
+bare or under a ``state_dict`` / ``model`` key. sssegmentation strips ``backbone.`` and loads them with
+``strict=False``; we load strictly: every backbone tensor must be present with its shape, the classifier is the
+only leftover allowed, and anything else is named in the error. (BatchNorm's ``num_batches_tracked`` step
+counters, which some exports drop, are the one exception: they keep 0.)
 
 Downloads go through :func:`pspnet_trt.checkpoints.download` (resumable, atomic, progress bar) into
 ``cache_dir()/pretrained``.
@@ -21,7 +22,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Tuple
 
 from ..checkpoints import DownloadError, cache_dir, download, extract_state_dict
 from ..errors import UserError
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREFIX = "backbone_net."
-LEFTOVER_ALLOWED = "fc."
+PREFIXES = ("backbone_net.", "backbone.")
+LEFTOVER_ALLOWED: Tuple[str, ...] = ("fc.",)  # a backbone table entry's pretrained_extra says its own
 
 
 class PretrainedError(UserError):
@@ -89,7 +90,8 @@ def resolve(choice: str, backbone: str, progress: bool = True) -> Optional[Path]
 
 
 def read_backbone_state(path: Path) -> Dict[str, torch.Tensor]:
-    """The backbone tensors in ``path`` (``weights_only=True``), keys without a ``backbone_net.`` prefix."""
+    """The backbone tensors in ``path`` (``weights_only=True``), keys without a ``backbone_net.``/``backbone.``
+    prefix."""
     import torch
 
     try:
@@ -101,28 +103,39 @@ def read_backbone_state(path: Path) -> Dict[str, torch.Tensor]:
         raise PretrainedError(f"{path}: not a readable PyTorch file (truncated download?): {type(e).__name__}: {e}. "
                               "Delete it and try again, or pass --pretrained none") from None
     state = extract_state_dict(ckpt, source=str(path))
-    return {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in state.items()}
+    return {_strip(k): v for k, v in state.items()}
 
 
-def load_backbone(backbone: nn.Module, path: Path, source: str) -> Pretrained:
-    """Load ``path`` into ``backbone`` strictly (see the module docstring); returns its record."""
+def _strip(key: str) -> str:
+    for prefix in PREFIXES:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
+def load_backbone(backbone: nn.Module, path: Path, source: str, extra: Sequence[str] = LEFTOVER_ALLOWED) -> Pretrained:
+    """Load ``path`` into ``backbone`` strictly (see the module docstring); returns its record. ``extra``: the key
+    prefixes the file may hold beyond the backbone (its table entry's ``pretrained_extra``)."""
     state = read_backbone_state(path)
+    extra = tuple(extra)
     expected = backbone.state_dict()
     counters = {k for k in expected if k.endswith("num_batches_tracked")}
     missing = [k for k in expected if k not in state and k not in counters]
-    unexpected = [k for k in state if k not in expected and not k.startswith(LEFTOVER_ALLOWED)]
+    unexpected = [k for k in state if k not in expected and not k.startswith(extra)]
     wrong = [f"{k} {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in the model"
              for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     problems = []
     if missing:
         problems.append(f"{len(missing)} backbone keys missing, e.g. {missing[:5]}")
     if unexpected:
-        problems.append(f"{len(unexpected)} keys that are neither backbone nor fc.*, e.g. {unexpected[:5]}")
+        allowed = " nor ".join(f"{p}*" for p in extra)
+        problems.append(f"{len(unexpected)} keys that are neither backbone nor {allowed}, e.g. {unexpected[:5]}")
     if wrong:
         problems.append(f"{len(wrong)} shapes differ, first: {wrong[0]}")
     if problems:
-        raise PretrainedError(f"--pretrained {source}: {path} does not fit this ResNet backbone: " + "; ".join(problems)
-                              + ". Pass the ImageNet file of the model's backbone (the v1c ResNet of its depth), or --pretrained none")
+        raise PretrainedError(f"--pretrained {source}: {path} does not fit this {type(backbone).__name__} backbone: "
+                              + "; ".join(problems) + ". Pass the ImageNet file of the model's backbone (--pretrained "
+                              "auto: the one its backbone table entry names), or --pretrained none")
     load = {k: v for k, v in state.items() if k in expected}
     for k in counters - set(load):
         load[k] = expected[k]

@@ -424,6 +424,7 @@ def _dtype_name(dtype: Optional[torch.dtype]) -> Optional[str]:
 
 def _init_backbone(run: Run) -> None:
     """``--pretrained``: ImageNet weights into the backbone (every rank reads the same file), or none."""
+    from ..models.backbones import get_backbone
     from .pretrained import describe, load_backbone, resolve
 
     source = str(run.cfg.pretrained)
@@ -432,7 +433,8 @@ def _init_backbone(run: Run) -> None:
         dist.barrier()
         path = path or resolve(source, run.cfg.spec.backbone, progress=False)
     if path is not None:
-        run.pretrained = load_backbone(run.model.backbone_net, path, source).to_dict()
+        extra = get_backbone(run.cfg.spec.backbone).pretrained_extra
+        run.pretrained = load_backbone(run.model.backbone_net, path, source, extra).to_dict()
     log.info(describe(run.pretrained))
 
 
