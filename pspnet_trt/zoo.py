@@ -202,6 +202,16 @@ def _mobilenetv2(dataset: str, miou: float) -> ModelSpec:
     return _published("mobilenetv2", 8, dataset, miou, short="mv2", release="ssseg_mobilenet")
 
 
+
+def _camvid(name: str, backbone: str) -> ModelSpec:
+    """One of this project's own CamVid models: output stride 8, a narrow head (PPM 128, auxiliary 64) for the
+    CPU and edge GPUs, trained and evaluated at CamVid's 360x480; its checkpoint ships in ``samples/``."""
+    return ModelSpec(name=name, backbone=backbone, output_stride=8, dataset="camvid", crop_size=(360, 480),
+                     deploy_size=(360, 480), eval_resize=None, ppm_channels=128, aux_channels=64, batch_size=8,
+                     epochs=30, train_split="train", eval_split="test",
+                     shipped_checkpoint=f"samples/{name}_camvid.pth")
+
+
 _ENTRIES = [
     _resnet(50, 8, "voc", 77.93),
     _resnet(50, 16, "voc", 76.29),
@@ -216,43 +226,13 @@ _ENTRIES = [
     _resnet(101, 8, "cityscapes", 79.94),
     _resnet(101, 16, "cityscapes", 77.43),
     # CPU demo model: trained by this project; no published checkpoint, the trained one ships in samples/.
-    ModelSpec(
-        name="r18_os8_camvid",
-        backbone="resnet18",
-        output_stride=8,
-        dataset="camvid",
-        crop_size=(360, 480),
-        deploy_size=(360, 480),
-        eval_resize=None,
-        ppm_channels=128,
-        aux_channels=64,
-        batch_size=8,
-        epochs=30,
-        train_split="train",
-        eval_split="test",
-        shipped_checkpoint="samples/r18_os8_camvid_camvid.pth",
-    ),
+    _camvid("r18_os8_camvid", "resnet18"),
     _mobilenetv2("voc", 68.40),
     _mobilenetv2("ade20k", 35.09),
     _mobilenetv2("cityscapes", 73.64),
     # The edge CPU model: MobileNetV2-D8 with the narrow head of r18_os8_camvid; trained by this project from
     # scratch (train/config.py, CPU_OVERRIDES), the trained checkpoint ships in samples/.
-    ModelSpec(
-        name="mv2_os8_camvid",
-        backbone="mobilenetv2",
-        output_stride=8,
-        dataset="camvid",
-        crop_size=(360, 480),
-        deploy_size=(360, 480),
-        eval_resize=None,
-        ppm_channels=128,
-        aux_channels=64,
-        batch_size=8,
-        epochs=30,
-        train_split="train",
-        eval_split="test",
-        shipped_checkpoint="samples/mv2_os8_camvid_camvid.pth",
-    ),
+    _camvid("mv2_os8_camvid", "mobilenetv2"),
 ]
 
 ZOO: Dict[str, ModelSpec] = {spec.name: spec for spec in _ENTRIES}
