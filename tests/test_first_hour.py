@@ -130,7 +130,7 @@ def test_samples_readme_validate_command_runs_as_written(tmp_path, monkeypatch):
     """samples/README.md gave `pspnet-trt validate --checkpoint ... --data $CAMVID_ROOT`, without the required
     --model and --report (argparse stopped it)."""
     text = (ROOT / "samples" / "README.md").read_text()
-    (command,) = [c for c in backticked(text) if c.startswith("pspnet-trt validate")]
+    (command,) = [c for c in backticked(text) if c.startswith("pspnet-trt validate --model r18_os8_camvid")]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "samples").symlink_to(ROOT / "samples")
     words = [str(SAMPLE) if w == "$CAMVID_ROOT" else w for w in shlex.split(command)]  # the 6-image sample as the set

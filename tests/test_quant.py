@@ -525,6 +525,7 @@ CHEAP_BENCHMARKS = {
     "frame_upsample.py": ["--iters", "1", "--out", "{out}/frame_upsample.json"],
 }
 NOT_RUN_BENCHMARKS = {
+    "agreement_floor.py": "a trained checkpoint and CamVid: 45 artifacts at three sizes, exported, quantized, run (minutes)",
     "debug_factor.py": "minutes: exports, quantizes and compares 3 models layer by layer, 14 times each",
     "edge_table.py": "exports and quantizes four models up to 512x1024 and times them (minutes)",
     "fp16_ort_levels.py": "a trained checkpoint and CamVid, exports at 360x480",

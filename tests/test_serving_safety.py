@@ -177,8 +177,9 @@ def test_serve_refuses_a_model_the_bundled_server_cannot_load_and_names_the_fix(
 
 def test_model_readme_install_lines_are_the_main_readmes(tmp_path, tiny_onnx):
     """#25.5: the model folder's README said `pip install 'pspnet-trt[serve]'` is enough for the bundled server; it
-    also needs nvidia-pytriton. Every install command there is one the main README gives."""
-    main = (REPO_ROOT / "README.md").read_text()
+    also needs nvidia-pytriton. Every install command there is one the project's documentation (README.md and
+    docs/) gives."""
+    main = "\n".join(p.read_text() for p in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))])
     (py_dir,) = write_repository([tiny_onnx], tmp_path / "repo", RepoOptions(name="py", backend="python"))
     (ort_dir,) = write_repository([tiny_onnx], tmp_path / "repo", RepoOptions(name="ort"))
     py_readme = (py_dir / "README.md").read_text()
