@@ -16,7 +16,7 @@ mv2_os8_cityscapes at 512x1024 (random weights where no checkpoint is here: spee
 - mIoU: for the CamVid models, CamVid test mIoU of PyTorch / FP16 / INT8 (TensorRT Q/DQ graph) from the
   ``pspnet-trt validate`` report.json given with --report NAME=PATH (rows pytorch, fp16, int8); for the published
   models, sssegmentation's published mIoU (Cityscapes val).
-- GPU / Jetson: not measured here (no TensorRT); the row says so and the docs give the command.
+- GPU / Jetson: not measured by this script (it needs TensorRT); the row says so and the docs give the command.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def row(name: str, size: Tuple[int, int], args: argparse.Namespace, reports: Dic
            "params_m": round(deployed_params(model) / 1e6, 2), "gflops": round(gflops(model, size), 1),
            "ort_cpu_ms_fp32": latency["fp32"], "ort_cpu_ms_int8": latency["int8"],
            "int8_cpu": "quantize --target cpu (UINT8 activations, integer kernels)",
-           "published_miou": spec.published_miou, "gpu_jetson": "not measured here (no TensorRT / GPU)"}
+           "published_miou": spec.published_miou, "gpu_jetson": "not measured: needs TensorRT and a GPU"}
     out.update(report_miou(reports.get(name)))
     return out
 
@@ -146,7 +146,7 @@ def markdown(record: Dict[str, Any]) -> str:
                      fmt(r.get("miou_pytorch"), ".2f") if camvid else f"{r['published_miou']:.2f} (published)"
                      if r["published_miou"] is not None else "-",
                      fmt(r.get("miou_fp16"), ".2f") if camvid else "-", fmt(r.get("miou_int8"), ".2f") if camvid else "-",
-                     "not measured here"])
+                     "not measured (needs TensorRT)"])
     return markdown_table(header, rows)
 
 
