@@ -261,6 +261,7 @@ def train_stage(cfg: DemoConfig, stages: Stages) -> Tuple[Path, Dict[str, Any]]:
         rate = {"lr": cfg.lr} if cfg.lr else {}  # else the recipe's
         log.info("training: %s, %d iterations of batch %d at %dx%d crops", f"fine-tuning {cfg.start_from}"
                  if cfg.start_from else "from scratch", cfg.train_iters, cfg.batch_size, *cfg.crop)
+        clear_train_dir(work / "train")
         last = train(TrainConfig(model=MODEL, data=cfg.data, work_dir=work / "train", iters=cfg.train_iters, **rate,
                                  crop=cfg.crop, batch_size=cfg.batch_size, eval_every=0, eval_limit=cfg.eval_images, workers=1,
                                  load_from=cfg.start_from))
@@ -272,6 +273,18 @@ def train_stage(cfg: DemoConfig, stages: Stages) -> Tuple[Path, Dict[str, Any]]:
                                    "crop": cfg.crop, "lr": cfg.lr, "checkpoint": cfg.checkpoint or "-",
                                    "start_from": cfg.start_from or "-"}, [ckpt], do_train)
     return ckpt, summary
+
+
+def clear_train_dir(train_dir: Path) -> None:
+    """The demo's training stage runs only when its inputs changed (``make demo DEMO_FAST=1``, then ``make demo``):
+    the run its folder holds is the demo's own earlier one, which ``train`` (one run per work dir) would refuse to
+    write over, so it goes. A folder that holds no training run of ours (no ``config.json``) is left to ``train``,
+    which names it."""
+    import shutil
+
+    if (train_dir / "config.json").is_file():
+        log.info("[train] the earlier demo training run in %s is replaced", train_dir)
+        shutil.rmtree(train_dir)
 
 
 def start_miou(cfg: DemoConfig, checkpoint: Path) -> float:

@@ -137,6 +137,21 @@ def test_the_training_log_states_the_iterations_the_run_does(r18_checkpoint, tmp
     assert any("3 iterations of batch 2" in r.getMessage() for r in caplog.records)
 
 
+def test_the_train_stage_runs_again_when_its_inputs_change(r18_checkpoint, tmp_path):
+    """`make demo DEMO_FAST=1` then `make demo`: the second training run met the first one's checkpoints in
+    work/demo/train and train (one run per work dir) refused it, exit 2."""
+    stages = Stages(tmp_path / "work" / "stamps")
+    for iters in (1, 2):
+        cfg = DemoConfig(SAMPLE, tmp_path / "work", tmp_path / "report", train_iters=iters, crop=(64, 64),
+                         batch_size=2, eval_images=1, input_size=(64, 64), start_from=r18_checkpoint, lr=0.001)
+        ckpt, summary = demo.train_stage(cfg, stages)
+        assert ckpt.is_file() and summary["iterations"] == iters
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a training run")
+    demo.clear_train_dir(tmp_path / "mine")  # not one of ours: left alone
+    assert (tmp_path / "mine" / "notes.txt").is_file()
+
+
 def test_a_time_budget_makes_the_recipe_line_an_upper_bound(tmp_path, caplog):
     """`train --max-minutes` logged the schedule's iterations as if all would run; with a budget they are a bound."""
     from pspnet_trt.train import TrainConfig
