@@ -212,7 +212,8 @@ def demo(cfg: DemoConfig) -> List[Dict[str, Any]]:
     calib = work / "calibration.txt"
     stages.run("quantize", {"onnx": onnx["fp32"], "data": cfg.data, "images": cfg.calib_images}, [onnx["int8"], calib],
                lambda: str(quantize_onnx(onnx["fp32"], CalibrationList.read(make_calibration_list(
-                   MODEL, cfg.data, spec.train_split, cfg.calib_images, 0, out=calib), cfg.data), onnx["int8"])))
+                   MODEL, cfg.data, spec.train_split, cfg.calib_images, 0, out=calib, overwrite=True), cfg.data),
+               onnx["int8"])))  # the demo's own list: a run with another image count replaces it
 
     # 4. TensorRT engines where TensorRT and a usable GPU exist
     engines = build_engines(onnx, work, no_engines)

@@ -3,6 +3,7 @@ shipped checkpoint (issue 14 items 20 and 22, issue 18 item 4)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.machinery
 import json
 import logging
@@ -247,3 +248,11 @@ def test_tiny_demo_from_a_start_checkpoint_reports_where_it_started(r18_checkpoi
         "r18_os8_camvid_64x64_int8.onnx"]
     stamps = sorted(p.name for p in (tmp_path / "work" / "stamps").iterdir())
     assert stamps == ["export_fp16.json", "export_fp16_bgr8.json", "export_fp32.json", "quantize.json", "train.json"]
+    # `make demo DEMO_FAST=1`, then `make demo`: another iteration and image count rerun training and quantize
+    # over the demo's own earlier outputs (the second run stopped at train's one-run-per-work-dir refusal, then at
+    # calibrate's refusal to replace a different list)
+    again = dataclasses.replace(cfg, train_iters=2, calib_images=3)
+    assert [r["precision"] for r in demo.demo(again)][1:4] == ["fp32", "fp16", "int8"]
+    listed = [line for line in (tmp_path / "work" / "calibration.txt").read_text().splitlines()
+              if line and not line.startswith("#")]
+    assert len(listed) == 3, listed
