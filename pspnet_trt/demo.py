@@ -262,7 +262,7 @@ def train_stage(cfg: DemoConfig, stages: Stages) -> Tuple[Path, Dict[str, Any]]:
         rate = {"lr": cfg.lr} if cfg.lr else {}  # else the recipe's
         log.info("training: %s, %d iterations of batch %d at %dx%d crops", f"fine-tuning {cfg.start_from}"
                  if cfg.start_from else "from scratch", cfg.train_iters, cfg.batch_size, *cfg.crop)
-        clear_train_dir(work / "train")
+        clear_train_dir(work / "train", stages.folder / "train.json")
         last = train(TrainConfig(model=MODEL, data=cfg.data, work_dir=work / "train", iters=cfg.train_iters, **rate,
                                  crop=cfg.crop, batch_size=cfg.batch_size, eval_every=0, eval_limit=cfg.eval_images, workers=1,
                                  load_from=cfg.start_from))
@@ -276,14 +276,14 @@ def train_stage(cfg: DemoConfig, stages: Stages) -> Tuple[Path, Dict[str, Any]]:
     return ckpt, summary
 
 
-def clear_train_dir(train_dir: Path) -> None:
+def clear_train_dir(train_dir: Path, stamp: Path) -> None:
     """The demo's training stage runs only when its inputs changed (``make demo DEMO_FAST=1``, then ``make demo``):
-    the run its folder holds is the demo's own earlier one, which ``train`` (one run per work dir) would refuse to
-    write over, so it goes. A folder that holds no training run of ours (no ``config.json``) is left to ``train``,
-    which names it."""
+    the run its folder holds is then the demo's own earlier one (its stage ``stamp`` says the demo trained there),
+    which ``train`` (one run per work dir) would refuse to write over, so it goes. Anything else (no stamp: a
+    folder the demo did not train in) is left to ``train``, which names it."""
     import shutil
 
-    if (train_dir / "config.json").is_file():
+    if stamp.is_file() and (train_dir / "config.json").is_file():
         log.info("[train] the earlier demo training run in %s is replaced", train_dir)
         shutil.rmtree(train_dir)
 

@@ -148,9 +148,9 @@ def test_the_train_stage_runs_again_when_its_inputs_change(r18_checkpoint, tmp_p
         ckpt, summary = demo.train_stage(cfg, stages)
         assert ckpt.is_file() and summary["iterations"] == iters
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "notes.txt").write_text("not a training run")
-    demo.clear_train_dir(tmp_path / "mine")  # not one of ours: left alone
-    assert (tmp_path / "mine" / "notes.txt").is_file()
+    (tmp_path / "mine" / "config.json").write_text("{}")  # a training run the demo did not make: no stamp
+    demo.clear_train_dir(tmp_path / "mine", tmp_path / "no-stamps" / "train.json")
+    assert (tmp_path / "mine" / "config.json").is_file()
 
 
 def test_a_time_budget_makes_the_recipe_line_an_upper_bound(tmp_path, caplog):
