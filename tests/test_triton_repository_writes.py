@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_serving import _server_reason  # the one check for a usable bundled server
 
 from pspnet_trt.cli import main as cli
 from pspnet_trt.serving import RepoOptions, write_repository
@@ -133,22 +134,6 @@ def test_serves_check_clears_an_interrupted_writes_staging_and_names_other_hidde
     (repo / ".ipynb_checkpoints").mkdir()
     with pytest.raises(UserError, match=r"\.ipynb_checkpoints.*move it out"):
         check_repository(repo)
-
-
-def _server_reason():
-    import importlib.util
-
-    from pspnet_trt.errors import UserError
-
-    if importlib.util.find_spec("tritonclient") is None:
-        return "tritonclient is not installed (pip install '.[serve]' in the checkout)"
-    try:
-        from pspnet_trt.serving import find_bundled_server
-
-        find_bundled_server()
-    except UserError as e:
-        return str(e)
-    return None
 
 
 @pytest.mark.slow
